@@ -1,0 +1,209 @@
+"""One cattrs converter for every model, and the JSON wire codec for Signals (§1).
+
+Signals get hand-written hooks registered on the converter: decoding applies the
+reference decoder's rules field by field so a bad frame fails with the name of
+the offending key, and encoding writes the nine keys in the reference's order.
+Every other attrs model (registry records, engram receipts, ...) uses the
+converter's generated hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cattrs.preconf.orjson import make_converter
+
+from .errors import SignalDecodeError
+from .ids import new_event_id, new_trace_id
+from .signal import Directed, Signal, SignalType, utc_now_iso
+
+__all__ = [
+    "converter",
+    "decode_signal",
+    "dumps",
+    "encode_signal",
+    "loads",
+    "signal_from_dict",
+    "signal_to_dict",
+]
+
+log = logging.getLogger("cosmonapse.codec")
+
+converter = make_converter()
+
+_TYPES: dict[str, SignalType] = {t.value: t for t in SignalType}
+
+
+def _directed_to_dict(d: Directed) -> dict[str, Any]:
+    return {"id": d.id, "type": d.type, "capabilities": list(d.capabilities)}
+
+
+def signal_to_dict(sig: Signal) -> dict[str, Any]:
+    """The JSON-ready dict of *sig*, keys in the reference's order."""
+    d = sig.directed
+    return {
+        "v": sig.v,
+        "id": sig.id,
+        "trace_id": sig.trace_id,
+        "parent_id": sig.parent_id,
+        "type": sig.type.value,
+        "directed": None if d is None else _directed_to_dict(d),
+        "ts": sig.ts,
+        "payload": sig.payload,
+        "meta": sig.meta,
+    }
+
+
+def _directed_from(raw: Any) -> Directed | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SignalDecodeError("directed", f"must be an object or null, got {type(raw).__name__}")
+    did = raw.get("id")
+    dtype = raw.get("type")
+    caps = raw.get("capabilities")
+    if did is not None and not isinstance(did, str):
+        raise SignalDecodeError("directed.id", "must be a string or null")
+    if dtype is not None and not isinstance(dtype, str):
+        raise SignalDecodeError("directed.type", "must be a string or null")
+    if caps is None:
+        caps = ()
+    elif not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise SignalDecodeError("directed.capabilities", "must be an array of strings")
+    return Directed(did, dtype, caps)
+
+
+def _ts_from(raw: Any) -> str:
+    if isinstance(raw, bool):
+        raise SignalDecodeError("ts", "must be an ISO-8601 string or a number")
+    if isinstance(raw, int | float):
+        try:
+            moment = datetime.fromtimestamp(raw, UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise SignalDecodeError("ts", f"number out of range: {raw!r}") from exc
+        return moment.isoformat() + "Z"
+    if not isinstance(raw, str):
+        raise SignalDecodeError("ts", f"must be an ISO-8601 string or a number, got {type(raw).__name__}")
+    try:
+        datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise SignalDecodeError("ts", f"not an ISO-8601 date-time: {raw!r}") from exc
+    return raw
+
+
+def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
+    """Validate *raw* (a decoded JSON value) and build a Signal.
+
+    Rules follow the reference decoder (§1.2).  A missing ``id``, ``trace_id``
+    or ``ts`` is filled with a fresh value and named in ``Signal.filled`` (and
+    logged at DEBUG); with ``strict=True`` it is an error instead.  Unknown
+    top-level keys are ignored.
+    """
+    if not isinstance(raw, dict):
+        raise SignalDecodeError(None, f"a Signal must be a JSON object, got {type(raw).__name__}")
+    filled: list[str] = []
+
+    v = raw.get("v", "1")
+    if not isinstance(v, str):
+        raise SignalDecodeError("v", f"must be a string, got {type(v).__name__}")
+    if v.split(".", 1)[0] != "1":
+        raise SignalDecodeError("v", f"unsupported protocol version {v!r} (need 1.x)")
+
+    type_name = raw.get("type")
+    if type_name is None:
+        raise SignalDecodeError("type", "is required")
+    stype = _TYPES.get(type_name) if isinstance(type_name, str) else None
+    if stype is None:
+        raise SignalDecodeError("type", f"unknown Signal type {type_name!r}")
+
+    sid = raw.get("id")
+    if sid is None:
+        if strict:
+            raise SignalDecodeError("id", "is required")
+        sid = new_event_id()
+        filled.append("id")
+    elif not isinstance(sid, str) or not sid.startswith("evt_"):
+        raise SignalDecodeError("id", f"must be a string starting with 'evt_', got {sid!r}")
+
+    trace_id = raw.get("trace_id")
+    if trace_id is None:
+        if strict:
+            raise SignalDecodeError("trace_id", "is required")
+        trace_id = new_trace_id()
+        filled.append("trace_id")
+    elif not isinstance(trace_id, str) or not trace_id.startswith("trc_"):
+        raise SignalDecodeError("trace_id", f"must be a string starting with 'trc_', got {trace_id!r}")
+
+    parent_id = raw.get("parent_id")
+    if parent_id is not None and (not isinstance(parent_id, str) or not parent_id.startswith("evt_")):
+        raise SignalDecodeError("parent_id", f"must be null or start with 'evt_', got {parent_id!r}")
+
+    directed = _directed_from(raw.get("directed"))
+
+    if "ts" in raw and raw["ts"] is not None:
+        ts = _ts_from(raw["ts"])
+    else:
+        if strict:
+            raise SignalDecodeError("ts", "is required")
+        ts = utc_now_iso()
+        filled.append("ts")
+
+    payload = raw.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise SignalDecodeError("payload", f"must be an object, got {type(payload).__name__}")
+
+    meta = raw.get("meta")
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise SignalDecodeError("meta", f"must be an object, got {type(meta).__name__}")
+
+    if filled:
+        log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value)
+    return Signal(
+        type=stype,
+        trace_id=trace_id,
+        payload=payload,
+        parent_id=parent_id,
+        directed=directed,
+        meta=meta,
+        id=sid,
+        ts=ts,
+        v=v,
+        filled=tuple(filled),
+    )
+
+
+def encode_signal(sig: Signal) -> bytes:
+    """Compact UTF-8 JSON of *sig* (what goes on every bus)."""
+    return orjson.dumps(signal_to_dict(sig))
+
+
+def decode_signal(data: bytes | bytearray | memoryview | str, *, strict: bool = False) -> Signal:
+    """Parse one JSON frame into a Signal; raises SignalDecodeError naming the problem."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SignalDecodeError(None, f"not JSON: {exc}") from exc
+    return signal_from_dict(raw, strict=strict)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON of any attrs model or plain value, through the one converter."""
+    return orjson.dumps(converter.unstructure(obj))
+
+
+def loads(data: bytes | str, cls: type[Any]) -> Any:
+    """Parse JSON into *cls* through the one converter."""
+    return converter.structure(orjson.loads(data), cls)
+
+
+converter.register_unstructure_hook(Signal, signal_to_dict)
+converter.register_structure_hook(Signal, lambda raw, _cls: signal_from_dict(raw))
+converter.register_unstructure_hook(Directed, _directed_to_dict)
+converter.register_structure_hook(Directed, lambda raw, _cls: _directed_from(raw))

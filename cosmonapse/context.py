@@ -1,0 +1,103 @@
+"""``NeuronContext``: what a Neuron gets as its second argument.
+
+It is a ``list`` (the entries the Axon's context fetcher returned for the
+TASK's ``context_ref``, empty by default — what reference Neurons expect) that
+also carries the trace and task ids and can emit cognition Signals on the
+Neuron's own trace.  Emitting goes through the hosting Dendrite; the Neuron
+never touches the Synapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from .signal import Directed, Signal, SignalType
+
+__all__ = ["NeuronContext", "Publish"]
+
+Publish = Callable[[Signal], Awaitable[None]]
+
+
+class NeuronContext(list[Any]):
+    """Context entries plus the running TASK's identity and emitters."""
+
+    __slots__ = ("_publish", "_seq", "dendrite_id", "neuron_id", "task")
+
+    def __init__(
+        self,
+        task: Signal,
+        neuron_id: str,
+        publish: Publish | None = None,
+        entries: Iterable[Any] = (),
+        dendrite_id: str | None = None,
+    ) -> None:
+        super().__init__(entries)
+        self.task = task
+        self.neuron_id = neuron_id
+        self.dendrite_id = dendrite_id
+        self._publish = publish
+        self._seq = 0
+
+    @property
+    def trace_id(self) -> str:
+        return self.task.trace_id
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return self.task.payload.get("input") or {}
+
+    async def emit(self, signal_type: SignalType, payload: dict[str, Any], **meta: Any) -> Signal:
+        """Publish a Signal of *signal_type* on this trace, parent = the TASK, from this neuron."""
+        if self._publish is None:
+            raise RuntimeError("this NeuronContext is not attached to a Dendrite")
+        sig = Signal(
+            type=signal_type,
+            trace_id=self.task.trace_id,
+            parent_id=self.task.id,
+            directed=Directed(id=self.neuron_id),
+            payload=payload,
+            meta=dict(meta),
+        )
+        await self._publish(sig)
+        return sig
+
+    async def emit_thought_delta(self, delta: str, *, seq: int | None = None) -> Signal:
+        """Stream a piece of text (a token, a sentence) ahead of the reply."""
+        if seq is None:
+            seq = self._seq
+        self._seq = seq + 1
+        return await self.emit(SignalType.THOUGHT_DELTA, {"delta": delta, "seq": seq})
+
+    async def emit_plan(self, steps: list[Any], *, rationale: str | None = None) -> Signal:
+        payload: dict[str, Any] = {"steps": list(steps)}
+        if rationale is not None:
+            payload["rationale"] = rationale
+        return await self.emit(SignalType.PLAN, payload)
+
+    async def emit_tool_call(self, tool: str, args: dict[str, Any], *, call_id: str | None = None) -> Signal:
+        payload: dict[str, Any] = {"tool": tool, "args": args}
+        if call_id is not None:
+            payload["call_id"] = call_id
+        return await self.emit(SignalType.TOOL_CALL, payload)
+
+    async def emit_tool_result(
+        self,
+        tool: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        call_id: str | None = None,
+    ) -> Signal:
+        payload: dict[str, Any] = {"tool": tool}
+        if result is not None:
+            payload["result"] = result
+        if error is not None:
+            payload["error"] = error
+        if call_id is not None:
+            payload["call_id"] = call_id
+        return await self.emit(SignalType.TOOL_RESULT, payload)

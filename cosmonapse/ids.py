@@ -1,0 +1,61 @@
+"""Prefixed ULIDs: ``evt_``/``trc_``/``eng_`` + 26 Crockford base32 characters.
+
+A ULID is 48 bits of milliseconds followed by 80 random bits.  The random
+part is exactly 16 base32 characters, so it is produced by the standard
+library's base32 encoder and a translation table; the time part is cached per
+millisecond.  Minting an id is on the hot path of every Signal, so it avoids
+Python-level loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+__all__ = ["CROCKFORD", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RFC4648 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_TO_CROCKFORD = bytes.maketrans(_RFC4648.encode(), CROCKFORD.encode())
+_CROCKFORD_SET = frozenset(CROCKFORD)
+
+_last_ms = -1
+_last_time_part = ""
+
+
+def _time_part(ms: int) -> str:
+    global _last_ms, _last_time_part
+    if ms != _last_ms:
+        chars = []
+        for shift in range(45, -5, -5):
+            chars.append(CROCKFORD[(ms >> shift) & 31])
+        _last_time_part = "".join(chars)
+        _last_ms = ms
+    return _last_time_part
+
+
+def new_ulid() -> str:
+    """A fresh 26-character ULID (upper-case Crockford base32)."""
+    rand = base64.b32encode(os.urandom(10)).translate(_TO_CROCKFORD).decode("ascii")
+    return _time_part(time.time_ns() // 1_000_000) + rand
+
+
+def new_event_id() -> str:
+    """A fresh Signal id: ``evt_`` + ULID."""
+    return "evt_" + new_ulid()
+
+
+def new_trace_id() -> str:
+    """A fresh trace id: ``trc_`` + ULID."""
+    return "trc_" + new_ulid()
+
+
+def new_engram_id() -> str:
+    """A fresh Engram entry id: ``eng_`` + ULID."""
+    return "eng_" + new_ulid()
+
+
+def is_ulid(text: str) -> bool:
+    """True when *text* is a canonical 26-character ULID."""
+    return len(text) == 26 and text[0] <= "7" and all(c in _CROCKFORD_SET for c in text)

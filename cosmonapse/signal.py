@@ -1,0 +1,149 @@
+"""The Signal envelope: attrs models, the Signal types and the type sets (protocol §1-§3)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from .ids import new_event_id, new_trace_id
+
+__all__ = [
+    "AXON_TYPES",
+    "PATHWAY_TYPES",
+    "RECEPTOR_TERMINAL_TYPES",
+    "ROLE_GATED_TYPES",
+    "SYNAPSE_TYPES",
+    "TERMINAL_SCOPE_TYPES",
+    "TERMINAL_TYPES",
+    "WAIT_TYPES",
+    "Directed",
+    "Signal",
+    "SignalType",
+    "utc_now_iso",
+]
+
+
+class SignalType(enum.StrEnum):
+    """The 31 types of reference 0.1.14, plus the legacy ``THOUGHT_DELTA``."""
+
+    TASK = "TASK"
+    AGENT_OUTPUT = "AGENT_OUTPUT"
+    FINAL = "FINAL"
+    ERROR = "ERROR"
+    TASK_OFFER = "TASK_OFFER"
+    BID = "BID"
+    TASK_AWARDED = "TASK_AWARDED"
+    TASK_DECLINED = "TASK_DECLINED"
+    AUDIT = "AUDIT"
+    PLAN = "PLAN"
+    TOOL_CALL = "TOOL_CALL"
+    TOOL_RESULT = "TOOL_RESULT"
+    MEMORY_APPEND = "MEMORY_APPEND"
+    ESCALATION = "ESCALATION"
+    RECALL = "RECALL"
+    RECALLED = "RECALLED"
+    IMPRINT = "IMPRINT"
+    IMPRINTED = "IMPRINTED"
+    CONSENSUS = "CONSENSUS"
+    CONTEXT_SYNC = "CONTEXT_SYNC"
+    CRITIQUE = "CRITIQUE"
+    CLARIFICATION = "CLARIFICATION"
+    PERMISSION = "PERMISSION"
+    PERMISSION_DECISION = "PERMISSION_DECISION"
+    CLARIFICATION_ANSWER = "CLARIFICATION_ANSWER"
+    REGISTER = "REGISTER"
+    DEREGISTER = "DEREGISTER"
+    HEARTBEAT = "HEARTBEAT"
+    DISCOVER = "DISCOVER"
+    STOP = "STOP"
+    STOPPED = "STOPPED"
+    THOUGHT_DELTA = "THOUGHT_DELTA"
+
+
+T = SignalType
+
+#: What an Axon or the Dendrite life cycle may produce.
+AXON_TYPES = frozenset(
+    {T.AGENT_OUTPUT, T.CLARIFICATION, T.PERMISSION, T.ERROR, T.REGISTER, T.DEREGISTER, T.HEARTBEAT}
+)
+#: What the public ``Dendrite.emit()`` accepts.  THOUGHT_DELTA is ours (the seeds
+#: have ``emit_thought_delta``); the reference's 25 are all here too.
+SYNAPSE_TYPES = frozenset(
+    {
+        T.TASK, T.FINAL, T.ERROR, T.TASK_OFFER, T.BID, T.TASK_AWARDED, T.TASK_DECLINED,
+        T.AUDIT, T.PLAN, T.TOOL_CALL, T.TOOL_RESULT, T.MEMORY_APPEND, T.ESCALATION,
+        T.CONSENSUS, T.CONTEXT_SYNC, T.CRITIQUE, T.DISCOVER, T.PERMISSION_DECISION,
+        T.CLARIFICATION_ANSWER, T.RECALL, T.RECALLED, T.IMPRINT, T.IMPRINTED, T.STOP,
+        T.STOPPED, T.THOUGHT_DELTA,
+    }
+)  # fmt: skip
+#: Types routed into trace Pathways: everything but TASK and the management types.
+PATHWAY_TYPES = frozenset(SignalType) - {T.TASK, T.REGISTER, T.DEREGISTER, T.HEARTBEAT, T.DISCOVER}
+#: Close a Pathway (after delivering it).
+TERMINAL_TYPES = frozenset({T.FINAL, T.ERROR})
+#: What a bare ``Pathway.wait()`` / ``dispatch_and_wait`` returns on.
+WAIT_TYPES = frozenset({T.AGENT_OUTPUT, T.CLARIFICATION, T.PERMISSION, T.ERROR, T.FINAL})
+#: What a ``scope="terminal"`` Pathway lets through to wait/iteration.
+TERMINAL_SCOPE_TYPES = frozenset({T.FINAL, T.ERROR, T.CLARIFICATION, T.PERMISSION})
+#: What HTTP/CLI edges treat as "done".
+RECEPTOR_TERMINAL_TYPES = frozenset({T.AGENT_OUTPUT, T.FINAL, T.ERROR, T.CLARIFICATION, T.PERMISSION})
+#: Initiating these needs role "orchestrator".
+ROLE_GATED_TYPES = frozenset({T.TASK, T.STOP})
+
+
+def utc_now_iso() -> str:
+    """Now as the reference writes it: UTC, microseconds, trailing ``Z`` (fraction dropped if 0)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    text = now.isoformat()
+    return text + "Z"
+
+
+@attrs.frozen(slots=True)
+class Directed:
+    """Addressing facets: target or producer attribution, depending on the type (§2)."""
+
+    id: str | None = None
+    type: str | None = None
+    capabilities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(slots=True, eq=True)
+class Signal:
+    """One protocol envelope.
+
+    Immutable, because the in-memory bus hands the same object to every
+    subscriber.  ``payload`` and ``meta`` are plain dicts: treat them as read-only.
+    ``ts`` is kept as the ISO-8601 text that travels on the wire, so a frame
+    re-encodes to the same JSON value; ``timestamp`` parses it.
+    ``filled`` is not on the wire: it names the fields the decoder had to fill
+    in because a lenient peer left them out (see docs/protocol.md).
+    """
+
+    type: SignalType
+    trace_id: str = attrs.field(factory=new_trace_id)
+    payload: dict[str, Any] = attrs.field(factory=dict)
+    parent_id: str | None = None
+    directed: Directed | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    id: str = attrs.field(factory=new_event_id)
+    ts: str = attrs.field(factory=utc_now_iso)
+    v: str = "1"
+    filled: tuple[str, ...] = attrs.field(default=(), eq=False, repr=False)
+
+    @property
+    def timestamp(self) -> datetime:
+        """``ts`` parsed; naive timestamps are taken as UTC."""
+        parsed = datetime.fromisoformat(self.ts)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    @property
+    def neuron(self) -> str | None:
+        """``directed.id``, the neuron this Signal targets or comes from."""
+        return self.directed.id if self.directed is not None else None
+
+    def evolve(self, **changes: Any) -> Signal:
+        """A copy with *changes* applied (``attrs.evolve``)."""
+        return attrs.evolve(self, **changes)

@@ -1,0 +1,228 @@
+"""The Synapse interface every bus implements, and the per-subscription pump they share.
+
+Contract (all adapters):
+
+* ``publish(subject, signal)`` hands the Signal to the bus.  It may wait when
+  a buffer on the way is full (backpressure); it never grows a buffer without
+  bound.
+* ``subscribe(subject, handler, queue_group=)`` returns a Subscription.  Each
+  subscription has its own bounded buffer drained by one pump task that lives in
+  the synapse's task group and awaits ``handler(signal)`` for each Signal in
+  order.  A handler is expected to be quick (the Dendrite's router only files
+  the Signal and starts work elsewhere); an exception from it is logged and the
+  pump goes on.
+* The Synapse owns its tasks: they start in ``connect()`` (or ``__aenter__``)
+  and are all gone when ``close()`` returns.  ``connect()`` and ``close()``
+  must be called from the same task, as for any anyio context.
+* Network adapters call the reconnect callbacks (sync, non-blocking) after
+  they restored their subscriptions, so Dendrites can re-REGISTER.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import SynapseClosedError
+from ..ids import new_ulid
+from ..signal import Signal
+
+__all__ = ["DEFAULT_SUBSCRIPTION_BUFFER", "Handler", "Subscription", "Synapse"]
+
+log = logging.getLogger("cosmonapse.synapse")
+
+Handler = Callable[[Signal], Awaitable[Any]]
+
+#: Signals a subscription buffers before publishers wait for its pump.
+DEFAULT_SUBSCRIPTION_BUFFER = 1024
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """One subscription: pattern, optional queue group, handler and its bounded buffer."""
+
+    subject: str
+    handler: Handler
+    queue_group: str | None = None
+    sub_id: str = attrs.field(factory=lambda: new_ulid().lower())
+    _send: MemoryObjectSendStream[Signal] | None = attrs.field(default=None, repr=False)
+    active: bool = True
+
+    async def deliver(self, sig: Signal) -> None:
+        """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
+        send = self._send
+        if send is None or not self.active:
+            return
+        try:
+            send.send_nowait(sig)
+        except anyio.WouldBlock:
+            try:
+                await send.send(sig)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def deliver_nowait(self, sig: Signal) -> bool:
+        """Queue *sig* if there is room; False when the buffer is full (the caller decides)."""
+        send = self._send
+        if send is None or not self.active:
+            return True
+        try:
+            send.send_nowait(sig)
+        except anyio.WouldBlock:
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        return True
+
+    def _close(self) -> None:
+        self.active = False
+        if self._send is not None:
+            self._send.close()
+
+
+class Synapse(abc.ABC):
+    """A bus: publish Signals on subjects, subscribe handlers to patterns."""
+
+    def __init__(self, *, subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER) -> None:
+        if subscription_buffer < 1:
+            raise ValueError("subscription_buffer must be >= 1")
+        self.subscription_buffer = subscription_buffer
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._reconnect_callbacks: list[Callable[[], None]] = []
+
+    # -- life cycle --------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._tg is not None
+
+    async def connect(self) -> None:
+        """Open the synapse's task group and whatever connection the bus needs."""
+        if self._tg is not None:
+            return
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack
+            await self._open(self._tg)
+        except BaseException:
+            self._tg = None
+            self._stack = None
+            await stack.aclose()
+            raise
+
+    async def close(self) -> None:
+        """Stop every pump and connection task; idempotent."""
+        stack, tg = self._stack, self._tg
+        if stack is None or tg is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
+        finally:
+            self._tg = None
+            self._stack = None
+            tg.cancel_scope.cancel()
+            await stack.aclose()
+
+    async def __aenter__(self) -> Synapse:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- what adapters implement ------------------------------------------
+    @abc.abstractmethod
+    async def _open(self, tg: TaskGroup) -> None:
+        """Connect; start reader tasks in *tg*."""
+
+    async def _shutdown(self) -> None:
+        """Flush and say goodbye before the task group is cancelled (shielded)."""
+
+    @abc.abstractmethod
+    async def publish(self, subject: str, signal: Signal) -> None:
+        """Deliver *signal* on *subject*."""
+
+    @abc.abstractmethod
+    async def _on_subscribe(self, sub: Subscription) -> None:
+        """Tell the bus about a new subscription."""
+
+    @abc.abstractmethod
+    async def _on_unsubscribe(self, sub: Subscription) -> None:
+        """Tell the bus a subscription is gone."""
+
+    # -- shared subscription machinery ------------------------------------
+    def _require_tg(self) -> TaskGroup:
+        if self._tg is None:
+            raise SynapseClosedError(f"{type(self).__name__} is not connected; call connect() first")
+        return self._tg
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue_group: str | None = None
+    ) -> Subscription:
+        """Subscribe *handler* to *subject* (wildcards allowed); returns the Subscription."""
+        tg = self._require_tg()
+        if not subject:
+            raise ValueError("subject must not be empty")
+        send, receive = anyio.create_memory_object_stream[Signal](self.subscription_buffer)
+        sub = Subscription(subject=subject, handler=handler, queue_group=queue_group, send=send)
+        tg.start_soon(self._pump, sub, receive, name=f"synapse-pump:{subject}")
+        await self._on_subscribe(sub)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """Remove *sub*; its pump finishes what it already buffered, then ends."""
+        if not sub.active:
+            return
+        sub._close()
+        if self._tg is not None:
+            await self._on_unsubscribe(sub)
+
+    @staticmethod
+    async def _pump(sub: Subscription, receive: MemoryObjectReceiveStream[Signal]) -> None:
+        async with receive:
+            async for sig in receive:
+                try:
+                    await sub.handler(sig)
+                except Exception:
+                    log.exception("handler for %s raised on %s %s", sub.subject, sig.type, sig.id)
+
+    # -- reconnect notification -------------------------------------------
+    def add_reconnect_callback(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (sync, must not block) after each successful reconnect."""
+        self._reconnect_callbacks.append(callback)
+
+    def remove_reconnect_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            self._reconnect_callbacks.remove(callback)
+        except ValueError:
+            pass
+
+    def _notify_reconnected(self) -> None:
+        for cb in list(self._reconnect_callbacks):
+            try:
+                cb()
+            except Exception:
+                log.exception("reconnect callback raised")
+
+
+INFINITE = math.inf

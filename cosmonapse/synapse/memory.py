@@ -1,0 +1,45 @@
+"""``MemorySynapse``: the in-process bus (§20), with bounded buffers and backpressure.
+
+``publish`` files the Signal object (not a copy) into the buffer of every
+matching subscription — solo subscribers each, one member per queue group
+round-robin — and returns.  When a subscriber's buffer is full, ``publish``
+waits until its pump has made room: a slow subscriber slows its publishers
+instead of growing memory.  No task is started per message.
+"""
+
+from __future__ import annotations
+
+from anyio.abc import TaskGroup
+
+from ..errors import SynapseClosedError
+from ..signal import Signal
+from .base import DEFAULT_SUBSCRIPTION_BUFFER, Subscription, Synapse
+from .index import SubscriptionIndex
+
+__all__ = ["MemorySynapse"]
+
+
+class MemorySynapse(Synapse):
+    """An in-process bus; several Dendrites in one process share one instance."""
+
+    url = "memory://"
+
+    def __init__(self, *, subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER) -> None:
+        super().__init__(subscription_buffer=subscription_buffer)
+        self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
+
+    async def _open(self, tg: TaskGroup) -> None:
+        return None
+
+    async def publish(self, subject: str, signal: Signal) -> None:
+        if self._tg is None:
+            raise SynapseClosedError("MemorySynapse is not connected; call connect() first")
+        for sub in self._index.targets(subject):
+            if not sub.deliver_nowait(signal):
+                await sub.deliver(signal)
+
+    async def _on_subscribe(self, sub: Subscription) -> None:
+        self._index.add(sub.subject, sub, sub.queue_group)
+
+    async def _on_unsubscribe(self, sub: Subscription) -> None:
+        self._index.remove(sub.subject, sub)
