@@ -95,6 +95,18 @@ class Axon:
             result = await result
         return result
 
+    async def aclose(self) -> None:
+        """Release what the Neuron holds (its pooled HTTP client, say): ``neuron_fn.aclose()``.
+
+        The hosting Dendrite calls this when it stops.
+        """
+        closer = getattr(self.neuron_fn, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing neuron %s failed", self.neuron_id)
+
     async def run(self, task: Signal, context: NeuronContext) -> list[Signal]:
         """Run the Neuron on *task*; return the reply Signal(s) to publish.
 
