@@ -3,17 +3,22 @@
 from .axon import Axon, NeuronFn
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext
+from .dendrite import Dendrite, current_task
 from .errors import (
     CosmonapseError,
     DendriteProtocolError,
     DispatchTimeout,
     PathwayBusyError,
     PathwayClosedError,
+    PathwayTimeout,
     SignalDecodeError,
     SynapseClosedError,
     SynapseError,
 )
+from .handlers import HandlerSpec
 from .ids import new_event_id, new_trace_id
+from .lifecycle import LifecycleHooks
+from .pathway import Pathway
 from .signal import (
     AXON_TYPES,
     PATHWAY_TYPES,
@@ -38,14 +43,19 @@ __all__ = [
     "WAIT_TYPES",
     "Axon",
     "CosmonapseError",
+    "Dendrite",
     "DendriteProtocolError",
     "Directed",
     "DispatchTimeout",
+    "HandlerSpec",
+    "LifecycleHooks",
     "MemorySynapse",
     "NeuronContext",
     "NeuronFn",
+    "Pathway",
     "PathwayBusyError",
     "PathwayClosedError",
+    "PathwayTimeout",
     "Signal",
     "SignalDecodeError",
     "SignalType",
@@ -54,6 +64,7 @@ __all__ = [
     "SynapseClosedError",
     "SynapseError",
     "converter",
+    "current_task",
     "decode_signal",
     "encode_signal",
     "new_event_id",

@@ -8,6 +8,7 @@ __all__ = [
     "DispatchTimeout",
     "PathwayBusyError",
     "PathwayClosedError",
+    "PathwayTimeout",
     "SignalDecodeError",
     "SynapseClosedError",
     "SynapseError",
@@ -33,6 +34,10 @@ class DendriteProtocolError(CosmonapseError):
 
 class PathwayClosedError(CosmonapseError):
     """The Pathway closed before a matching Signal arrived."""
+
+
+class PathwayTimeout(CosmonapseError, TimeoutError):
+    """``Pathway.wait``/``wait_for`` ran out of time; the message names the trace and what it waited for."""
 
 
 class PathwayBusyError(CosmonapseError):

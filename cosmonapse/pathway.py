@@ -1,0 +1,205 @@
+"""``Pathway``: the per-trace handle a caller reads a workflow through (seed 002, §9).
+
+Three ways to read it — ``await wait()``/``wait_for(T)``, ``@pw.on(T)``
+callbacks, ``async for sig in pw`` — over one bounded buffer:
+
+* The buffer is a queue: each buffered Signal is handed to one reader (a
+  ``wait``/``wait_for`` takes the first match out; iteration takes from the
+  front).  ``on()`` callbacks see every Signal, whatever the scope.
+* ``scope="terminal"`` buffers only FINAL/ERROR/CLARIFICATION/PERMISSION.
+* FINAL or ERROR closes the Pathway after it is buffered; buffered Signals are
+  still served after close, then readers get ``PathwayClosedError``
+  (iteration simply ends).
+* Overflow: when ``max_buffer`` Signals are waiting unread, the oldest one
+  that is not in the wait set (a THOUGHT_DELTA nobody reads, say) is dropped
+  and counted in ``dropped``; wait-set Signals are never dropped.  So a
+  chatty Neuron cannot grow memory without bound, and it can never make a
+  caller miss its reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from .errors import PathwayClosedError, PathwayTimeout
+from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
+
+if TYPE_CHECKING:
+    from .dendrite import Dendrite
+
+__all__ = ["DEFAULT_PATHWAY_BUFFER", "Pathway", "PathwayRole", "PathwayScope"]
+
+log = logging.getLogger("cosmonapse.pathway")
+
+PathwayRole = Literal["originator", "observer"]
+PathwayScope = Literal["all", "terminal"]
+Callback = Callable[[Signal], Awaitable[Any] | Any]
+
+#: Unread Signals a Pathway keeps before it drops the oldest non-wait-set one.
+DEFAULT_PATHWAY_BUFFER = 256
+
+
+class Pathway:
+    """One trace, seen from one Dendrite."""
+
+    __slots__ = (
+        "_buf",
+        "_callbacks",
+        "_closed",
+        "_dendrite",
+        "_max",
+        "_waiters",
+        "dropped",
+        "role",
+        "scope",
+        "task",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        dendrite: Dendrite,
+        trace_id: str,
+        *,
+        role: PathwayRole = "originator",
+        scope: PathwayScope = "all",
+        max_buffer: int = DEFAULT_PATHWAY_BUFFER,
+    ) -> None:
+        if scope not in ("all", "terminal"):
+            raise ValueError(f"scope must be 'all' or 'terminal', not {scope!r}")
+        self._dendrite = dendrite
+        self.trace_id = trace_id
+        self.role: PathwayRole = role
+        self.scope: PathwayScope = scope
+        self._max = max_buffer
+        self._buf: list[Signal] = []
+        self._waiters: list[anyio.Event] | None = None
+        self._callbacks: dict[SignalType, list[Callback]] | None = None
+        self._closed = False
+        self.dropped = 0
+        #: The TASK this Pathway's originator dispatched (None for observers).
+        self.task: Signal | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Pathway {self.trace_id} {self.role} scope={self.scope} {state} buffered={len(self._buf)}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- delivery (called by the Dendrite's router) ------------------------
+    async def _deliver(self, sig: Signal) -> None:
+        if self._closed:
+            return
+        callbacks = self._callbacks.get(sig.type) if self._callbacks else None
+        if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
+            self._buffer(sig)
+        if sig.type in TERMINAL_TYPES:
+            self._close_now()
+        if callbacks:
+            for cb in callbacks:
+                await self._dendrite._spawn_handler(cb, sig)
+
+    def _buffer(self, sig: Signal) -> None:
+        buf = self._buf
+        if len(buf) >= self._max:
+            for i, old in enumerate(buf):
+                if old.type not in WAIT_TYPES:
+                    del buf[i]
+                    self.dropped += 1
+                    if self.dropped == 1:
+                        log.warning(
+                            "Pathway %s buffer full (%d unread): dropping the oldest non-reply Signals",
+                            self.trace_id,
+                            self._max,
+                        )
+                    break
+        buf.append(sig)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for ev in waiters:
+                ev.set()
+
+    def _close_now(self) -> None:
+        """Close without awaiting: wake every reader and leave the Dendrite's tables."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        self._dendrite._forget_pathway(self)
+
+    # -- reading -----------------------------------------------------------
+    async def _take(self, wanted: frozenset[SignalType] | None, timeout_s: float | None, what: str) -> Signal:
+        try:
+            with anyio.fail_after(timeout_s):
+                while True:
+                    for i, sig in enumerate(self._buf):
+                        if wanted is None or sig.type in wanted:
+                            del self._buf[i]
+                            return sig
+                    if self._closed:
+                        raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
+                    ev = anyio.Event()
+                    if self._waiters is None:
+                        self._waiters = [ev]
+                    else:
+                        self._waiters.append(ev)
+                    await ev.wait()
+        except TimeoutError as exc:
+            if isinstance(exc, PathwayTimeout):
+                raise
+            raise PathwayTimeout(f"no {what} on trace {self.trace_id} within {timeout_s} s") from None
+
+    async def wait(self, timeout_s: float | None = None) -> Signal:
+        """The next AGENT_OUTPUT / CLARIFICATION / PERMISSION / ERROR / FINAL."""
+        return await self._take(WAIT_TYPES, timeout_s, "a reply")
+
+    async def wait_for(self, signal_type: SignalType, timeout_s: float | None = None) -> Signal:
+        """The next Signal of *signal_type*."""
+        return await self._take(frozenset({SignalType(signal_type)}), timeout_s, signal_type.value)
+
+    def on(self, signal_type: SignalType) -> Callable[[Callback], Callback]:
+        """Decorator: call the function for every *signal_type* Signal on this trace."""
+
+        def register(fn: Callback) -> Callback:
+            if self._callbacks is None:
+                self._callbacks = {}
+            self._callbacks.setdefault(SignalType(signal_type), []).append(fn)
+            return fn
+
+        return register
+
+    def __aiter__(self) -> Pathway:
+        return self
+
+    async def __anext__(self) -> Signal:
+        try:
+            return await self._take(None, None, "a Signal")
+        except PathwayClosedError:
+            raise StopAsyncIteration from None
+
+    # -- life cycle --------------------------------------------------------
+    async def close(self) -> None:
+        """Stop receiving; idempotent.  Buffered Signals can still be read."""
+        self._close_now()
+
+    async def __aenter__(self) -> Pathway:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close_now()
