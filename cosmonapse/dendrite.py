@@ -36,6 +36,7 @@ from .handlers import HandlerDecorators, HandlerFn, HandlerRegistry, HandlerSpec
 from .ids import new_trace_id
 from .lifecycle import HookFn, LifecycleHooks
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
+from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Subscription, Synapse
@@ -109,8 +110,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._running = False
-        self._task_slots = anyio.Semaphore(max_concurrent_tasks)
-        self._handler_slots = anyio.Semaphore(max_concurrent_handlers)
+        self._task_pool: RunnerPool | None = None
+        self._handler_pool: RunnerPool | None = None
         self._pathway_subs_ready = False
         self._routed_group: str | None = None
 
@@ -146,6 +147,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         await stack.__aenter__()
         try:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._task_pool = RunnerPool(self._tg, self.max_concurrent_tasks, name="task")
+            self._handler_pool = RunnerPool(self._tg, self.max_concurrent_handlers, name="handler")
             self._stack = stack
             self._running = True
             await self._subscribe_all()
@@ -452,41 +455,44 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         return True
 
     async def _start_task(self, axon: Axon, task: Signal) -> None:
-        await self._task_slots.acquire()
-        if not self._tg_start(self._run_task, axon, task):
-            self._task_slots.release()
+        pool = self._task_pool
+        if pool is not None and self._running:
+            try:
+                await pool.submit(self._run_task, axon, task)
+            except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # stopping: the TASK is dropped like any TASK that arrives after stop
 
     async def _run_task(self, axon: Axon, task: Signal) -> None:
         trace = task.trace_id
-        try:
-            with anyio.CancelScope() as scope:
-                scopes = self._trace_scopes.setdefault(trace, set())
-                scopes.add(scope)
-                token = current_task.set(task)
-                try:
-                    ctx = NeuronContext(
-                        task,
-                        axon.neuron_id,
-                        publish=self._publish,
-                        entries=await axon.fetch_context(task),
-                        dendrite_id=self.dendrite_id,
-                    )
-                    for reply in await axon.run(task, ctx):
-                        await self._publish(reply)
-                finally:
-                    current_task.reset(token)
-                    scopes.discard(scope)
-                    if not scopes and self._trace_scopes.get(trace) is scopes:
-                        del self._trace_scopes[trace]
-            if scope.cancelled_caught:
-                log.debug("TASK %s on trace %s was cancelled", task.id, trace)
-        finally:
-            self._task_slots.release()
+        with anyio.CancelScope() as scope:
+            scopes = self._trace_scopes.setdefault(trace, set())
+            scopes.add(scope)
+            token = current_task.set(task)
+            try:
+                ctx = NeuronContext(
+                    task,
+                    axon.neuron_id,
+                    publish=self._publish,
+                    entries=await axon.fetch_context(task),
+                    dendrite_id=self.dendrite_id,
+                )
+                for reply in await axon.run(task, ctx):
+                    await self._publish(reply)
+            finally:
+                current_task.reset(token)
+                scopes.discard(scope)
+                if not scopes and self._trace_scopes.get(trace) is scopes:
+                    del self._trace_scopes[trace]
+        if scope.cancelled_caught:
+            log.debug("TASK %s on trace %s was cancelled", task.id, trace)
 
     async def _spawn_handler(self, fn: HandlerFn, sig: Signal) -> None:
-        await self._handler_slots.acquire()
-        if not self._tg_start(self._run_handler, fn, sig):
-            self._handler_slots.release()
+        pool = self._handler_pool
+        if pool is not None and self._running:
+            try:
+                await pool.submit(self._run_handler, fn, sig)
+            except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # stopping
 
     async def _run_handler(self, fn: HandlerFn, sig: Signal) -> None:
         try:
@@ -495,8 +501,6 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
                 await result
         except Exception:
             log.exception("handler %r raised on %s %s", fn, sig.type.value, sig.id)
-        finally:
-            self._handler_slots.release()
 
     async def _start_internal(self, fn: Callable[[Signal], Awaitable[Any]], sig: Signal) -> None:
         await self._spawn_handler(fn, sig)

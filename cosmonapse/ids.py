@@ -1,23 +1,22 @@
 """Prefixed ULIDs: ``evt_``/``trc_``/``eng_`` + 26 Crockford base32 characters.
 
 A ULID is 48 bits of milliseconds followed by 80 random bits.  The random
-part is exactly 16 base32 characters, so it is produced by the standard
-library's base32 encoder and a translation table; the time part is cached per
-millisecond.  Minting an id is on the hot path of every Signal, so it avoids
-Python-level loops.
+part is 16 base32 characters, produced two at a time from a 1024-entry table;
+the time part is cached per millisecond.  Minting an id is on the hot path of
+every Signal.  The randomness comes from ``random`` (reseeded after fork by
+CPython): ids must be unique, not secret.
 """
 
 from __future__ import annotations
 
-import base64
-import os
+import random
 import time
 
 __all__ = ["CROCKFORD", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_RFC4648 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-_TO_CROCKFORD = bytes.maketrans(_RFC4648.encode(), CROCKFORD.encode())
+_PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]
+_getrandbits = random.getrandbits
 _CROCKFORD_SET = frozenset(CROCKFORD)
 
 _last_ms = -1
@@ -37,7 +36,18 @@ def _time_part(ms: int) -> str:
 
 def new_ulid() -> str:
     """A fresh 26-character ULID (upper-case Crockford base32)."""
-    rand = base64.b32encode(os.urandom(10)).translate(_TO_CROCKFORD).decode("ascii")
+    r = _getrandbits(80)
+    p = _PAIRS
+    rand = (
+        p[r >> 70]
+        + p[(r >> 60) & 1023]
+        + p[(r >> 50) & 1023]
+        + p[(r >> 40) & 1023]
+        + p[(r >> 30) & 1023]
+        + p[(r >> 20) & 1023]
+        + p[(r >> 10) & 1023]
+        + p[r & 1023]
+    )
     return _time_part(time.time_ns() // 1_000_000) + rand
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,11 +95,22 @@ RECEPTOR_TERMINAL_TYPES = frozenset({T.AGENT_OUTPUT, T.FINAL, T.ERROR, T.CLARIFI
 ROLE_GATED_TYPES = frozenset({T.TASK, T.STOP})
 
 
+_last_second = -1
+_second_prefix = ""
+
+
 def utc_now_iso() -> str:
-    """Now as the reference writes it: UTC, microseconds, trailing ``Z`` (fraction dropped if 0)."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    text = now.isoformat()
-    return text + "Z"
+    """Now as the reference writes it: UTC, microseconds, trailing ``Z`` (fraction dropped if 0).
+
+    The date-and-seconds part is formatted once per second (this runs for every Signal).
+    """
+    global _last_second, _second_prefix
+    seconds, rest = divmod(time.time_ns(), 1_000_000_000)
+    if seconds != _last_second:
+        _second_prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = seconds
+    micros = rest // 1000
+    return f"{_second_prefix}.{micros:06d}Z" if micros else _second_prefix + "Z"
 
 
 @attrs.frozen(slots=True)

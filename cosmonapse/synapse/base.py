@@ -199,12 +199,26 @@ class Synapse(abc.ABC):
 
     @staticmethod
     async def _pump(sub: Subscription, receive: MemoryObjectReceiveStream[Signal]) -> None:
+        """Drain one subscription in order.  A backlog is drained without a scheduling
+        round per Signal (only the first receive of a batch yields)."""
+        handler = sub.handler
         async with receive:
-            async for sig in receive:
+            while True:
                 try:
-                    await sub.handler(sig)
-                except Exception:
-                    log.exception("handler for %s raised on %s %s", sub.subject, sig.type, sig.id)
+                    sig = await receive.receive()
+                except anyio.EndOfStream:
+                    return
+                while True:
+                    try:
+                        await handler(sig)
+                    except Exception:
+                        log.exception("handler for %s raised on %s %s", sub.subject, sig.type, sig.id)
+                    try:
+                        sig = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    except anyio.EndOfStream:
+                        return
 
     # -- reconnect notification -------------------------------------------
     def add_reconnect_callback(self, callback: Callable[[], None]) -> None:
