@@ -30,7 +30,7 @@ from .signal import (
     Signal,
     SignalType,
 )
-from .synapse import MemorySynapse, Subscription, Synapse
+from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
 
 __version__ = "0.1.0"
 
@@ -45,6 +45,7 @@ __all__ = [
     "CosmonapseError",
     "Dendrite",
     "DendriteProtocolError",
+    "DevSynapse",
     "Directed",
     "DispatchTimeout",
     "HandlerSpec",
@@ -63,6 +64,7 @@ __all__ = [
     "Synapse",
     "SynapseClosedError",
     "SynapseError",
+    "connect_synapse",
     "converter",
     "current_task",
     "decode_signal",

@@ -1,0 +1,5 @@
+"""``python -m cosmonapse.cli``: the same as the ``cosmo`` console script."""
+
+from . import main
+
+main()

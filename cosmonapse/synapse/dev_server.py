@@ -1,0 +1,517 @@
+"""The ``cosmo://`` dev bus server (§17), on anyio so it runs under asyncio and trio.
+
+Byte-compatible with the reference server for every op of §17.3, and better where
+peers cannot tell the difference:
+
+* Each connection has a bounded outbox drained by its own writer task, so a
+  publisher only ever appends to outboxes and never waits for a subscriber.  A
+  connection whose outbox overflows (too many messages or bytes queued) is sent
+  an ``err`` (best effort) and disconnected, like a NATS slow consumer.
+* Lines are read with a limit (default 1 MiB, the reference: 64 KiB and then the
+  connection dies); an over-long line gets an ``err`` and is skipped.
+* Bad JSON, non-UTF-8 bytes, non-object JSON and unknown ops get an ``err`` and
+  the connection keeps serving.
+* An optional shared token: the first line must then be
+  ``{"op":"auth","token":"..."}`` (answered ``{"op":"auth_ok"}``); anything else,
+  or a wrong token, gets an ``err`` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import anyio
+import attrs
+import orjson
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line
+from .index import SubscriptionIndex
+
+__all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevSynapseServer", "ServerStats"]
+
+log = logging.getLogger("cosmonapse.synapse.dev_server")
+
+#: Messages a connection may have queued before it counts as a slow consumer.
+DEFAULT_OUTBOX_SIZE = 8192
+#: Bytes a connection may have queued before it counts as a slow consumer.
+DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
+
+_WELCOME = encode_line({"op": "welcome"})
+_PONG = encode_line({"op": "pong"})
+_AUTH_OK = encode_line({"op": "auth_ok"})
+_BATCH_BYTES = 256 * 1024
+_FLUSH_TIMEOUT = 5.0  # a closing connection's writer gets this long to drain its outbox
+_GOODBYE_TIMEOUT = 0.5  # best-effort err before closing a refused or slow connection
+
+
+def _err(message: str) -> bytes:
+    return encode_line({"op": "err", "message": message})
+
+
+@attrs.define
+class ServerStats:
+    """Counters, for tests, logs and the CLI."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    published: int = 0
+    delivered: int = 0
+    errors_sent: int = 0
+    oversized_lines: int = 0
+    slow_consumer_disconnects: int = 0
+    auth_failures: int = 0
+
+
+@attrs.define(eq=False)
+class _Sub:
+    """One subscription of one connection; identity is what the index keys on."""
+
+    conn: _Conn
+    sub_id: str
+    subject: str
+    queue_group: str | None
+    tail: bytes  # the end of every msg frame to this sub: ``,"sub_id":...}\n``
+
+
+@attrs.define(eq=False)
+class _Conn:
+    """One client connection: its outbox, subscriptions and owned namespaces."""
+
+    peer: str
+    outbox: MemoryObjectSendStream[bytes]
+    authed: bool
+    subs: dict[str, _Sub] = attrs.field(factory=dict)
+    queued_bytes: int = 0
+    scope: anyio.CancelScope | None = None
+    closing: bool = False  # stop reading, flush the outbox, close
+    kill_reason: str | None = None  # set when dropped at once (slow consumer)
+
+
+@attrs.define
+class _Namespace:
+    owner: _Conn
+    transport: Any
+    started_at: str
+    signal_count: int = 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DevSynapseServer:
+    """The dev bus; ``async with DevSynapseServer() as srv:`` serves on ``srv.url``.
+
+    ``port=0`` (the default) asks the OS for a free port; the CLI binds 7070.
+    ``on_publish(subject, frame)`` (optional, sync, must be quick) sees every
+    accepted ``pub`` before fan-out; ``cosmo synapse start --tail`` uses it.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        max_line: int = DEFAULT_MAX_LINE,
+        outbox_size: int = DEFAULT_OUTBOX_SIZE,
+        outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
+        on_publish: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        if max_line < 1 or outbox_size < 1 or outbox_bytes < 1:
+            raise ValueError("max_line, outbox_size and outbox_bytes must be >= 1")
+        if token == "":
+            raise ValueError("token must not be empty (pass None for no token)")
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self.token = token
+        self.max_line = max_line
+        self.outbox_size = outbox_size
+        self.outbox_bytes = outbox_bytes
+        self.on_publish = on_publish
+        self.stats = ServerStats()
+        self._index: SubscriptionIndex[_Sub] = SubscriptionIndex()
+        self._conns: set[_Conn] = set()
+        self._namespaces: dict[str, _Namespace] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+
+    # -- addresses -----------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``cosmo://host:port`` (the token, if any, is not part of it)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"cosmo://{host}:{self.port}"
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """Registered namespaces and their transports."""
+        return {name: ns.transport for name, ns in self._namespaces.items()}
+
+    # -- life cycle ------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind and start accepting; every task lives in the server's task group."""
+        if self._tg is not None:
+            return
+        if self.token is None and not _is_loopback(self.host):
+            log.warning(
+                "dev bus bound to %s without a token: anyone who can reach it can read and "
+                "publish every Signal (pass a token)",
+                self.host,
+            )
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self._requested_port)
+            stack.push_async_callback(listener.aclose)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._port = listener.extra(SocketAttribute.local_port)
+            self._stack = stack
+            self._tg.start_soon(listener.serve, self._serve_conn, self._tg, name="dev-bus-accept")
+        except BaseException:
+            self._tg = None
+            await stack.aclose()
+            raise
+        log.info("dev bus listening on %s", self.url)
+
+    async def aclose(self) -> None:
+        """Close every connection and the listener; idempotent."""
+        stack, tg = self._stack, self._tg
+        if stack is None or tg is None:
+            return
+        self._stack = self._tg = None
+        tg.cancel_scope.cancel()
+        await stack.aclose()
+        log.info("dev bus on port %s stopped", self._port)
+
+    async def serve(self, *, task_status: TaskStatus[DevSynapseServer] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled: ``srv = await tg.start(DevSynapseServer().serve)``.
+
+        Use this to stop a server independently of clients opened after it in the
+        same task (task groups must close in reverse order of opening).
+        """
+        async with self:
+            task_status.started(self)
+            await anyio.sleep_forever()
+
+    async def __aenter__(self) -> DevSynapseServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- one connection --------------------------------------------------------
+    async def _serve_conn(self, stream: SocketStream) -> None:
+        try:
+            host, port = stream.extra(SocketAttribute.remote_address)[:2]
+            peer = f"{host}:{port}"
+        except Exception:
+            peer = "?"
+        send, receive = anyio.create_memory_object_stream[bytes](self.outbox_size)
+        conn = _Conn(peer=peer, outbox=send, authed=self.token is None)
+        self._conns.add(conn)
+        self.stats.connections_total += 1
+        self.stats.connections_open += 1
+        log.debug("dev bus: %s connected", peer)
+        try:
+            with anyio.CancelScope() as scope:
+                conn.scope = scope
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._write_loop, conn, stream, receive)
+                    self._push(conn, _WELCOME)
+                    await self._read_loop(conn, LineReader(stream, self.max_line))
+                    # Peer finished sending (or was refused): flush what is queued, bounded.
+                    send.close()
+                    scope.deadline = anyio.current_time() + _FLUSH_TIMEOUT
+        except Exception:
+            log.exception("dev bus: connection %s failed", peer)
+        finally:
+            self._forget(conn)
+            send.close()
+            with anyio.CancelScope(shield=True):
+                if conn.kill_reason is not None:
+                    with anyio.move_on_after(_GOODBYE_TIMEOUT):
+                        await stream.send(_err(conn.kill_reason))
+                await stream.aclose()
+            self.stats.connections_open -= 1
+            log.debug("dev bus: %s disconnected", peer)
+
+    def _forget(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
+        for sub in conn.subs.values():
+            self._index.remove(sub.subject, sub)
+        conn.subs.clear()
+        for name in [n for n, ns in self._namespaces.items() if ns.owner is conn]:
+            del self._namespaces[name]
+            log.debug("dev bus: namespace %r removed (owner disconnected)", name)
+
+    def _push(self, conn: _Conn, data: bytes) -> None:
+        """Queue *data* for *conn* without waiting; overflow disconnects *conn*."""
+        if conn.kill_reason is not None:
+            return
+        if conn.queued_bytes and conn.queued_bytes + len(data) > self.outbox_bytes:
+            self._overflow(conn)
+            return
+        try:
+            conn.outbox.send_nowait(data)
+        except anyio.WouldBlock:
+            self._overflow(conn)
+            return
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+        conn.queued_bytes += len(data)
+
+    def _overflow(self, conn: _Conn) -> None:
+        """Drop a slow consumer at once; it is sent an ``err`` on the way out (best effort)."""
+        self.stats.slow_consumer_disconnects += 1
+        log.warning(
+            "dev bus: disconnecting slow consumer %s (%d bytes queued, outbox limits %d messages / %d bytes)",
+            conn.peer,
+            conn.queued_bytes,
+            self.outbox_size,
+            self.outbox_bytes,
+        )
+        conn.kill_reason = "slow consumer: outbox overflow, disconnecting"
+        if conn.scope is not None:
+            conn.scope.cancel()
+
+    async def _write_loop(
+        self, conn: _Conn, stream: SocketStream, receive: MemoryObjectReceiveStream[bytes]
+    ) -> None:
+        """Drain the outbox into the socket, coalescing what is already queued."""
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    size = len(first)
+                    while size < _BATCH_BYTES:
+                        try:
+                            more = receive.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        batch.append(more)
+                        size += len(more)
+                    conn.queued_bytes -= size
+                    await stream.send(first if len(batch) == 1 else b"".join(batch))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            if conn.scope is not None:
+                conn.scope.cancel()  # the peer is gone; stop reading too
+
+    async def _read_loop(self, conn: _Conn, reader: LineReader) -> None:
+        while not conn.closing:
+            try:
+                line = await reader.receive_line()
+            except LineTooLong as exc:
+                self.stats.oversized_lines += 1
+                self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
+                continue
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                return
+            try:
+                msg = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                self._reject_line(conn, f"bad JSON: {exc}")
+                continue
+            if not isinstance(msg, dict):
+                self._reject_line(conn, f"bad message: expected a JSON object, got {type(msg).__name__}")
+            elif conn.authed:
+                self._handle(conn, msg)
+            elif msg.get("op") == "auth":
+                self._check_token(conn, msg)
+            else:
+                self._refuse(conn, 'auth required: send {"op":"auth","token":...} first')
+
+    # -- ops -------------------------------------------------------------------
+    def _send_err(self, conn: _Conn, message: str) -> None:
+        self.stats.errors_sent += 1
+        self._push(conn, _err(message))
+
+    def _reject_line(self, conn: _Conn, message: str) -> None:
+        """A line that is not a message: ``err`` and go on (before auth: close)."""
+        if conn.authed:
+            self._send_err(conn, message)
+        else:
+            self._refuse(conn, f"auth required; {message}")
+
+    def _refuse(self, conn: _Conn, message: str) -> None:
+        """Answer ``err`` and close once the outbox is flushed."""
+        self.stats.auth_failures += 1
+        log.warning("dev bus: refused %s: %s", conn.peer, message)
+        self._send_err(conn, message)
+        conn.closing = True
+
+    def _check_token(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        given = msg.get("token")
+        expected = self.token
+        if (
+            expected is not None
+            and isinstance(given, str)
+            and hmac.compare_digest(given.encode(), expected.encode())
+        ):
+            conn.authed = True
+            self._push(conn, _AUTH_OK)
+        else:
+            self._refuse(conn, "auth: bad token")
+
+    def _handle(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        op = msg.get("op")
+        if op == "pub":
+            self._op_pub(conn, msg)
+        elif op == "sub":
+            self._op_sub(conn, msg)
+        elif op == "unsub":
+            sub_id = msg.get("sub_id")
+            sub = conn.subs.pop(sub_id, None) if isinstance(sub_id, str) else None
+            if sub is not None:
+                self._index.remove(sub.subject, sub)
+        elif op == "ping":
+            self._push(conn, _PONG)
+        elif op == "hello":
+            self._push(conn, _WELCOME)
+        elif op == "ns_register":
+            self._op_ns_register(conn, msg)
+        elif op == "mgmt_list":
+            self._op_mgmt_list(conn)
+        elif op == "mgmt_info":
+            self._op_mgmt_info(conn, msg)
+        elif op == "mgmt_stop":
+            self._op_mgmt_stop(conn, msg)
+        elif op == "auth" and self.token is not None:
+            self._check_token(conn, msg)
+        else:
+            self._send_err(conn, f"unknown op {op!r}")
+
+    def _op_pub(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        subject = msg.get("subject")
+        frame = msg.get("frame")
+        if not subject or frame is None:
+            self._send_err(conn, "pub: missing subject/frame")
+            return
+        if not isinstance(subject, str):
+            self._send_err(conn, "pub: subject must be a string")
+            return
+        self.stats.published += 1
+        if subject.startswith("cosmonapse."):
+            parts = subject.split(".", 2)
+            ns = self._namespaces.get(parts[1]) if len(parts) > 1 else None
+            if ns is not None:
+                ns.signal_count += 1
+        if self.on_publish is not None:
+            try:
+                self.on_publish(subject, frame)
+            except Exception:
+                log.exception("dev bus: on_publish hook raised")
+        targets = self._index.targets(subject)
+        if not targets:
+            return
+        # Encode the frame once; each copy only differs in its sub_id tail.
+        head = b'{"op":"msg","subject":' + orjson.dumps(subject) + b',"frame":' + orjson.dumps(frame)
+        for sub in targets:
+            self._push(sub.conn, head + sub.tail)
+        self.stats.delivered += len(targets)
+
+    def _op_sub(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        sub_id = msg.get("sub_id")
+        subject = msg.get("subject")
+        group = msg.get("queue_group")
+        if not sub_id or not subject:
+            self._send_err(conn, "sub: missing sub_id/subject")
+            return
+        if not isinstance(sub_id, str) or not isinstance(subject, str):
+            self._send_err(conn, "sub: sub_id and subject must be strings")
+            return
+        if group is not None and not isinstance(group, str):
+            self._send_err(conn, "sub: queue_group must be a string or null")
+            return
+        old = conn.subs.get(sub_id)
+        if old is not None:
+            self._index.remove(old.subject, old)
+        tail = b',"sub_id":' + orjson.dumps(sub_id) + b"}\n"
+        sub = _Sub(conn=conn, sub_id=sub_id, subject=subject, queue_group=group, tail=tail)
+        conn.subs[sub_id] = sub
+        self._index.add(subject, sub, group)
+
+    def _op_ns_register(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        name = msg.get("namespace")
+        if not name:
+            self._send_err(conn, "ns_register: missing namespace")
+            return
+        if not isinstance(name, str):
+            self._send_err(conn, "ns_register: namespace must be a string")
+            return
+        self._namespaces[name] = _Namespace(
+            owner=conn,
+            transport=msg.get("transport", "memory"),
+            started_at=datetime.now(UTC).isoformat(),
+        )
+        log.debug("dev bus: namespace %r registered by %s", name, conn.peer)
+        self._push(conn, encode_line({"op": "ns_registered", "namespace": name}))
+
+    def _op_mgmt_list(self, conn: _Conn) -> None:
+        listing = [
+            {
+                "namespace": name,
+                "transport": ns.transport,
+                "started_at": ns.started_at,
+                "signal_count": ns.signal_count,
+            }
+            for name, ns in self._namespaces.items()
+        ]
+        self._push(conn, encode_line({"op": "mgmt_ns_list", "namespaces": listing}))
+
+    def _lookup(self, conn: _Conn, msg: dict[str, Any]) -> tuple[Any, _Namespace | None]:
+        name = msg.get("namespace")
+        ns = self._namespaces.get(name) if isinstance(name, str) else None
+        if ns is None:
+            self._send_err(conn, f"namespace {name!r} not found")
+        return name, ns
+
+    def _op_mgmt_info(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        name, ns = self._lookup(conn, msg)
+        if ns is None:
+            return
+        info = {
+            "op": "mgmt_ns_info",
+            "namespace": name,
+            "transport": ns.transport,
+            "started_at": ns.started_at,
+            "signal_count": ns.signal_count,
+            "client_count": len(self._conns),
+        }
+        self._push(conn, encode_line(info))
+
+    def _op_mgmt_stop(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        name, ns = self._lookup(conn, msg)
+        if ns is None:
+            return
+        del self._namespaces[name]
+        self._push(ns.owner, encode_line({"op": "ns_stopping", "namespace": name}))
+        self._push(conn, encode_line({"op": "mgmt_stop_ack", "namespace": name}))
+        log.info("dev bus: namespace %r stopped by %s", name, conn.peer)

@@ -1,0 +1,8 @@
+"""Shared fixtures: every ``@pytest.mark.anyio`` test runs on asyncio and on trio."""
+
+import pytest
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
