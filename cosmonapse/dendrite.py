@@ -38,7 +38,7 @@ from .lifecycle import HookFn, LifecycleHooks
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
 from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
-from .subjects import signal_subject, subject_for
+from .subjects import namespace_wildcard, signal_subject, subject_for
 from .synapse.base import Subscription, Synapse
 
 __all__ = ["Dendrite", "current_task"]
@@ -114,6 +114,11 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         self._handler_pool: RunnerPool | None = None
         self._pathway_subs_ready = False
         self._routed_group: str | None = None
+        # An orchestrator reads the whole namespace through one subscription, so
+        # every Signal of a trace reaches its Pathway in the order it was published
+        # (per-type subscriptions are separate pumps and would interleave freely).
+        # Workers subscribe to exact subjects only.
+        self._single_feed = role == "orchestrator"
 
     # ------------------------------------------------------------------ info
     @property
@@ -261,6 +266,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         key = (subject, group)
         if key in self._subs or not self._running:
             return
+        if self._single_feed and group is None and subject.startswith(self._prefix):
+            return  # the namespace feed already delivers it
         self._subs[key] = await self.synapse.subscribe(subject, handler, queue_group=group)
 
     async def _drop_sub(self, subject: str, group: str | None) -> None:
@@ -271,7 +278,15 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
     def _subject(self, signal_type: SignalType, *, routed: bool = False) -> str:
         return subject_for(self.namespace, signal_type, routed=routed)
 
+    @property
+    def _prefix(self) -> str:
+        return f"cosmonapse.{self.namespace}."
+
     async def _subscribe_all(self) -> None:
+        if self._single_feed:
+            feed = namespace_wildcard(self.namespace)
+            self._subs[(feed, None)] = await self.synapse.subscribe(feed, self._route)
+            self._pathway_subs_ready = True
         await self._ensure_sub(self._subject(T.STOP), self._route)
         await self._subscribe_axon_subjects()
         for t in self._handlers.types():

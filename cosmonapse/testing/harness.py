@@ -1,0 +1,110 @@
+"""Helpers to run Dendrites under test: an in-memory cluster, Signal recorders, leak checks.
+
+    async with memory_cluster(workers={"echo": echo}) as c:
+        reply = await c.orchestrator.dispatch_and_wait(neuron="echo", input={"x": 1})
+
+Everything here is backend-neutral (anyio), so the same test runs on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import attrs
+
+from ..axon import Axon, NeuronFn
+from ..dendrite import Dendrite
+from ..signal import Signal, SignalType
+from ..synapse.memory import MemorySynapse
+
+__all__ = [
+    "Cluster",
+    "SignalRecorder",
+    "assert_no_leaked_tasks",
+    "memory_cluster",
+    "running_task_names",
+]
+
+
+def running_task_names() -> dict[int, str]:
+    """Id → name of every task running in this event loop."""
+    return {t.id: t.name or "?" for t in anyio.get_running_tasks()}
+
+
+@asynccontextmanager
+async def assert_no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail if a task started inside the block is still running after it."""
+    before = set(running_task_names())
+    yield
+    after = running_task_names()
+    leaked = {tid: name for tid, name in after.items() if tid not in before}
+    if leaked:
+        raise AssertionError(f"tasks left running: {sorted(leaked.values())}")
+
+
+class SignalRecorder:
+    """A handler that keeps what it sees and lets a test wait for a condition on it."""
+
+    def __init__(self) -> None:
+        self.signals: list[Signal] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, sig: Signal) -> None:
+        self.signals.append(sig)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def of_type(self, signal_type: SignalType) -> list[Signal]:
+        return [s for s in self.signals if s.type is signal_type]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Signal]], bool] | None = None, *, count: int = 1, timeout_s: float = 5.0
+    ) -> list[Signal]:
+        """Wait until *predicate(signals)* holds (default: at least *count* Signals)."""
+        check = predicate or (lambda sigs: len(sigs) >= count)
+        with anyio.fail_after(timeout_s):
+            while not check(self.signals):
+                await self._changed.wait()
+        return self.signals
+
+
+@attrs.define
+class Cluster:
+    """A MemorySynapse with one worker and one orchestrator Dendrite on it."""
+
+    synapse: MemorySynapse
+    worker: Dendrite
+    orchestrator: Dendrite
+
+
+@asynccontextmanager
+async def memory_cluster(
+    *,
+    workers: dict[str, NeuronFn] | None = None,
+    axons: list[Axon] | None = None,
+    namespace: str = "test",
+    worker_kw: dict[str, Any] | None = None,
+    orchestrator_kw: dict[str, Any] | None = None,
+    check_leaks: bool = True,
+) -> AsyncIterator[Cluster]:
+    """Start a bus, a worker hosting the given Neurons, and an orchestrator; stop them after."""
+    async with AsyncExitStack() as stack:
+        if check_leaks:
+            await stack.enter_async_context(assert_no_leaked_tasks())
+        synapse = await stack.enter_async_context(MemorySynapse())
+        worker = Dendrite(
+            synapse=synapse, namespace=namespace, role="worker", dendrite_id="worker", **(worker_kw or {})
+        )
+        for neuron_id, fn in (workers or {}).items():
+            worker.attach_axon(Axon(neuron_id=neuron_id, neuron_fn=fn))
+        for axon in axons or ():
+            worker.attach_axon(axon)
+        orchestrator = Dendrite(
+            synapse=synapse, namespace=namespace, dendrite_id="orchestrator", **(orchestrator_kw or {})
+        )
+        await stack.enter_async_context(worker)
+        await stack.enter_async_context(orchestrator)
+        yield Cluster(synapse, worker, orchestrator)
