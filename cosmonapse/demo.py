@@ -60,7 +60,8 @@ async def run_demo(prompt: str) -> Signal:
             if reply.type is SignalType.ERROR:
                 print(f"[{reply.type.value}] {reply.payload.get('code')}: {reply.payload.get('message')}")
             else:
-                print(f"[{reply.type.value}] {reply.payload['result'].get('response', reply.payload['result'])}")
+                result = reply.payload["result"]
+                print(f"[{reply.type.value}] {result.get('response', result)}")
             return reply
 
 

@@ -209,7 +209,6 @@ async def test_add_and_detach_axon_while_running() -> None:
         seen = SignalRecorder()
         c.orchestrator.on_register_signal(seen)
         c.orchestrator.on_deregister_signal(seen)
-        await seen.wait_for(lambda s: True, timeout_s=0.01) if False else None
         await c.worker.add_axon(Axon(neuron_id="late", neuron_fn=echo, capabilities=["z"]))
         reply = await c.orchestrator.dispatch_and_wait(capabilities=["z"], input={}, timeout_s=5)
         assert reply.directed is not None and reply.directed.id == "late"
@@ -286,8 +285,6 @@ async def test_handler_may_itself_dispatch_and_wait() -> None:
                 )
                 done.set()
 
-        await anyio.wait_all_tasks_blocked() if False else None
-        # the handler's subscription is made by a task; a dispatch waits for nothing else
         reply = await c.orchestrator.dispatch_and_wait(neuron="echo", input={"step": 0}, timeout_s=5)
         assert reply.type is T.AGENT_OUTPUT
         await c.orchestrator.dispatch_and_wait(neuron="echo", input={"step": 1}, timeout_s=5)
@@ -327,8 +324,8 @@ async def test_neuron_context_emits_on_its_trace_in_order() -> None:
         return {"done": True}
 
     async with memory_cluster(workers={"s": streamer}) as c:
+        got = []
         async with await c.orchestrator.dispatch(neuron="s", input={}) as pw:
-            got = []
             async for sig in pw:
                 got.append(sig)
                 if sig.type is T.AGENT_OUTPUT:

@@ -33,7 +33,7 @@ async def test_every_named_decorator_fires(role: str) -> None:
             seen[name] = SignalRecorder()
             getattr(d, name)(seen[name])  # bare form
         async with d:
-            for name, stype in DECORATOR_TYPES.items():
+            for stype in DECORATOR_TYPES.values():
                 sig = Signal(type=stype, directed=Directed("n1"), payload={"capabilities": ["c"]})
                 await syn.publish(signal_subject("h", sig), sig)
             for name, stype in DECORATOR_TYPES.items():
@@ -51,14 +51,13 @@ async def test_filters_neuron_capability_trace() -> None:
         orch.on_agent_output(neuron="w1")(by_neuron)
         orch.on_agent_output(capability="math")(by_cap)
         orch.on_agent_output(everything)
-        async with orch:
-            async with worker:  # starts after orch: orch learns capabilities from REGISTER
-                r1 = await orch.dispatch_and_wait(neuron="w1", input={}, timeout_s=5)
-                orch.on_agent_output(trace_id="trc_later")(by_trace)
-                r2 = await orch.dispatch_and_wait(neuron="w2", input={}, timeout_s=5)
-                await orch.dispatch_and_wait(neuron="w2", input={}, trace_id="trc_later", timeout_s=5)
-                await everything.wait_for(count=3)
-                await by_trace.wait_for(count=1)
+        async with orch, worker:  # starts after orch: orch learns capabilities from REGISTER
+            r1 = await orch.dispatch_and_wait(neuron="w1", input={}, timeout_s=5)
+            orch.on_agent_output(trace_id="trc_later")(by_trace)
+            r2 = await orch.dispatch_and_wait(neuron="w2", input={}, timeout_s=5)
+            await orch.dispatch_and_wait(neuron="w2", input={}, trace_id="trc_later", timeout_s=5)
+            await everything.wait_for(count=3)
+            await by_trace.wait_for(count=1)
     assert [s.id for s in by_neuron.signals] == [r1.id]
     assert r2.id in [s.id for s in by_cap.signals] and r1.id not in [s.id for s in by_cap.signals]
     assert [s.trace_id for s in by_trace.signals] == ["trc_later"]
@@ -146,7 +145,9 @@ async def test_emitters_payload_shapes_and_attribution() -> None:
         d.on_signal(T.TOOL_RESULT, rec)
         d.on_signal(T.ERROR, rec)
         async with d:
-            await d.emit_critique(trace_id="trc_1", parent_id=None, target_event_id="evt_1", issues=[], verdict="ok")
+            await d.emit_critique(
+                trace_id="trc_1", parent_id=None, target_event_id="evt_1", issues=[], verdict="ok"
+            )
             await d.emit_escalation(trace_id="trc_1", parent_id=None, reason="stuck", target="human")
             await d.emit_context_sync(trace_id="trc_1", parent_id=None, snapshot={"a": 1})
             await d.emit_memory_append(trace_id="trc_1", parent_id=None, key="k", value=[1])

@@ -61,7 +61,11 @@ class SignalRecorder:
         return [s for s in self.signals if s.type is signal_type]
 
     async def wait_for(
-        self, predicate: Callable[[list[Signal]], bool] | None = None, *, count: int = 1, timeout_s: float = 5.0
+        self,
+        predicate: Callable[[list[Signal]], bool] | None = None,
+        *,
+        count: int = 1,
+        timeout_s: float = 5.0,
     ) -> list[Signal]:
         """Wait until *predicate(signals)* holds (default: at least *count* Signals)."""
         check = predicate or (lambda sigs: len(sigs) >= count)
