@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
-from anyio.abc import SocketStream, TaskGroup, TaskStatus
+from anyio.abc import Process, SocketStream, TaskGroup, TaskStatus
 
 from cosmonapse.synapse.dev_server import DevSynapseServer
 from cosmonapse.synapse.framing import LineReader, encode_line
@@ -99,3 +106,66 @@ class ServerInTask:
         if self._scope is not None and self._done is not None:
             self._scope.cancel()
             await self._done.wait()
+
+
+COSMO = [sys.executable, "-m", "cosmonapse"]
+URL_LINE = re.compile(r"cosmo synapse listening on (cosmo://\S+) \(namespace (\S+)\)")
+
+
+@asynccontextmanager
+async def cosmo_start(
+    *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Process, str, LineReader]]:
+    """Start ``cosmo synapse start memory --port 0 ...``; yields (process, url, stdout lines)."""
+    cmd = [*COSMO, "synapse", "start", "memory", "--port", "0", *args]
+    async with await anyio.open_process(
+        cmd, env={**os.environ, **(env or {})}, stderr=subprocess.STDOUT
+    ) as proc:
+        assert proc.stdout is not None
+        out = LineReader(proc.stdout)
+        try:
+            with anyio.fail_after(30):
+                while True:
+                    line = (await out.receive_line()).decode()
+                    match = URL_LINE.search(line)
+                    if match:
+                        break
+            yield proc, match.group(1), out
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+
+
+async def rest_of(out: LineReader) -> str:
+    lines = []
+    with anyio.fail_after(30):
+        while True:
+            try:
+                lines.append((await out.receive_line()).decode())
+            except anyio.EndOfStream:
+                return "\n".join(lines)
+
+
+PEER = Path(__file__).with_name("dev_peer.py")
+
+
+@asynccontextmanager
+async def peer_process(*args: str) -> AsyncIterator[tuple[Process, LineReader]]:
+    """Run ``tests/dev_peer.py ARGS``; yields (process, stdout lines); killed if still running."""
+    cmd = [sys.executable, str(PEER), *args]
+    async with await anyio.open_process(cmd, stderr=None) as proc:
+        assert proc.stdout is not None
+        try:
+            yield proc, LineReader(proc.stdout)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+
+
+async def expect_line(out: LineReader, prefix: str, deadline: float = 30.0) -> str:
+    """Skip stdout lines until one starts with *prefix*; returns it."""
+    with anyio.fail_after(deadline):
+        while True:
+            line = (await out.receive_line()).decode()
+            if line.startswith(prefix):
+                return line

@@ -1,0 +1,65 @@
+"""A peer process for cross-process tests over cosmo:// (run as a script, not collected).
+
+python tests/dev_peer.py worker URL NAMESPACE
+    hosts Axon "echo" (capability "echo"); prints "ready", then one line per
+    TASK that asks to sleep ("started <tag>"); exits 0 on SIGTERM.
+python tests/dev_peer.py orchestrator URL NAMESPACE COUNT
+    dispatches COUNT addressed and COUNT capability-routed TASKs, prints
+    "ok <n> <pid of the worker>" for each reply, exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from cosmonapse import Axon, Dendrite, NeuronContext, connect_synapse
+
+
+async def echo(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
+    if "sleep" in input:
+        print(f"started {input.get('tag')}", flush=True)
+        await anyio.sleep(input["sleep"])
+    return {"echo": input, "pid": os.getpid()}
+
+
+async def worker(url: str, namespace: str) -> None:
+    synapse = await connect_synapse(url, reconnect_delay=0.02)
+    try:
+        dendrite = Dendrite(
+            synapse=synapse, namespace=namespace, role="worker", dendrite_id=f"worker-{os.getpid()}"
+        )
+        dendrite.attach_axon(Axon("echo", echo, ["echo"]))
+        async with dendrite:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                print("ready", flush=True)
+                async for _ in signals:
+                    break
+    finally:
+        await synapse.close()
+
+
+async def orchestrator(url: str, namespace: str, count: int) -> None:
+    synapse = await connect_synapse(url)
+    try:
+        async with Dendrite(synapse=synapse, namespace=namespace, dendrite_id="orch") as orch:
+            for n in range(count):
+                for target in ({"neuron": "echo"}, {"capabilities": ["echo"]}):
+                    reply = await orch.dispatch_and_wait(**target, input={"n": n}, timeout_s=10)
+                    output = reply.payload["output"]
+                    assert output["echo"] == {"n": n}, output
+                    print(f"ok {n} {output['pid']}", flush=True)
+    finally:
+        await synapse.close()
+
+
+if __name__ == "__main__":
+    role, url, namespace = sys.argv[1:4]
+    if role == "worker":
+        anyio.run(worker, url, namespace)
+    else:
+        anyio.run(orchestrator, url, namespace, int(sys.argv[4]))
