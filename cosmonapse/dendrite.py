@@ -119,6 +119,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         # (per-type subscriptions are separate pumps and would interleave freely).
         # Workers subscribe to exact subjects only.
         self._single_feed = role == "orchestrator"
+        self._subject_cache: dict[SignalType, str] = {}
 
     # ------------------------------------------------------------------ info
     @property
@@ -604,7 +605,12 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
 
     # ------------------------------------------------------------ publishing
     async def _publish(self, sig: Signal) -> None:
-        await self.synapse.publish(signal_subject(self.namespace, sig), sig)
+        subject = self._subject_cache.get(sig.type)
+        if subject is None or sig.type is T.TASK:
+            subject = signal_subject(self.namespace, sig)
+            if sig.type is not T.TASK:
+                self._subject_cache[sig.type] = subject
+        await self.synapse.publish(subject, sig)
 
     def _require_orchestrator(self, what: str) -> None:
         if self._role != "orchestrator":

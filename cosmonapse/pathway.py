@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import anyio.lowlevel
 
 from .errors import PathwayClosedError, PathwayTimeout
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
@@ -139,26 +140,41 @@ class Pathway:
         self._dendrite._forget_pathway(self)
 
     # -- reading -----------------------------------------------------------
+    def _pop_first(self, wanted: frozenset[SignalType] | None) -> Signal | None:
+        for i, sig in enumerate(self._buf):
+            if wanted is None or sig.type in wanted:
+                del self._buf[i]
+                return sig
+        return None
+
     async def _take(self, wanted: frozenset[SignalType] | None, timeout_s: float | None, what: str) -> Signal:
+        sig = self._pop_first(wanted)
+        if sig is not None:
+            await anyio.lowlevel.checkpoint()
+            return sig
+        if timeout_s is None:
+            return await self._take_blocking(wanted, what)
         try:
             with anyio.fail_after(timeout_s):
-                while True:
-                    for i, sig in enumerate(self._buf):
-                        if wanted is None or sig.type in wanted:
-                            del self._buf[i]
-                            return sig
-                    if self._closed:
-                        raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
-                    ev = anyio.Event()
-                    if self._waiters is None:
-                        self._waiters = [ev]
-                    else:
-                        self._waiters.append(ev)
-                    await ev.wait()
+                return await self._take_blocking(wanted, what)
         except TimeoutError as exc:
             if isinstance(exc, PathwayTimeout):
                 raise
             raise PathwayTimeout(f"no {what} on trace {self.trace_id} within {timeout_s} s") from None
+
+    async def _take_blocking(self, wanted: frozenset[SignalType] | None, what: str) -> Signal:
+        while True:
+            sig = self._pop_first(wanted)
+            if sig is not None:
+                return sig
+            if self._closed:
+                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
+            ev = anyio.Event()
+            if self._waiters is None:
+                self._waiters = [ev]
+            else:
+                self._waiters.append(ev)
+            await ev.wait()
 
     async def wait(self, timeout_s: float | None = None) -> Signal:
         """The next AGENT_OUTPUT / CLARIFICATION / PERMISSION / ERROR / FINAL."""
