@@ -187,8 +187,12 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                 await self._unsubscribe_all()
         finally:
-            # Cancel every child (Neurons mid-flight see cancellation and run their
-            # finally blocks) and wait for them before announcing we are gone.
+            # Refuse new jobs (a router blocked handing one over is released), cancel
+            # every child (Neurons mid-flight see cancellation and run their finally
+            # blocks) and wait for them before announcing we are gone.
+            for pool in (self._task_pool, self._handler_pool):
+                if pool is not None:
+                    pool.close()
             tg.cancel_scope.cancel()
             try:
                 await stack.aclose()

@@ -379,3 +379,25 @@ async def test_synapse_is_not_closed_by_the_dendrite() -> None:
         assert syn.connected
         async with Dendrite(synapse=syn) as again:  # and a Dendrite can run again on it
             assert again.running
+
+
+async def test_stop_releases_a_router_waiting_for_a_runner() -> None:
+    """With every runner busy the router waits; stopping must not leave the bus pump stuck."""
+    started = anyio.Event()
+
+    async def hold(input: dict[str, Any], context: NeuronContext) -> Any:
+        started.set()
+        await anyio.sleep_forever()
+
+    async with MemorySynapse() as syn:
+        async with assert_no_leaked_tasks():
+            worker = Dendrite(synapse=syn, namespace="b", role="worker", max_concurrent_tasks=1)
+            worker.attach_axon(Axon(neuron_id="hold", neuron_fn=hold))
+            orch = Dendrite(synapse=syn, namespace="b")
+            async with worker, orch:
+                for _ in range(3):  # the 2nd waits for the runner inside the router
+                    await orch.dispatch_task(neuron="hold", input={})
+                with anyio.fail_after(5):
+                    await started.wait()
+                await anyio.wait_all_tasks_blocked()
+        # the synapse is still open and every pump of the stopped Dendrites has ended
