@@ -75,7 +75,10 @@ class RunnerPool:
                     self.busy -= 1
                 if self.runners - self.busy > self.max_idle:
                     return
-                job = await self._receive.receive()
+                try:
+                    job = await self._receive.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return  # the pool was closed: the owner is stopping
         finally:
             self.runners -= 1
 
