@@ -1,0 +1,253 @@
+"""The shared shape of Neuron sources, and the request/stream loop of the HTTP LLM sources.
+
+Every source is an object with ``async __call__(input, context) -> dict``
+(the Neuron contract), ``async aclose()`` (the hosting Dendrite calls it on
+stop) and ``async with`` support.  HTTP LLM sources differ only in how they
+build one HTTP exchange and read its answer; :class:`LLMNeuron` runs the
+rest: the request, streaming into THOUGHT_DELTA Signals, tool calls, the
+``{"response", "meta"}`` output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any, Literal, Protocol
+
+import attrs
+import orjson
+
+from .errors import NeuronResponseError, NeuronStreamError
+from .httpclient import HttpClient, HttpPolicy
+from .intents import TEACH_INTENTS, apply_intents
+from .prompt import Prompt, read_input
+from .streaming import iter_ndjson, iter_sse
+from .tools import Emitter, ToolCall, ToolExecutor, run_tool_calls
+
+__all__ = [
+    "Exchange",
+    "LLMNeuron",
+    "NeuronSource",
+    "Reply",
+    "ShapeError",
+    "StreamState",
+    "join_url",
+    "policy_from",
+]
+
+
+class ShapeError(ValueError):
+    """The provider's answer lacks what its protocol promises (message says what)."""
+
+
+def join_url(endpoint: str, path: str) -> str:
+    """``endpoint`` + ``path`` without doubling ``/v1`` or a path the endpoint already ends with."""
+    base = endpoint.rstrip("/")
+    if base.endswith(path):
+        return base
+    if base.endswith("/v1") and path.startswith("/v1/"):
+        path = path[3:]
+    return base + path
+
+
+def policy_from(
+    *,
+    timeout: float = 120.0,
+    connect_timeout: float = 10.0,
+    max_attempts: int = 3,
+    backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    max_retry_after: float = 60.0,
+) -> HttpPolicy:
+    return HttpPolicy(
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        max_retry_after=max_retry_after,
+    )
+
+
+class NeuronSource:
+    """Base of every source: the Neuron contract plus a life cycle."""
+
+    source: str = "?"
+
+    async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the Neuron holds; calling it again, or using the Neuron after, is fine."""
+
+    async def __aenter__(self) -> NeuronSource:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Neuron source={self.source!r}>"
+
+
+@attrs.define
+class Reply:
+    """What the provider answered, provider-neutral."""
+
+    text: str
+    raw: Any
+    tool_calls: list[ToolCall] = attrs.Factory(list)
+
+
+class StreamState(Protocol):
+    """Folds a provider's stream items into text deltas and, at the end, one :class:`Reply`."""
+
+    finished: bool
+
+    def feed(self, item: Any) -> str:
+        """Take one decoded item; return the new text (may be empty)."""
+
+    def reply(self) -> Reply: ...
+
+
+@attrs.frozen
+class Exchange:
+    """One HTTP exchange: where, what, and how to read the answer."""
+
+    url: str
+    body: dict[str, Any]
+    decode: Callable[[Any], Reply]
+    stream: Literal["sse", "ndjson"] | None = None
+    state: Callable[[], StreamState] | None = None
+    sse_events: bool = False  # feed ``(event, data)`` pairs instead of bare data (Anthropic)
+
+
+class LLMNeuron(NeuronSource):
+    """An HTTP LLM source: builds an :class:`Exchange` per TASK and runs it."""
+
+    def __init__(
+        self,
+        source: str,
+        http: HttpClient,
+        *,
+        stream: bool = False,
+        system: str | None = None,
+        tools: Mapping[str, ToolExecutor] | None = None,
+        tool_schemas: list[Any] | None = None,
+        apply_intents: bool = False,
+        teach_intents: bool = False,
+    ) -> None:
+        self.source = source
+        self.http = http
+        self.stream = stream
+        self.system = system
+        self.tools = dict(tools or {})
+        self.tool_schemas = list(tool_schemas) if tool_schemas else None
+        self.apply_intents = apply_intents
+        self.teach_intents = teach_intents
+
+    def build(self, prompt: Prompt, stream: bool) -> Exchange:
+        raise NotImplementedError
+
+    def read(self, input: dict[str, Any]) -> Prompt:
+        prompt = read_input(input, system=self.system)
+        system = prompt.system
+        if self.teach_intents:
+            system = f"{system}\n\n{TEACH_INTENTS}" if system else TEACH_INTENTS
+        tools = prompt.tools or self.tool_schemas
+        return attrs.evolve(prompt, system=system, tools=tools)
+
+    async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
+        prompt = self.read(input)
+        stream = bool(input.get("stream", self.stream))
+        exchange = self.build(prompt, stream)
+        emitter = Emitter(context)
+        if exchange.stream is not None and exchange.state is not None:
+            reply = await self._run_stream(exchange, emitter)
+        else:
+            raw = await self.http.post_json(exchange.url, exchange.body)
+            reply = self._decode(exchange, raw)
+        output: dict[str, Any] = {"response": reply.text, "meta": reply.raw}
+        if reply.tool_calls:
+            output["tool_calls"] = await run_tool_calls(reply.tool_calls, emitter, self.tools)
+        return apply_intents(output) if self.apply_intents else output
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Neuron source={self.source!r} stream={self.stream}>"
+
+    # -- reading answers ---------------------------------------------------------------------------
+
+    def _shape_error(self, url: str, problem: str, raw: Any) -> NeuronResponseError:
+        try:
+            excerpt = orjson.dumps(raw).decode()
+        except TypeError:
+            excerpt = repr(raw)
+        if len(excerpt) > 300:
+            excerpt = excerpt[:300] + "…"
+        got = f"; got {self.http.redact(excerpt)}" if raw is not None else ""
+        return NeuronResponseError(f"{self.source} at {self.http.safe_url(url)}: {problem}{got}")
+
+    def _decode(self, exchange: Exchange, raw: Any) -> Reply:
+        try:
+            return exchange.decode(raw)
+        except (ShapeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            problem = (
+                str(exc) if isinstance(exc, ShapeError) else "the answer does not have the expected shape"
+            )
+            raise self._shape_error(exchange.url, problem, raw) from None
+
+    def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncIterator[Any]:
+        return iter_sse(lines) if exchange.stream == "sse" else iter_ndjson(lines)
+
+    async def _run_stream(self, exchange: Exchange, emitter: Emitter) -> Reply:
+        assert exchange.state is not None
+        state = exchange.state()
+        pieces = 0
+        url = exchange.url
+        async with self.http.open("POST", url, json=exchange.body) as resp:
+            ctype = resp.headers.get("content-type", "")
+            if "application/json" in ctype and exchange.stream == "sse":
+                # The server ignored "stream": answer as one piece.
+                with self.http.reading(url):
+                    content = await resp.aread()
+                reply = self._decode(exchange, self.http.decode_json(url, resp, content))
+                await emitter.delta(reply.text)
+                return reply
+            try:
+                with self.http.reading(url, what="the stream"):
+                    # aclosing: leaving early (an error) closes our generators here and now.
+                    async with (
+                        aclosing(resp.aiter_lines()) as lines,
+                        aclosing(self._items(exchange, lines)) as items,
+                    ):
+                        async for item in items:
+                            if exchange.stream == "sse":
+                                if item.data.strip() == "[DONE]":
+                                    # Read on to the end of the body rather than break: httpx's own
+                                    # nested generators then finish here, not in the garbage collector.
+                                    state.finished = True
+                                    continue
+                                data = orjson.loads(item.data)
+                                item = (item.event, data) if exchange.sse_events else data
+                            delta = state.feed(item)
+                            if delta:
+                                pieces += 1
+                                await emitter.delta(delta)
+            except NeuronStreamError as exc:
+                raise NeuronStreamError(f"{exc} (after {pieces} piece(s) of text)") from None
+            except ShapeError as exc:
+                raise self._shape_error(url, str(exc), None) from None
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                where = self.http.safe_url(url)
+                raise NeuronResponseError(
+                    f"{self.source} at {where}: malformed stream data: {self.http.redact(str(exc))}"
+                ) from None
+        if not state.finished:
+            raise NeuronStreamError(
+                f"{self.source}: the stream from {self.http.safe_url(url)} ended before its end marker "
+                f"after {pieces} piece(s) of text (connection dropped?)"
+            )
+        return state.reply()
