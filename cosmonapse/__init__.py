@@ -51,6 +51,7 @@ __all__ = [
     "HandlerSpec",
     "LifecycleHooks",
     "MemorySynapse",
+    "Neuron",
     "NeuronContext",
     "NeuronFn",
     "Pathway",
@@ -72,3 +73,12 @@ __all__ = [
     "new_event_id",
     "new_trace_id",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``Neuron`` (the source factory, cosmonapse.neuron) is loaded on first use: it pulls in httpx.
+    if name == "Neuron":
+        from .neuron import Neuron
+
+        return Neuron
+    raise AttributeError(f"module 'cosmonapse' has no attribute {name!r}")
