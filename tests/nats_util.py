@@ -226,3 +226,38 @@ class Inbox:
             with anyio.fail_after(timeout_s):
                 await self._event.wait()
         return self.items
+
+
+# -- a worker process for the cross-process tests:
+#    python tests/nats_util.py worker URL NAMESPACE [asyncio|trio]
+
+
+async def _worker(url: str, namespace: str) -> None:
+    import signal as os_signal
+
+    from cosmonapse import Axon, Dendrite, NeuronContext, connect_synapse
+
+    async def echo(input: dict, ctx: NeuronContext) -> dict:
+        return {"echo": input, "pid": os.getpid()}
+
+    synapse = await connect_synapse(url)
+    try:
+        dendrite = Dendrite(
+            synapse=synapse, namespace=namespace, role="worker", dendrite_id=f"w-{os.getpid()}"
+        )
+        dendrite.attach_axon(Axon("echo", echo, ["echo"]))
+        with anyio.open_signal_receiver(os_signal.SIGTERM, os_signal.SIGINT) as signals:
+            async with dendrite:
+                async for _ in signals:
+                    break
+    finally:
+        await synapse.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["worker"]:
+        anyio.run(_worker, sys.argv[2], sys.argv[3], backend=(sys.argv[4:] or ["asyncio"])[0])
+    else:
+        raise SystemExit(f"usage: {sys.argv[0]} worker URL NAMESPACE [asyncio|trio]")
