@@ -19,19 +19,20 @@ _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]
 _getrandbits = random.getrandbits
 _CROCKFORD_SET = frozenset(CROCKFORD)
 
-_last_ms = -1
-_last_time_part = ""
+# (ms, its 10 characters) in one tuple, so a thread never pairs one ms with another's text.
+_last: tuple[int, str] = (-1, "")
 
 
 def _time_part(ms: int) -> str:
-    global _last_ms, _last_time_part
-    if ms != _last_ms:
+    global _last
+    last_ms, part = _last
+    if ms != last_ms:
         chars = []
         for shift in range(45, -5, -5):
             chars.append(CROCKFORD[(ms >> shift) & 31])
-        _last_time_part = "".join(chars)
-        _last_ms = ms
-    return _last_time_part
+        part = "".join(chars)
+        _last = (ms, part)
+    return part
 
 
 def new_ulid() -> str:

@@ -95,8 +95,8 @@ RECEPTOR_TERMINAL_TYPES = frozenset({T.AGENT_OUTPUT, T.FINAL, T.ERROR, T.CLARIFI
 ROLE_GATED_TYPES = frozenset({T.TASK, T.STOP})
 
 
-_last_second = -1
-_second_prefix = ""
+# (second, its text) in one tuple, so a thread never pairs one second with another's text.
+_last_second: tuple[int, str] = (-1, "")
 
 
 def utc_now_iso() -> str:
@@ -104,13 +104,14 @@ def utc_now_iso() -> str:
 
     The date-and-seconds part is formatted once per second (this runs for every Signal).
     """
-    global _last_second, _second_prefix
+    global _last_second
     seconds, rest = divmod(time.time_ns(), 1_000_000_000)
-    if seconds != _last_second:
-        _second_prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = seconds
+    cached, prefix = _last_second
+    if seconds != cached:
+        prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (seconds, prefix)
     micros = rest // 1000
-    return f"{_second_prefix}.{micros:06d}Z" if micros else _second_prefix + "Z"
+    return f"{prefix}.{micros:06d}Z" if micros else prefix + "Z"
 
 
 @attrs.frozen(slots=True)

@@ -40,7 +40,7 @@ class SubscriptionIndex(Generic[S]):
 
     def remove(self, pattern: str, sub: S) -> None:
         if is_wildcard(pattern):
-            self._wild = [w for w in self._wild if w[1] != sub]
+            self._wild = [w for w in self._wild if w[0] != pattern or w[1] != sub]
         else:
             entries = [e for e in self._exact.get(pattern, ()) if e[0] != sub]
             if entries:
