@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +197,30 @@ def test_default_demo_neuron_from_env() -> None:
     assert local is not None
     assert local.endpoint == "http://127.0.0.1:9/v1" and local.model == "tiny"  # type: ignore[attr-defined]
     assert not local.http.has_credential  # type: ignore[attr-defined]
+
+
+# -- the docs' snippets ------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "neurons"
+_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def _blocks(page: str) -> list[str]:
+    return _BLOCK.findall((DOCS / page).read_text())
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
+def test_every_docs_snippet_compiles(page: str) -> None:
+    blocks = _blocks(page)
+    assert blocks, f"{page} has no python snippet"
+    for block in blocks:
+        compile(block, page, "exec")
+
+
+def test_the_flask_docs_snippet_runs_offline() -> None:
+    code = _blocks("http.md")[0]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "200 {'summary': 'A long text to shorten.'}"
