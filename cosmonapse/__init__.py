@@ -18,6 +18,7 @@ from .errors import (
 from .handlers import HandlerSpec
 from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
+from .ops import OpCancelled
 from .pathway import Pathway
 from .signal import (
     AXON_TYPES,
@@ -30,6 +31,7 @@ from .signal import (
     Signal,
     SignalType,
 )
+from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
 
 __version__ = "0.1.0"
@@ -54,6 +56,7 @@ __all__ = [
     "Neuron",
     "NeuronContext",
     "NeuronFn",
+    "OpCancelled",
     "Pathway",
     "PathwayBusyError",
     "PathwayClosedError",
@@ -61,10 +64,12 @@ __all__ = [
     "Signal",
     "SignalDecodeError",
     "SignalType",
+    "StopTombstones",
     "Subscription",
     "Synapse",
     "SynapseClosedError",
     "SynapseError",
+    "TraceStoppedError",
     "connect_synapse",
     "converter",
     "current_task",

@@ -35,9 +35,11 @@ from .errors import DendriteProtocolError, DispatchTimeout, PathwayBusyError, Pa
 from .handlers import HandlerDecorators, HandlerFn, HandlerRegistry, HandlerSpec
 from .ids import new_trace_id
 from .lifecycle import HookFn, LifecycleHooks
+from .ops import OpTable
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
 from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
+from .stops import StopMixin, StopTombstones
 from .subjects import namespace_wildcard, signal_subject, subject_for
 from .synapse.base import Subscription, Synapse
 
@@ -59,7 +61,7 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
-class Dendrite(HandlerDecorators, LifecycleHooks):
+class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
@@ -106,6 +108,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         self._raw_subs: list[Subscription] = []
         self._pathways: dict[str, list[Pathway]] = {}
         self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
+        self._stops = StopTombstones()  # traces seen STOPped: their work never starts again
+        self._ops = OpTable()  # request/reply ops by request id (recall, imprint, decisions, acks)
         self._peer_caps: dict[str, tuple[str, ...]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -193,6 +197,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
             for pool in (self._task_pool, self._handler_pool):
                 if pool is not None:
                     pool.close()
+            self._ops.fail_all(f"Dendrite {self.dendrite_id!r} stopped")
             tg.cancel_scope.cancel()
             try:
                 await stack.aclose()
@@ -397,12 +402,14 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
             return
         stype = sig.type
         if stype in PATHWAY_TYPES:
+            if self._ops and sig.parent_id is not None:
+                self._ops.deliver(sig)  # a reply to a request of ours (recall, decision, ack...)
             pathways = self._pathways.get(sig.trace_id)
             if pathways:
                 for pw in list(pathways):
                     await pw._deliver(sig)
         if stype is T.TASK:
-            if not self._is_routed_task(sig):
+            if not self._is_routed_task(sig) and sig.trace_id not in self._stops:
                 axon = self._select_axon(sig)
                 if axon is not None:
                     await self._start_task(axon, sig)
@@ -419,7 +426,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
 
     async def _route_routed_task(self, sig: Signal) -> None:
         """The queue-group copy of a capability-routed TASK: run it if an Axon can."""
-        if not self._running or sig.type is not T.TASK:
+        if not self._running or sig.type is not T.TASK or sig.trace_id in self._stops:
             return
         axon = self._select_axon(sig)
         if axon is not None:
@@ -484,6 +491,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
 
     async def _run_task(self, axon: Axon, task: Signal) -> None:
         trace = task.trace_id
+        if trace in self._stops:
+            return  # STOPped while it waited for a runner
         with anyio.CancelScope() as scope:
             scopes = self._trace_scopes.setdefault(trace, set())
             scopes.add(scope)
@@ -586,26 +595,6 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
         for scope in scopes:
             scope.cancel()
         return len(scopes)
-
-    async def _on_stop(self, sig: Signal) -> None:
-        cancelled = self.cancel_trace(sig.trace_id)
-        pathways = self._pathways.get(sig.trace_id)
-        had_pathway = bool(pathways)
-        for pw in list(pathways or ()):
-            pw._close_now()
-        if cancelled or had_pathway:
-            stopped = Signal(
-                type=T.STOPPED,
-                trace_id=sig.trace_id,
-                parent_id=sig.id,
-                payload={
-                    "rolled_back": False,
-                    "cancelled": cancelled,
-                    "compensated": 0,
-                    "node": self.dendrite_id,
-                },
-            )
-            await self._start_internal(self._publish, stopped)
 
     # ------------------------------------------------------------ publishing
     async def _publish(self, sig: Signal) -> None:
@@ -814,6 +803,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks):
     ) -> Signal:
         if not isinstance(input, dict):
             raise TypeError(f"input must be a dict, got {type(input).__name__}")
+        self._refuse_stopped(trace_id, "TASK")
         payload: dict[str, Any] = {"input": input}
         if context_ref:
             payload["context_ref"] = context_ref
