@@ -27,9 +27,18 @@ class MemorySynapse(Synapse):
     def __init__(self, *, subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER) -> None:
         super().__init__(subscription_buffer=subscription_buffer)
         self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
+        self._subs: set[Subscription] = set()
 
     async def _open(self, tg: TaskGroup) -> None:
         return None
+
+    async def _shutdown(self) -> None:
+        # Subscriptions end with their pumps: forget them, so a later connect() starts
+        # clean and no dead member keeps its turn in a queue group.
+        for sub in self._subs:
+            sub._close()
+        self._subs.clear()
+        self._index = SubscriptionIndex()
 
     async def publish(self, subject: str, signal: Signal) -> None:
         if self._tg is None:
@@ -40,6 +49,8 @@ class MemorySynapse(Synapse):
 
     async def _on_subscribe(self, sub: Subscription) -> None:
         self._index.add(sub.subject, sub, sub.queue_group)
+        self._subs.add(sub)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
         self._index.remove(sub.subject, sub)
+        self._subs.discard(sub)
