@@ -20,6 +20,7 @@ from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
 from .pathway import Pathway
+from .retry import RetryStrategy, default_retry_on, run_with_retry
 from .signal import (
     AXON_TYPES,
     PATHWAY_TYPES,
@@ -61,6 +62,7 @@ __all__ = [
     "PathwayBusyError",
     "PathwayClosedError",
     "PathwayTimeout",
+    "RetryStrategy",
     "Signal",
     "SignalDecodeError",
     "SignalType",
@@ -74,9 +76,11 @@ __all__ = [
     "converter",
     "current_task",
     "decode_signal",
+    "default_retry_on",
     "encode_signal",
     "new_event_id",
     "new_trace_id",
+    "run_with_retry",
 ]
 
 

@@ -37,6 +37,7 @@ from .ids import new_trace_id
 from .lifecycle import HookFn, LifecycleHooks
 from .ops import OpTable
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
+from .retry import RetryMixin, RetryStrategy
 from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
 from .stops import StopMixin, StopTombstones
@@ -61,7 +62,7 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
-class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin):
+class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
@@ -911,9 +912,18 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin):
         timeout_s: float | None = 30.0,
         scope: PathwayScope = "all",
         finalize: bool | None = None,
+        retry: RetryStrategy | None = None,
         **kw: Any,
     ) -> Signal:
-        """Dispatch, wait for the first reply (or terminal, with scope="terminal"), close, return it."""
+        """Dispatch, wait for the first reply (or terminal, with scope="terminal"), close, return it.
+
+        With ``retry=`` the same arc runs under ``run_with_retry``.
+        """
+        if retry is not None:
+            return await self.run_with_retry(
+                retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
+                scope=scope, finalize=finalize, **kw,
+            )  # fmt: skip
         pw = await self.dispatch(
             neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
         )
