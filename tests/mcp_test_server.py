@@ -3,7 +3,8 @@
 Tools: ``add`` (structured result), ``echo``, ``pid`` (which process answers:
 proves one session is reused), ``fail`` (a tool error), ``meet`` (returns
 only once two calls are in flight together: proves concurrency without
-sleeps) and ``hang`` (never returns: per-request timeouts).
+sleeps), ``hang`` (never returns: per-request timeouts) and ``crash`` (the
+server exits mid-call).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ async def meet(name: str) -> str:
         _meeting["both"].set()
     await _meeting["both"].wait()
     return f"{name} met"
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the server process at once (a crashed server)."""
+    os._exit(3)
 
 
 @server.tool()

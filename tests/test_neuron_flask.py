@@ -31,6 +31,13 @@ def make_app() -> Flask:
     def form():  # type: ignore[no-untyped-def]
         return f"name={request.form['name']}"
 
+    @app.get("/visit")
+    def visit():  # type: ignore[no-untyped-def]
+        seen = request.cookies.get("seen")
+        resp = jsonify({"seen_before": seen is not None})
+        resp.set_cookie("seen", "1")
+        return resp
+
     @app.get("/boom")
     def boom():  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("no")
@@ -65,6 +72,10 @@ async def _exercise(neuron: object) -> None:
     assert got["meta"] == {"method": "GET", "path": "/items/7"}
     assert form["response"] == "name=ada" and form["json"] is None
     assert missing["status"] == 404 and missing["ok"] is False
+    with anyio.fail_after(10):
+        for _ in range(2):  # cookies set for one TASK are not sent with the next
+            visit = await call({"method": "GET", "path": "/visit"}, [])  # type: ignore[operator]
+            assert visit["json"] == {"seen_before": False}
 
 
 async def test_flask_app_over_http(flask_url: str) -> None:

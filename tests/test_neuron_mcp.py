@@ -99,6 +99,20 @@ async def test_per_request_timeout_then_the_session_still_serves(errlog: TextIO)
     assert out["response"] == "still here"
 
 
+async def test_a_crashed_server_fails_the_call_and_the_next_call_gets_a_fresh_one(errlog: TextIO) -> None:
+    neuron = mcp_neuron(errlog)
+    async with neuron:
+        with anyio.fail_after(30):
+            before = int((await neuron({"tool": "pid"}, []))["response"])
+            with pytest.raises(
+                NeuronConnectionError, match="closed the connection during tools/call 'crash'"
+            ):
+                await neuron({"tool": "crash"}, [])
+            after = int((await neuron({"tool": "pid"}, []))["response"])
+    assert after != before
+    assert not _alive(before) and not _alive(after)
+
+
 async def test_without_a_host_each_call_uses_a_short_lived_session(errlog: TextIO) -> None:
     neuron = mcp_neuron(errlog)
     with anyio.fail_after(30):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cosmonapse import NeuronContext, Signal, SignalType
 from cosmonapse.neuron import (
     Neuron,
     NeuronConfigError,
@@ -26,6 +27,7 @@ from cosmonapse.neuron import (
 from cosmonapse.neuron.base import join_url
 from cosmonapse.neuron.httpclient import parse_retry_after
 from cosmonapse.neuron.streaming import SseEvent, iter_ndjson, iter_sse
+from cosmonapse.neuron.tools import Emitter, ToolCall
 
 
 async def _lines(*lines: str) -> AsyncIterator[str]:
@@ -224,3 +226,13 @@ def test_the_flask_docs_snippet_runs_offline() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "200 {'summary': 'A long text to shorten.'}"
+
+
+@pytest.mark.anyio
+async def test_emitter_is_silent_for_contexts_that_cannot_emit() -> None:
+    unattached = NeuronContext(Signal(type=SignalType.TASK, payload={"input": {}}), "n")
+    for context in ([], unattached):
+        emitter = Emitter(context)
+        await emitter.delta("text")
+        await emitter.tool_call(ToolCall("t", {}))
+        assert not emitter.enabled

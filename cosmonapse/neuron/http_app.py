@@ -27,7 +27,7 @@ import orjson
 
 from .base import NeuronSource
 from .errors import NeuronError, NeuronHTTPError, NeuronInputError
-from .httpclient import HttpClient
+from .httpclient import HttpClient, refuse_cookies
 
 __all__ = ["HttpAppNeuron", "HttpRequest", "request_from_input"]
 
@@ -117,6 +117,7 @@ class HttpAppNeuron(NeuronSource):
         if self.app is not None:
             if self._wsgi is None:
                 self._wsgi = httpx.Client(transport=httpx.WSGITransport(app=self.app), base_url=_WSGI_BASE)
+                refuse_cookies(self._wsgi)
             return await anyio.to_thread.run_sync(self._call_wsgi, self._wsgi, req)
         assert self.url is not None
         target = _join(self.url, req.path)

@@ -10,6 +10,7 @@ and the limit but never the credential.
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import logging
 import random
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from .errors import (
     NeuronTimeout,
 )
 
-__all__ = ["HttpClient", "HttpPolicy", "parse_retry_after"]
+__all__ = ["HttpClient", "HttpPolicy", "parse_retry_after", "refuse_cookies"]
 
 log = logging.getLogger("cosmonapse.neuron.http")
 
@@ -85,6 +86,11 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def refuse_cookies(client: httpx.Client | httpx.AsyncClient) -> None:
+    """Make *client* drop every cookie: one TASK's server session must not leak into the next."""
+    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _retryable_status(status: int) -> bool:
@@ -146,6 +152,7 @@ class HttpClient:
                 transport=self._transport,
                 follow_redirects=True,
             )
+            refuse_cookies(self._client)
         return self._client
 
     async def aclose(self) -> None:
