@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import anyio
+import anyio.abc
 import pytest
 from nats_util import Inbox, NatsServer, nats_server_binary, start_cluster
 
@@ -183,3 +184,75 @@ async def test_cluster_node_loss_loses_no_retried_request() -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+class FakeServer:
+    """A loopback listener that speaks just enough NATS to misbehave on purpose."""
+
+    def __init__(self, after_handshake: bytes | None) -> None:
+        self.after_handshake = after_handshake  # None: go silent (no PONGs)
+        self.connections = 0
+
+    async def handle(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        async with stream:
+            await stream.send(b'INFO {"server_id":"fake","max_payload":1048576}\r\n')
+            seen = b""
+            while b"PING\r\n" not in seen:
+                seen += await stream.receive()
+            await stream.send(b"PONG\r\n")
+            if self.after_handshake is not None and self.connections == 1:
+                await stream.receive()  # the client's first frame after the handshake
+                await stream.send(self.after_handshake)
+            try:
+                while True:
+                    await stream.receive()  # read and ignore: no PONG ever again
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+
+
+async def test_silent_server_is_detected_by_pings_and_left() -> None:
+    fake = FakeServer(after_handshake=None)
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, fake.handle)
+            async with NatsSynapse(f"nats://127.0.0.1:{port}", ping_interval=0.02, drain_timeout=0.1) as syn:
+                on = Reconnected()
+                syn.add_reconnect_callback(on)
+                await on.wait()
+                assert "stale connection: 2 PINGs without a PONG" in str(syn.last_error)
+            tg.cancel_scope.cancel()
+
+
+async def test_protocol_garbage_drops_the_connection_and_reconnects() -> None:
+    fake = FakeServer(after_handshake=b"BOGUS nonsense\r\n")
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, fake.handle)
+            async with NatsSynapse(f"nats://127.0.0.1:{port}", ping_interval=0, drain_timeout=0.1) as syn:
+                on = Reconnected()
+                syn.add_reconnect_callback(on)
+                await syn.publish("x", sig())
+                await on.wait()
+                assert "unknown operation" in str(syn.last_error)
+                assert fake.connections == 2
+            tg.cancel_scope.cancel()
+
+
+async def test_a_reader_held_up_by_backpressure_is_not_taken_for_a_dead_server() -> None:
+    with NatsServer() as srv:
+        async with NatsSynapse(srv.url, subscription_buffer=1, ping_interval=0.02) as a:
+            inbox = Inbox()
+
+            async def slow(s: Signal) -> None:
+                await anyio.sleep(0.05)  # slow work: 5 messages keep the reader waiting ~10 pings
+                await inbox(s)
+
+            await a.subscribe("slow", slow)
+            for i in range(5):
+                await a.publish("slow", sig(i=i))
+            assert [s.payload["i"] for s in await inbox.wait_for(5)] == list(range(5))
+            await a.flush()
+            assert a.reconnects == 0, a.last_error

@@ -131,9 +131,11 @@ class _Conn:
         self.writer_idle = False
         self.wake = anyio.Event()
         self.room = anyio.Event()
+        self.room_waiters = 0
         # One entry per PING we sent: an Event to set (flush) or None (pinger).
         self.pongs: deque[anyio.Event | None] = deque()
         self.outstanding_pings = 0
+        self.reader_blocked = False
         self.leftover: list[Event] = []
         self.sent_sids: set[int] = set()
         self.scope: CancelScope | None = None
@@ -141,6 +143,7 @@ class _Conn:
         self.error: str | None = None
 
     def write(self, data: bytes) -> None:
+        """Queue *data* for the writer task."""
         self.outbox += data
         if self.writer_idle:
             self.writer_idle = False
@@ -465,7 +468,14 @@ class NatsSynapse(Synapse):
                         log.warning("dropped a frame on %s that is not a Signal: %s", ev.subject, exc)
                         continue
                     if not sub.deliver_nowait(sig):
-                        await sub.deliver(sig)  # the buffer is full: the reader waits (backpressure)
+                        # The buffer is full: the reader waits (backpressure).  Unread
+                        # PONGs are not a dead server then, so the pinger holds off.
+                        conn.reader_blocked = True
+                        try:
+                            await sub.deliver(sig)
+                        finally:
+                            conn.reader_blocked = False
+                            conn.outstanding_pings = 0
                 elif ev is PING:
                     conn.write(PONG_FRAME)
                 elif ev is PONG:
@@ -497,12 +507,15 @@ class NatsSynapse(Synapse):
             data = conn.outbox
             conn.outbox = bytearray()
             await stream.send(data)
-            room, conn.room = conn.room, anyio.Event()
-            room.set()
+            if conn.room_waiters:
+                room, conn.room = conn.room, anyio.Event()
+                room.set()
 
     async def _pinger(self, conn: _Conn) -> None:
         while True:
             await anyio.sleep(self.ping_interval)
+            if conn.reader_blocked:
+                continue
             if conn.outstanding_pings >= self.max_outstanding_pings:
                 conn.kill(f"stale connection: {conn.outstanding_pings} PINGs without a PONG")
                 return
@@ -528,7 +541,11 @@ class NatsSynapse(Synapse):
                         assert self._up is not None
                         await self._up.wait()
                     elif len(conn.outbox) >= self.outbox_limit:
-                        await conn.room.wait()
+                        conn.room_waiters += 1
+                        try:
+                            await conn.room.wait()
+                        finally:
+                            conn.room_waiters -= 1
                     else:
                         return conn
         except TimeoutError:
@@ -565,6 +582,8 @@ class NatsSynapse(Synapse):
         conn = await self._writable(f"publish to {subject!r}")
         if size > conn.max_payload:
             raise _too_large(subject, size, conn.max_payload)
+        # Into the outbox, not onto the socket: every publish made before the
+        # writer next runs goes out in one send (one syscall, not one each).
         conn.outbox += head
         conn.outbox += b"%d\r\n" % size
         conn.outbox += payload
