@@ -230,9 +230,8 @@ class HttpClient:
                     # Retry-After beyond what we are allowed to wait: report now.
                     retry_after = resp.headers.get("retry-after")
                     raise NeuronHTTPError(
-                        f"{self.source} is rate limiting {self.safe_url(url)} (HTTP {status}) and asks to "
-                        f"retry after {retry_after!r}, more than max_retry_after="
-                        f"{policy.max_retry_after:g} s",
+                        f"{self.source} answered HTTP {status} for {self.safe_url(url)} and asks to retry "
+                        f"after {retry_after!r}, more than max_retry_after={policy.max_retry_after:g} s",
                         status,
                     )
                 await self._pause(delay, attempt, url, f"HTTP {status}")
