@@ -389,7 +389,8 @@ async def test_stop_releases_a_router_waiting_for_a_runner() -> None:
         started.set()
         await anyio.sleep_forever()
 
-    async with MemorySynapse() as syn:
+    # two blocks on purpose: the leak check must run while the synapse is still open
+    async with MemorySynapse() as syn:  # noqa: SIM117
         async with assert_no_leaked_tasks():
             worker = Dendrite(synapse=syn, namespace="b", role="worker", max_concurrent_tasks=1)
             worker.attach_axon(Axon(neuron_id="hold", neuron_fn=hold))
