@@ -181,7 +181,12 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
 
 def encode_signal(sig: Signal) -> bytes:
     """Compact UTF-8 JSON of *sig* (what goes on every bus)."""
-    return orjson.dumps(signal_to_dict(sig))
+    d = signal_to_dict(sig)
+    try:
+        return orjson.dumps(d)
+    except orjson.JSONEncodeError:
+        # int/float/bool/None dict keys become strings, as the reference's json.dumps does.
+        return orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS)
 
 
 def decode_signal(data: bytes | bytearray | memoryview | str, *, strict: bool = False) -> Signal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -240,3 +241,26 @@ def test_dumps_and_loads_go_through_the_converter() -> None:
     sig = Signal(type=SignalType.TASK, payload={"input": {"a": [1, 2]}}, directed=Directed(id="n"))
     assert loads(dumps(sig), Signal) == sig
     assert loads(dumps(sig.directed), Directed) == sig.directed
+
+
+def test_non_string_keys_are_written_as_the_reference_writes_them() -> None:
+    payload = {"result": {7: "x", 1.5: "y", True: "z", None: "w"}}
+    sig = Signal(type=SignalType.FINAL, payload=payload)
+    wire = orjson.loads(encode_signal(sig))
+    assert wire["payload"] == json.loads(json.dumps(payload))
+    assert wire["payload"] == {"result": {"7": "x", "1.5": "y", "true": "z", "null": "w"}}
+
+
+def test_json_limits_we_document() -> None:
+    """Known differences from Python's json module (docs/protocol.md, "Numbers")."""
+    base = b'{"type":"FINAL","id":"evt_1","trace_id":"trc_1","ts":0,"payload":{"n":%s}}'
+    # Integers beyond 64 bits are read as floats...
+    assert decode_signal(base % b"123456789012345678901234567890").payload["n"] == 1.2345678901234568e29
+    # ...and cannot be written.
+    with pytest.raises(TypeError):
+        encode_signal(Signal(type=SignalType.FINAL, payload={"n": 2**64}))
+    # NaN and Infinity are not JSON: such a frame is rejected as a whole.
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        with pytest.raises(SignalDecodeError) as info:
+            decode_signal(base % token)
+        assert info.value.field is None

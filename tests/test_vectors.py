@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import orjson
@@ -126,3 +128,23 @@ def test_lenient_details() -> None:
     filled_ts = by_why["missing ts"]
     assert filled_ts.ts.endswith("Z")
     assert abs((datetime.now(UTC) - filled_ts.timestamp).total_seconds()) < 60
+
+
+def test_test_kit_exports_resolve() -> None:
+    import cosmonapse.testing as kit
+
+    for name in kit.__all__:
+        assert getattr(kit, name) is not None, name
+    with pytest.raises(AttributeError):
+        kit.no_such_helper  # noqa: B018
+
+
+def test_vectors_load_without_hypothesis() -> None:
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "import cosmonapse.testing as kit\n"
+        "assert len(kit.valid_frames()) == 45\n"
+        "try:\n    kit.signals\nexcept ImportError:\n    print('lazy')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "lazy"

@@ -1,9 +1,12 @@
-"""Test kit for cosmonapse users: Hypothesis strategies and the golden Signal vectors.
+"""Test kit for cosmonapse users: Hypothesis strategies, the golden Signal vectors, a harness.
 
-The strategies need ``hypothesis`` (a test dependency, not a runtime one), so
-they are imported on first use: ``from cosmonapse.testing import signals``
-works when Hypothesis is installed, and the vectors load without it.
-See docs/testing.md.
+* :mod:`.strategies` — Hypothesis strategies (needs ``hypothesis``, a test
+  dependency, not a runtime one);
+* :mod:`.vectors` — the golden frames of reference 0.1.14;
+* :mod:`.harness` — in-memory clusters, Signal recorders, leak checks.
+
+Strategies and harness are imported on first use, so ``import cosmonapse.testing``
+stays cheap and works without Hypothesis.  See docs/testing.md.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .vectors import Vector, invalid_vectors, lenient_vectors, valid_frames, vector_text
 
 if TYPE_CHECKING:
+    from .harness import Cluster, SignalRecorder, assert_no_leaked_tasks, memory_cluster, running_task_names
     from .strategies import (
         ENVELOPE_KEYS,
         directed,
@@ -33,30 +37,41 @@ if TYPE_CHECKING:
         ulids,
     )
 
-_STRATEGIES = frozenset(
-    {
-        "ENVELOPE_KEYS",
-        "directed",
-        "engram_ids",
-        "event_ids",
-        "json_objects",
-        "json_values",
-        "lenient_frames",
-        "malformed_frames",
-        "metas",
-        "payloads",
-        "signal_dicts",
-        "signal_types",
-        "signals",
-        "timestamps",
-        "trace_ids",
-        "ulids",
-    }
-)
+#: name -> the submodule it is imported from on first use (PEP 562).
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "ENVELOPE_KEYS",
+            "directed",
+            "engram_ids",
+            "event_ids",
+            "json_objects",
+            "json_values",
+            "lenient_frames",
+            "malformed_frames",
+            "metas",
+            "payloads",
+            "signal_dicts",
+            "signal_types",
+            "signals",
+            "timestamps",
+            "trace_ids",
+            "ulids",
+        ),
+        ".strategies",
+    ),
+    **dict.fromkeys(
+        ("Cluster", "SignalRecorder", "assert_no_leaked_tasks", "memory_cluster", "running_task_names"),
+        ".harness",
+    ),
+}
 
 __all__ = [
     "ENVELOPE_KEYS",
+    "Cluster",
+    "SignalRecorder",
     "Vector",
+    "assert_no_leaked_tasks",
     "directed",
     "engram_ids",
     "event_ids",
@@ -66,8 +81,10 @@ __all__ = [
     "lenient_frames",
     "lenient_vectors",
     "malformed_frames",
+    "memory_cluster",
     "metas",
     "payloads",
+    "running_task_names",
     "signal_dicts",
     "signal_types",
     "signals",
@@ -80,8 +97,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Hypothesis strategies lazily (PEP 562)."""
-    if name in _STRATEGIES:
-        module = importlib.import_module(".strategies", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """Import strategies and harness on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
