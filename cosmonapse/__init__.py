@@ -4,6 +4,19 @@ from .axon import Axon, NeuronFn
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext
 from .dendrite import Dendrite, current_task
+from .engram import (
+    Engram,
+    EngramCancelled,
+    EngramError,
+    EngramNotBound,
+    EngramOverloaded,
+    EngramTimeout,
+    Hit,
+    ImprintReceipt,
+    InMemoryEngram,
+    RecallResult,
+    SqliteEngram,
+)
 from .errors import (
     CosmonapseError,
     DendriteProtocolError,
@@ -34,6 +47,7 @@ from .signal import (
 )
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
+from .synapse.nats import NatsSynapse
 
 __version__ = "0.1.0"
 
@@ -51,9 +65,19 @@ __all__ = [
     "DevSynapse",
     "Directed",
     "DispatchTimeout",
+    "Engram",
+    "EngramCancelled",
+    "EngramError",
+    "EngramNotBound",
+    "EngramOverloaded",
+    "EngramTimeout",
     "HandlerSpec",
+    "Hit",
+    "ImprintReceipt",
+    "InMemoryEngram",
     "LifecycleHooks",
     "MemorySynapse",
+    "NatsSynapse",
     "Neuron",
     "NeuronContext",
     "NeuronFn",
@@ -62,10 +86,12 @@ __all__ = [
     "PathwayBusyError",
     "PathwayClosedError",
     "PathwayTimeout",
+    "RecallResult",
     "RetryStrategy",
     "Signal",
     "SignalDecodeError",
     "SignalType",
+    "SqliteEngram",
     "StopTombstones",
     "Subscription",
     "Synapse",
