@@ -95,6 +95,21 @@ class Axon:
             result = await result
         return result
 
+    async def serve_neuron(self, tg: Any) -> None:
+        """Start the Neuron's long-lived service in *tg*, if it has one (``neuron_fn.serve``).
+
+        An MCP Neuron keeps its session in such a task; hosting it in the Dendrite's
+        task group gives every call one shared session, closed when the Dendrite stops.
+        A Neuron the user already serves (``async with neuron:``) is left alone.
+        """
+        serve = getattr(self.neuron_fn, "serve", None)
+        if serve is None or getattr(self.neuron_fn, "_serving", False):
+            return
+        try:
+            await tg.start(serve)
+        except RuntimeError:
+            log.debug("neuron %s is already being served", self.neuron_id)
+
     async def aclose(self) -> None:
         """Release what the Neuron holds (its pooled HTTP client, say): ``neuron_fn.aclose()``.
 

@@ -31,6 +31,8 @@ from anyio.abc import TaskGroup
 
 from .axon import Axon
 from .context import NeuronContext
+from .engram.client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
+from .engram.host import EngramHost
 from .errors import DendriteProtocolError, DispatchTimeout, PathwayBusyError, PathwayTimeout
 from .handlers import HandlerDecorators, HandlerFn, HandlerRegistry, HandlerSpec
 from .ids import new_trace_id
@@ -62,7 +64,7 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
-class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
+class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
@@ -111,6 +113,9 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
         self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
         self._stops = StopTombstones()  # traces seen STOPped: their work never starts again
         self._ops = OpTable()  # request/reply ops by request id (recall, imprint, decisions, acks)
+        self._engram_host = EngramHost(self.is_stopped)
+        #: Deadline of recall / acknowledged imprint calls that give none.
+        self.engram_deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
         self._peer_caps: dict[str, tuple[str, ...]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
@@ -162,9 +167,13 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
             self._handler_pool = RunnerPool(self._tg, self.max_concurrent_handlers, name="handler")
             self._stack = stack
             self._running = True
+            for axon in list(self._axons.values()):
+                await axon.serve_neuron(self._tg)
             await self._subscribe_all()
             for axon in list(self._axons.values()):
                 await self._publish(self._stamp(axon.register_signal()))
+            for engram in list(self._engram_host.engrams.values()):
+                await self._publish(engram.register_signal())
             self._tg.start_soon(self._heartbeat_loop, name=f"heartbeat:{self.dendrite_id}")
             for every_s, fn in self._schedules:
                 self._tg.start_soon(self._schedule_loop, every_s, fn, name=f"schedule:{fn!r}")
@@ -237,7 +246,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
     async def add_axon(self, axon: Axon) -> None:
         """Attach *axon* while running: subscribe as needed and REGISTER it now."""
         self.attach_axon(axon)
-        if self._running:
+        if self._running and self._tg is not None:
+            await axon.serve_neuron(self._tg)
             await self._subscribe_axon_subjects()
             await self._publish(self._stamp(axon.register_signal()))
             self._fire_refresh()
@@ -300,6 +310,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
             self._pathway_subs_ready = True
         await self._ensure_sub(self._subject(T.STOP), self._route)
         await self._subscribe_axon_subjects()
+        await self._subscribe_engram_subjects()
         for t in self._handlers.types():
             await self._subscribe_type(t)
         if self._handlers.uses_capability_filter():
@@ -416,6 +427,14 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
                     await self._start_task(axon, sig)
         elif stype is T.STOP:
             await self._on_stop(sig)
+        elif stype is T.RECALL or stype is T.IMPRINT:
+            if self._engram_host:
+                await self._start_internal(self._serve_engram_request, sig)
+        elif stype is T.FINAL or stype is T.ERROR:
+            if self._ops:
+                self._ops.fail_trace(sig.trace_id, "ended")  # outstanding recall/imprint/decision ops
+            if stype is T.FINAL and self._engram_host:
+                await self._start_internal(self._commit_engrams, sig)  # FINAL commits the saga
         elif stype is T.DISCOVER and self._axons and not self._handlers.has(T.DISCOVER):
             await self._start_internal(self._answer_discover, sig)
         elif stype is T.REGISTER:
@@ -505,6 +524,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin):
                     publish=self._publish,
                     entries=await axon.fetch_context(task),
                     dendrite_id=self.dendrite_id,
+                    dendrite=self,
                 )
                 for reply in await axon.run(task, ctx):
                     await self._publish(reply)
