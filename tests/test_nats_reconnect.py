@@ -119,7 +119,8 @@ async def test_cluster_node_loss_loses_no_retried_request() -> None:
     nodes = await anyio.to_thread.run_sync(start_cluster, 3)
     try:
         urls = ",".join(n.url for n in nodes)
-        responder = NatsSynapse([n.url for n in nodes], name="responder")
+        # The responder knows one node; it learns the others from INFO connect_urls.
+        responder = NatsSynapse(nodes[0].url, name="responder")
         requester = await connect_synapse(f"nats://{urls.replace('nats://', '')}", name="requester")
         assert isinstance(requester, NatsSynapse)
         total, attempt_timeout = 200, 1.0
@@ -156,7 +157,7 @@ async def test_cluster_node_loss_loses_no_retried_request() -> None:
                 responder.add_reconnect_callback(on_resp)
                 requester.add_reconnect_callback(on_req)
                 assert responder.connected_url == requester.connected_url == nodes[0].url
-                assert len(requester.servers) == 3
+                assert len(requester.servers) == len(responder.servers) == 3
                 await responder.subscribe("req.echo", echo, queue_group="caps:echo")
                 await requester.subscribe("rep.*", on_reply)
                 await responder.flush()
@@ -192,6 +193,8 @@ class FakeServer:
     def __init__(self, after_handshake: bytes | None) -> None:
         self.after_handshake = after_handshake  # None: go silent (no PONGs)
         self.connections = 0
+        self.answer = b""
+        self.answered = anyio.Event()
 
     async def handle(self, stream: anyio.abc.SocketStream) -> None:
         self.connections += 1
@@ -204,6 +207,9 @@ class FakeServer:
             if self.after_handshake is not None and self.connections == 1:
                 await stream.receive()  # the client's first frame after the handshake
                 await stream.send(self.after_handshake)
+                if self.after_handshake == b"PING\r\n":
+                    self.answer = await stream.receive()
+                    self.answered.set()
             try:
                 while True:
                     await stream.receive()  # read and ignore: no PONG ever again
@@ -256,3 +262,17 @@ async def test_a_reader_held_up_by_backpressure_is_not_taken_for_a_dead_server()
             assert [s.payload["i"] for s in await inbox.wait_for(5)] == list(range(5))
             await a.flush()
             assert a.reconnects == 0, a.last_error
+
+
+async def test_server_ping_is_answered() -> None:
+    fake = FakeServer(after_handshake=b"PING\r\n")
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, fake.handle)
+            async with NatsSynapse(f"nats://127.0.0.1:{port}", ping_interval=0, drain_timeout=0.1) as syn:
+                await syn.publish("x", sig())
+                with anyio.fail_after(5):
+                    await fake.answered.wait()
+                assert fake.answer == b"PONG\r\n"
+            tg.cancel_scope.cancel()
