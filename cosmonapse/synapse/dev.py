@@ -3,12 +3,18 @@
 One TCP connection carries every subscription of the synapse.  A reader task
 matches each ``msg`` frame to its Subscription by ``sub_id``, decodes the
 Signal (a bad frame is logged and dropped) and files it in the subscription's
-bounded buffer.  Writes go through one lock, one line per ``send``.
+bounded buffer.  Every line sent (pub, sub, unsub) goes through one bounded
+outbox drained by a writer task, which coalesces what is queued into one write;
+``publish`` itself never waits while the connection is up and the outbox has room.
+``subscribe`` sends the ``sub`` followed by a ``ping`` and returns once the pong
+is back: from then on, whatever anyone publishes reaches the subscription.
 
 When the connection drops, a supervisor task reconnects with exponential
 backoff, re-sends every active ``sub`` and then calls the reconnect callbacks
-(Dendrites re-REGISTER from there).  ``publish`` during an outage waits for the
-connection up to ``publish_timeout`` seconds, then raises ``SynapseError``.
+(Dendrites re-REGISTER from there).  ``publish`` during an outage (or with the
+outbox full) waits up to ``publish_timeout`` seconds, then raises
+``SynapseError``.  Delivery is at most once: lines the writer was sending when
+the connection broke are lost.
 
 A token (our extension, see ``docs/buses.md``) is given as ``?token=...`` in the
 URL or as the ``token=`` keyword.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import orjson
 from anyio.abc import SocketStream, TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
@@ -39,6 +47,14 @@ log = logging.getLogger("cosmonapse.synapse.dev")
 DEFAULT_PORT = 7070
 #: Longest line the client reads; the server's own limit is what bounds publishes.
 CLIENT_MAX_LINE = 64 * 1024 * 1024
+#: Lines a client queues for its writer before ``publish`` waits.
+DEFAULT_OUTBOX = 4096
+_BATCH_BYTES = 256 * 1024
+_PING = encode_line({"op": "ping"})
+
+#: What the writer sends: a line, or lines plus the event their trailing ping's pong sets.
+_Line = bytes | tuple[bytes, anyio.Event]
+_CLOSE_FLUSH_TIMEOUT = 2.0  # close() lets the writer send what is queued for this long
 
 
 def parse_cosmo_url(url: str) -> tuple[str, int, str | None]:
@@ -71,6 +87,13 @@ class DevLink:
     def __init__(self, stream: SocketStream, reader: LineReader) -> None:
         self.stream = stream
         self.reader = reader
+        # DevSynapse: one event per ping written on this connection, set by its pong.
+        self.pending_pongs: deque[anyio.Event] = deque()
+
+    def release_pongs(self) -> None:
+        """The connection is gone: nobody waits for its pongs any more."""
+        while self.pending_pongs:
+            self.pending_pongs.popleft().set()
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.stream.send(encode_line(message))
@@ -169,6 +192,7 @@ class DevSynapse(Synapse):
         reconnect_delay: float = 0.05,
         reconnect_max_delay: float = 2.0,
         max_line: int = CLIENT_MAX_LINE,
+        outbox_size: int = DEFAULT_OUTBOX,
         subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
     ) -> None:
         super().__init__(subscription_buffer=subscription_buffer)
@@ -177,6 +201,8 @@ class DevSynapse(Synapse):
             raise ValueError("two different tokens given (URL ?token= and token=)")
         if publish_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("publish_timeout and connect_timeout must be > 0")
+        if outbox_size < 1:
+            raise ValueError("outbox_size must be >= 1")
         self.host = host
         self.port = port
         self.token = token if token is not None else url_token
@@ -186,11 +212,13 @@ class DevSynapse(Synapse):
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.max_line = max_line
+        self.outbox_size = outbox_size
         self.reconnects = 0
         self._subs: dict[str, Subscription] = {}
         self._link: DevLink | None = None
         self._up: anyio.Event | None = None  # set while a connection is usable
-        self._wlock: anyio.Lock | None = None
+        self._outbox: MemoryObjectSendStream[_Line] | None = None
+        self._writer_done: anyio.Event | None = None
         self._closing = False
 
     @property
@@ -207,18 +235,25 @@ class DevSynapse(Synapse):
     async def _open(self, tg: TaskGroup) -> None:
         self._closing = False
         self._up = anyio.Event()
-        self._wlock = anyio.Lock()
+        self._writer_done = anyio.Event()
+        self._outbox, outbox = anyio.create_memory_object_stream[_Line](self.outbox_size)
         link = await self._open_link()
         await self._install(link)
-        tg.start_soon(self._supervise, link, name=f"dev-synapse:{self.url}")
+        tg.start_soon(self._supervise, link, name=f"dev-synapse-reader:{self.url}")
+        tg.start_soon(self._write_loop, outbox, name=f"dev-synapse-writer:{self.url}")
         log.info("connected to dev bus %s", self.url)
 
     async def _shutdown(self) -> None:
+        """Refuse new sends, let the writer flush what is queued (bounded), then hang up."""
         self._closing = True
+        assert self._outbox is not None and self._writer_done is not None and self._up is not None
+        self._outbox.close()
+        if self._link is not None:
+            with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
+                await self._writer_done.wait()
         link = self._link
         self._link = None
-        if self._up is not None:
-            self._up.set()  # wake publishers waiting for a connection: they see _closing
+        self._up.set()  # wake publishers waiting for a connection: they see _closing
         if link is not None:
             await link.aclose()
 
@@ -232,19 +267,22 @@ class DevSynapse(Synapse):
         )
 
     async def _install(self, link: DevLink) -> None:
-        """Re-send every active subscription, then make *link* the live connection."""
-        assert self._wlock is not None and self._up is not None
-        async with self._wlock:
-            if self._closing:
-                await link.aclose()  # close() raced the reconnect: the reader ends at once
-                return
-            data = b"".join(_sub_line(sub) for sub in self._subs.values())
-            if data:
-                await link.stream.send(data)
-            self._link = link
-            self._up.set()
+        """Re-send every active subscription, then make *link* the live connection.
+
+        The writer only uses ``self._link``, so nothing else writes to *link* here.
+        """
+        assert self._up is not None
+        if self._closing:
+            await link.aclose()  # close() raced the reconnect: the reader ends at once
+            return
+        data = b"".join(_sub_line(sub) for sub in self._subs.values())
+        if data:
+            await link.stream.send(data)
+        self._link = link
+        self._up.set()
 
     def _mark_down(self, link: DevLink) -> None:
+        link.release_pongs()
         if self._link is link:
             self._link = None
             if not self._closing:
@@ -319,6 +357,9 @@ class DevSynapse(Synapse):
             op = msg.get("op")
             if op == "msg":
                 await self._on_msg(msg)
+            elif op == "pong":
+                if link.pending_pongs:
+                    link.pending_pongs.popleft().set()
             elif op == "err":
                 log.warning("dev bus %s reported: %s", self.url, msg.get("message"))
 
@@ -338,68 +379,132 @@ class DevSynapse(Synapse):
             return
         await sub.deliver(sig)
 
+    # -- writing -------------------------------------------------------------
+    async def _write_loop(self, outbox: MemoryObjectReceiveStream[_Line]) -> None:
+        """Send queued lines, coalescing what is waiting into one write (at most once)."""
+        assert self._writer_done is not None
+        try:
+            async with outbox:
+                while True:
+                    try:
+                        item = outbox.receive_nowait()  # no scheduling round while work is waiting
+                    except anyio.WouldBlock:
+                        item = await outbox.receive()
+                    chunks: list[bytes] = []
+                    waiters: list[anyio.Event] = []
+                    size = 0
+                    while True:
+                        if isinstance(item, bytes):
+                            chunks.append(item)
+                        else:
+                            chunks.append(item[0])
+                            waiters.append(item[1])
+                        size += len(chunks[-1])
+                        if size >= _BATCH_BYTES:
+                            break
+                        try:
+                            item = outbox.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks), waiters)
+        except anyio.EndOfStream:
+            pass
+        finally:
+            self._writer_done.set()
+
+    async def _write(self, data: bytes, waiters: list[anyio.Event]) -> None:
+        """Write *data* on the live connection (waiting for one); *waiters* get its pongs."""
+        while True:
+            link = self._link
+            if link is None:
+                if self._closing:
+                    break
+                assert self._up is not None
+                await self._up.wait()
+                continue
+            link.pending_pongs.extend(waiters)  # before the write: the pong may beat our return
+            try:
+                await link.stream.send(data)
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                log.debug("dev bus %s: %d bytes lost with the connection (%r)", self.url, len(data), exc)
+                await self._drop(link)
+                return
+        for event in waiters:
+            event.set()
+
+    async def _enqueue(self, data: _Line, what: str) -> None:
+        """Queue one line; waits (up to ``publish_timeout``) only for a connection or for room."""
+        if self._closing or self._outbox is None:
+            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
+        if self._link is not None:
+            try:
+                self._outbox.send_nowait(data)
+                return
+            except anyio.WouldBlock:
+                pass
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                while self._link is None:
+                    if self._closing:
+                        raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
+                    assert self._up is not None
+                    await self._up.wait()
+                await self._outbox.send(data)
+        except TimeoutError:
+            if self._link is None:
+                raise SynapseError(
+                    f"dev bus {self.url} unreachable for {self.publish_timeout:g}s; {what} not sent"
+                ) from None
+            raise SynapseError(
+                f"dev bus {self.url} took nothing for {self.publish_timeout:g}s "
+                f"(outbox full); {what} not sent"
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+
     # -- Synapse surface -----------------------------------------------------
     async def publish(self, subject: str, signal: Signal) -> None:
-        """Send *signal*; waits up to ``publish_timeout`` for a connection, then ``SynapseError``."""
+        """Queue *signal*; during an outage waits up to ``publish_timeout``, then ``SynapseError``."""
         if self._tg is None:
             raise SynapseClosedError("DevSynapse is not connected; call connect() first")
         frame = encode_signal(signal).decode()
         data = orjson.dumps(
             {"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE
         )
-        await self._send(data, f"{signal.type.value} {signal.id} on {subject}")
+        await self._enqueue(data, f"{signal.type.value} {signal.id} on {subject}")
 
-    async def _send(self, data: bytes, what: str) -> None:
-        assert self._wlock is not None
-        deadline = anyio.current_time() + self.publish_timeout
-        while True:
-            if self._closing or self._tg is None:
-                raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
-            link = self._link
-            if link is None:
-                assert self._up is not None
-                with anyio.move_on_after(deadline - anyio.current_time()):
-                    await self._up.wait()
-                if self._link is None and not self._closing:
-                    raise SynapseError(
-                        f"dev bus {self.url} unreachable for {self.publish_timeout:g}s; {what} not sent"
-                    )
-                continue
-            started = False
-            try:
-                with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-                    async with self._wlock:
-                        if self._link is not link:
-                            continue
-                        started = True
-                        await link.stream.send(data)
-                return
-            except TimeoutError:
-                if started:
-                    # A half-written line would garble the stream: start over on a new connection.
-                    await self._drop(link)
-                raise SynapseError(
-                    f"dev bus {self.url} did not take {what} within {self.publish_timeout:g}s"
-                ) from None
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                await self._drop(link)  # then wait for the reconnect, within the deadline
-
-    async def _control(self, data: bytes) -> None:
-        """Send a ``sub``/``unsub`` if connected; otherwise the next reconnect restores the set."""
-        assert self._wlock is not None
-        async with self._wlock:
-            link = self._link
-            if link is None:
-                return
-            try:
-                await link.stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass  # the reader sees the broken connection and the reconnect re-sends
+    async def _control(self, data: _Line, what: str) -> bool:
+        """Queue a ``sub``/``unsub`` while connected (False when not: the reconnect restores the set)."""
+        if self._link is None:
+            return False
+        try:
+            await self._enqueue(data, what)
+        except SynapseClosedError:
+            raise
+        except SynapseError:
+            if self._link is not None:
+                raise  # connected but the outbox stayed full: a real failure
+            return False
+        return True
 
     async def _on_subscribe(self, sub: Subscription) -> None:
+        """Send the ``sub`` and a ``ping``; return once the server has answered the ping.
+
+        From then on, anything published anywhere on the bus reaches this
+        subscription (the server handles a connection's lines in order).
+        """
         self._subs[sub.sub_id] = sub
-        await self._control(_sub_line(sub))
+        confirmed = anyio.Event()
+        if not await self._control((_sub_line(sub) + _PING, confirmed), f"sub {sub.subject}"):
+            return
+        with anyio.move_on_after(self.publish_timeout):
+            await confirmed.wait()
+        if not confirmed.is_set():
+            log.warning("dev bus %s did not confirm the subscription to %s in time", self.url, sub.subject)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.pop(sub.sub_id, None) is not None:
-            await self._control(encode_line({"op": "unsub", "sub_id": sub.sub_id}))
+        if self._subs.pop(sub.sub_id, None) is not None and not self._closing:
+            await self._control(encode_line({"op": "unsub", "sub_id": sub.sub_id}), f"unsub {sub.subject}")

@@ -308,7 +308,16 @@ class DevSynapseServer:
         """Drain the outbox into the socket, coalescing what is already queued."""
         try:
             async with receive:
-                async for first in receive:
+                while True:
+                    try:
+                        first = receive.receive_nowait()  # no scheduling round when work is waiting
+                    except anyio.WouldBlock:
+                        try:
+                            first = await receive.receive()
+                        except anyio.EndOfStream:
+                            return
+                    except anyio.EndOfStream:
+                        return
                     batch = [first]
                     size = len(first)
                     while size < _BATCH_BYTES:
