@@ -22,7 +22,7 @@ Publish = Callable[[Signal], Awaitable[None]]
 class NeuronContext(list[Any]):
     """Context entries plus the running TASK's identity and emitters."""
 
-    __slots__ = ("_publish", "_seq", "dendrite_id", "neuron_id", "task")
+    __slots__ = ("_dendrite", "_publish", "_seq", "dendrite_id", "neuron_id", "task")
 
     def __init__(
         self,
@@ -31,8 +31,10 @@ class NeuronContext(list[Any]):
         publish: Publish | None = None,
         entries: Iterable[Any] = (),
         dendrite_id: str | None = None,
+        dendrite: Any = None,
     ) -> None:
         super().__init__(entries)
+        self._dendrite = dendrite  # the hosting Dendrite: recall/imprint go through it
         self.task = task
         self.neuron_id = neuron_id
         self.dendrite_id = dendrite_id
@@ -101,3 +103,29 @@ class NeuronContext(list[Any]):
         if call_id is not None:
             payload["call_id"] = call_id
         return await self.emit(SignalType.TOOL_RESULT, payload)
+
+    # -- Engram (shared memory) --------------------------------------------------
+    def _host(self, what: str) -> Any:
+        if self._dendrite is None:
+            raise RuntimeError(f"{what} needs a NeuronContext attached to a Dendrite")
+        return self._dendrite
+
+    async def recall(
+        self, *, query: dict[str, Any], engram_id: str | None = None, engram_kind: str | None = None,
+        **kw: Any,
+    ) -> Any:  # fmt: skip
+        """Recall from an engram on this TASK's trace (see ``Dendrite.recall``); returns a RecallResult."""
+        return await self._host("recall()").recall(
+            engram_id=engram_id, engram_kind=engram_kind, query=query, trace_id=self.trace_id,
+            parent_id=self.task_id, **kw,
+        )  # fmt: skip
+
+    async def imprint(
+        self, *, op: str, entry: dict[str, Any], engram_id: str | None = None, engram_kind: str | None = None,
+        **kw: Any,
+    ) -> Any:  # fmt: skip
+        """Write to an engram, journaled under this TASK's trace (see ``Dendrite.imprint``)."""
+        return await self._host("imprint()").imprint(
+            engram_id=engram_id, engram_kind=engram_kind, op=op, entry=entry, trace_id=self.trace_id,
+            parent_id=self.task_id, **kw,
+        )  # fmt: skip

@@ -188,10 +188,3 @@ class StopMixin:
             },
         )
         await self._publish(stopped)
-
-    # Engram hooks; the engram mixin overrides them.
-    async def _settle_engrams(self: Dendrite, trace_id: str, rollback: bool) -> int:
-        return 0
-
-    def _hosts_engrams(self: Dendrite) -> bool:
-        return False
