@@ -17,6 +17,7 @@ from cosmonapse.errors import SynapseClosedError, SynapseError
 from cosmonapse.synapse.connect import _nats_servers, make_synapse
 from cosmonapse.synapse.dev import parse_cosmo_url
 from cosmonapse.synapse.dev_server import DevSynapseServer
+from cosmonapse.testing.harness import running_task_names
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +232,54 @@ def test_url_parsing() -> None:
     with pytest.raises(ValueError, match="empty server"):
         _nats_servers("nats://a:1,,b:2")
     assert isinstance(make_synapse("cosmo://h:1", publish_timeout=1.0), DevSynapse)
+
+
+async def test_subscribe_returns_once_the_bus_has_the_subscription() -> None:
+    """No barrier needed: a publish from another connection right after subscribe() arrives."""
+    send, receive = anyio.create_memory_object_stream[Signal](100)
+    async with DevSynapseServer() as srv, DevSynapse(srv.url) as a, DevSynapse(srv.url) as b:
+        for n in range(20):
+            await a.subscribe(f"cosmonapse.sync.T{n}", collector(send))
+            await b.publish(f"cosmonapse.sync.T{n}", task(n))
+            with anyio.fail_after(10):
+                assert (await receive.receive()).payload["n"] == n
+
+
+async def test_close_flushes_what_was_published_and_leaves_no_task() -> None:
+    async with DevSynapseServer() as srv, await RawClient.connect(srv.port) as observer:
+        await observer.sub("o", "cosmonapse.flush.>")
+        await observer.sync()
+        before = set(running_task_names())
+        syn = DevSynapse(srv.url)
+        await syn.connect()
+        for n in range(500):
+            await syn.publish("cosmonapse.flush.TASK", task(n))
+        await syn.close()
+        left = {name for tid, name in running_task_names().items() if tid not in before}
+        assert not {name for name in left if "dev_server" not in name}  # the bus may still be hanging up
+        got = [orjson.loads((await observer.recv())["frame"])["payload"]["n"] for _ in range(500)]
+        assert got == list(range(500))
+
+
+async def test_publish_raises_when_the_bus_stops_reading() -> None:
+    """A bus that accepts but never reads: the outbox fills and publish fails within publish_timeout."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    stuck = anyio.Event()
+
+    async def mute_bus(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.send(b'{"op":"welcome"}\n')
+            await stream.receive()  # the handshake ping
+            await stream.send(b'{"op":"pong"}\n')
+            await stuck.wait()  # and never read again
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, mute_bus)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with DevSynapse(f"cosmo://127.0.0.1:{port}", publish_timeout=0.3, outbox_size=2) as syn:
+            big = task(0, blob="b" * 1024 * 1024)
+            with anyio.fail_after(60), pytest.raises(SynapseError, match="outbox full"):
+                while True:
+                    await syn.publish("cosmonapse.mute.TASK", big)
+            stuck.set()
+        tg.cancel_scope.cancel()
