@@ -30,7 +30,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .axon import Axon
+from .bidding import BiddingMixin, BidLedger
 from .context import NeuronContext
+from .deadlines import Deadlines
 from .engram.client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
 from .engram.host import EngramHost
 from .errors import DendriteProtocolError, DispatchTimeout, PathwayBusyError, PathwayTimeout
@@ -64,7 +66,7 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
-class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin):
+class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin, BiddingMixin):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
@@ -114,12 +116,14 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
         self._stops = StopTombstones()  # traces seen STOPped: their work never starts again
         self._ops = OpTable()  # request/reply ops by request id (recall, imprint, decisions, acks)
         self._engram_host = EngramHost(self.is_stopped)
+        self._bids = BidLedger()  # bids we placed, so only the winning host runs an award
         #: Deadline of recall / acknowledged imprint calls that give none.
         self.engram_deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
         self._peer_caps: dict[str, tuple[str, ...]] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._running = False
+        self._deadlines: Deadlines | None = None
         self._task_pool: RunnerPool | None = None
         self._handler_pool: RunnerPool | None = None
         self._pathway_subs_ready = False
@@ -163,6 +167,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
         await stack.__aenter__()
         try:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._deadlines = Deadlines()
+            self._tg.start_soon(self._deadlines.run, name=f"deadlines:{self.dendrite_id}")
             self._task_pool = RunnerPool(self._tg, self.max_concurrent_tasks, name="task")
             self._handler_pool = RunnerPool(self._tg, self.max_concurrent_handlers, name="handler")
             self._stack = stack
@@ -214,6 +220,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
             finally:
                 self._tg = None
                 self._stack = None
+                self._deadlines = None
                 self._trace_scopes.clear()
                 for pathways in list(self._pathways.values()):
                     for pw in list(pathways):
@@ -325,6 +332,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
             await self._ensure_sub(self._subject(T.TASK), self._route)
             await self._ensure_sub(self._subject(T.TASK_AWARDED), self._route)
             await self._ensure_sub(self._subject(T.DISCOVER), self._route)
+            await self._subscribe_bidding()
         group = self._routed_group_name()
         if group != self._routed_group:
             routed = self._subject(T.TASK, routed=True)
@@ -435,6 +443,10 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
                 self._ops.fail_trace(sig.trace_id, "ended")  # outstanding recall/imprint/decision ops
             if stype is T.FINAL and self._engram_host:
                 await self._start_internal(self._commit_engrams, sig)  # FINAL commits the saga
+        elif stype is T.TASK_OFFER:
+            await self._on_task_offer(sig)  # the auto-bidder
+        elif stype is T.TASK_AWARDED:
+            await self._on_task_awarded(sig)
         elif stype is T.DISCOVER and self._axons and not self._handlers.has(T.DISCOVER):
             await self._start_internal(self._answer_discover, sig)
         elif stype is T.REGISTER:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import anyio.lowlevel
 
+from .deadlines import Timer
 from .errors import PathwayClosedError, PathwayTimeout
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 
@@ -154,15 +155,31 @@ class Pathway:
             return sig
         if timeout_s is None:
             return await self._take_blocking(wanted, what)
+        deadlines = self._dendrite._deadlines
+        if deadlines is not None:
+            timer = deadlines.schedule(timeout_s)
+            try:
+                return await self._take_blocking(wanted, what, timer, timeout_s)
+            finally:
+                timer.cancel()
         try:
             with anyio.fail_after(timeout_s):
-                return await self._take_blocking(wanted, what)
+                return await self._take_blocking(wanted, what, None)
         except TimeoutError as exc:
             if isinstance(exc, PathwayTimeout):
                 raise
-            raise PathwayTimeout(f"no {what} on trace {self.trace_id} within {timeout_s} s") from None
+            raise self._timeout(what, timeout_s) from None
 
-    async def _take_blocking(self, wanted: frozenset[SignalType] | None, what: str) -> Signal:
+    def _timeout(self, what: str, timeout_s: float | None) -> PathwayTimeout:
+        return PathwayTimeout(f"no {what} on trace {self.trace_id} within {timeout_s} s")
+
+    async def _take_blocking(
+        self,
+        wanted: frozenset[SignalType] | None,
+        what: str,
+        timer: Timer | None = None,
+        timeout_s: float | None = None,
+    ) -> Signal:
         while True:
             sig = self._pop_first(wanted)
             if sig is not None:
@@ -170,6 +187,10 @@ class Pathway:
             if self._closed:
                 raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
             ev = anyio.Event()
+            if timer is not None:
+                if timer.expired:
+                    raise self._timeout(what, timeout_s)
+                timer.target = ev
             if self._waiters is None:
                 self._waiters = [ev]
             else:

@@ -32,7 +32,9 @@ class RunnerPool:
 
     __slots__ = ("_receive", "_send", "_tg", "busy", "limit", "max_idle", "name", "runners")
 
-    def __init__(self, tg: TaskGroup, limit: int, *, max_idle: int | None = None, name: str = "runner") -> None:
+    def __init__(
+        self, tg: TaskGroup, limit: int, *, max_idle: int | None = None, name: str = "runner"
+    ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self._tg = tg
