@@ -1,6 +1,7 @@
 """cosmonapse: a structured-concurrency Cosmonapse agent runtime on anyio."""
 
 from .axon import Axon, NeuronFn
+from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext
 from .dendrite import Dendrite, current_task
@@ -59,6 +60,7 @@ __all__ = [
     "TERMINAL_TYPES",
     "WAIT_TYPES",
     "Axon",
+    "BiddingTimeout",
     "CosmonapseError",
     "Dendrite",
     "DendriteProtocolError",
