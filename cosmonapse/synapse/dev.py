@@ -238,7 +238,11 @@ class DevSynapse(Synapse):
         self._writer_done = anyio.Event()
         self._outbox, outbox = anyio.create_memory_object_stream[_Line](self.outbox_size)
         link = await self._open_link()
-        await self._install(link)
+        try:
+            await self._install(link)
+        except BaseException:
+            await link.aclose()
+            raise
         tg.start_soon(self._supervise, link, name=f"dev-synapse-reader:{self.url}")
         tg.start_soon(self._write_loop, outbox, name=f"dev-synapse-writer:{self.url}")
         log.info("connected to dev bus %s", self.url)
@@ -255,6 +259,7 @@ class DevSynapse(Synapse):
         self._link = None
         self._up.set()  # wake publishers waiting for a connection: they see _closing
         if link is not None:
+            link.release_pongs()
             await link.aclose()
 
     async def _open_link(self) -> DevLink:
@@ -305,6 +310,8 @@ class DevSynapse(Synapse):
                 return
             log.warning("lost dev bus %s (%s); reconnecting", self.url, reason)
             link = await self._reconnect()
+            if self._closing:
+                return
             self.reconnects += 1
             log.info("reconnected to dev bus %s; %d subscriptions restored", self.url, len(self._subs))
             self._notify_reconnected()

@@ -30,7 +30,7 @@ from typing import Any
 import anyio
 import attrs
 import orjson
-from anyio.abc import SocketAttribute, SocketStream, TaskGroup, TaskStatus
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line
@@ -188,7 +188,8 @@ class DevSynapseServer:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._port = listener.extra(SocketAttribute.local_port)
             self._stack = stack
-            self._tg.start_soon(listener.serve, self._serve_conn, self._tg, name="dev-bus-accept")
+            for one in listener.listeners:
+                self._tg.start_soon(self._accept_loop, one, self._tg, name="dev-bus-accept")
         except BaseException:
             self._tg = None
             await stack.aclose()
@@ -227,6 +228,17 @@ class DevSynapseServer:
     ) -> None:
         await self.aclose()
 
+    async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        """Accept forever; a failed accept (e.g. out of file descriptors) is logged, not fatal."""
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                log.error("dev bus: accept failed: %s", exc)
+                await anyio.sleep(0.1)
+                continue
+            tg.start_soon(self._serve_conn, stream, name="dev-bus-connection")
+
     # -- one connection --------------------------------------------------------
     async def _serve_conn(self, stream: SocketStream) -> None:
         try:
@@ -244,7 +256,7 @@ class DevSynapseServer:
             with anyio.CancelScope() as scope:
                 conn.scope = scope
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._write_loop, conn, stream, receive)
+                    tg.start_soon(self._write_loop, conn, stream, receive, name="dev-bus-writer")
                     self._push(conn, _WELCOME)
                     await self._read_loop(conn, LineReader(stream, self.max_line))
                     # Peer finished sending (or was refused): flush what is queued, bounded.
