@@ -4,6 +4,7 @@ from .axon import Axon, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext
+from .decisions import DecisionTimeout
 from .dendrite import Dendrite, current_task
 from .engram import (
     Engram,
@@ -62,6 +63,7 @@ __all__ = [
     "Axon",
     "BiddingTimeout",
     "CosmonapseError",
+    "DecisionTimeout",
     "Dendrite",
     "DendriteProtocolError",
     "DevSynapse",

@@ -33,6 +33,7 @@ from .axon import Axon
 from .bidding import BiddingMixin, BidLedger
 from .context import NeuronContext
 from .deadlines import Deadlines
+from .decisions import DecisionCache, DecisionsMixin
 from .engram.client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
 from .engram.host import EngramHost
 from .errors import DendriteProtocolError, DispatchTimeout, PathwayBusyError, PathwayTimeout
@@ -66,7 +67,9 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
         payload[key] = value
 
 
-class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin, BiddingMixin):
+class Dendrite(
+    HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin, BiddingMixin, DecisionsMixin
+):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
@@ -117,6 +120,7 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
         self._ops = OpTable()  # request/reply ops by request id (recall, imprint, decisions, acks)
         self._engram_host = EngramHost(self.is_stopped)
         self._bids = BidLedger()  # bids we placed, so only the winning host runs an award
+        self._decisions = DecisionCache()  # recent CLARIFICATION_ANSWER / PERMISSION_DECISION by parent
         #: Deadline of recall / acknowledged imprint calls that give none.
         self.engram_deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
         self._peer_caps: dict[str, tuple[str, ...]] = {}
@@ -443,6 +447,8 @@ class Dendrite(HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramM
                 self._ops.fail_trace(sig.trace_id, "ended")  # outstanding recall/imprint/decision ops
             if stype is T.FINAL and self._engram_host:
                 await self._start_internal(self._commit_engrams, sig)  # FINAL commits the saga
+        elif stype is T.CLARIFICATION_ANSWER or stype is T.PERMISSION_DECISION:
+            self._decisions.put(sig)  # so a late await_decision still resolves
         elif stype is T.TASK_OFFER:
             await self._on_task_offer(sig)  # the auto-bidder
         elif stype is T.TASK_AWARDED:

@@ -1,0 +1,223 @@
+"""Human in the loop (§11): clarification, permission and escalation, answered two ways.
+
+* **Discrete answers** (any role): CLARIFICATION_ANSWER / PERMISSION_DECISION
+  on the same trace with ``parent_id`` = the request; the asker reads them with
+  ``await_decision(request)``.  The last 256 answers are cached by parent id,
+  so an ``await_decision`` that starts after the answer arrived still resolves.
+* **Re-dispatch** (orchestrators): a new TASK to the asking neuron, same trace,
+  parent = the request, carrying the question and answer (or the verdict).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import CosmonapseError
+from .signal import Directed, Signal, SignalType
+
+if TYPE_CHECKING:
+    from .dendrite import Dendrite
+
+__all__ = ["ANSWER_TYPES", "DecisionCache", "DecisionTimeout", "DecisionsMixin"]
+
+T = SignalType
+#: What answers each request type.
+ANSWER_TYPES: dict[SignalType, SignalType] = {
+    T.CLARIFICATION: T.CLARIFICATION_ANSWER,
+    T.PERMISSION: T.PERMISSION_DECISION,
+}
+DECISION_CACHE_SIZE = 256
+
+
+class DecisionTimeout(CosmonapseError, TimeoutError):
+    """Nobody answered the clarification / permission request in time."""
+
+
+class DecisionCache:
+    """The last ``size`` answers, by the id of the request they answer."""
+
+    __slots__ = ("_by_parent", "size")
+
+    def __init__(self, size: int = DECISION_CACHE_SIZE) -> None:
+        self.size = size
+        self._by_parent: OrderedDict[str, Signal] = OrderedDict()
+
+    def put(self, answer: Signal) -> None:
+        if answer.parent_id is None or answer.parent_id in self._by_parent:
+            return  # the first answer wins
+        self._by_parent[answer.parent_id] = answer
+        while len(self._by_parent) > self.size:
+            self._by_parent.popitem(last=False)
+
+    def get(self, request_id: str, types: frozenset[SignalType]) -> Signal | None:
+        answer = self._by_parent.get(request_id)
+        return answer if answer is not None and answer.type in types else None
+
+    def __len__(self) -> int:
+        return len(self._by_parent)
+
+
+def _expect(request: Signal, stype: SignalType, what: str) -> None:
+    if request.type is not stype:
+        raise ValueError(f"{what} answers a {stype.value}, not {request.type.value}")
+
+
+class DecisionsMixin:
+    """``await_decision`` and the answer / respond helpers."""
+
+    async def await_decision(self: Dendrite, request: Signal, *, timeout_s: float | None = 30.0) -> Signal:
+        """The CLARIFICATION_ANSWER / PERMISSION_DECISION whose parent is *request*.
+
+        Raises ``DecisionTimeout`` after *timeout_s*, ``OpCancelled`` if the trace
+        ends or is STOPped first.
+        """
+        self._require_running("await_decision()")
+        answer_type = ANSWER_TYPES.get(request.type)
+        types = frozenset({answer_type} if answer_type else ANSWER_TYPES.values())
+        for t in types:
+            await self._ensure_sub(self._subject(t), self._route)
+        cached = self._decisions.get(request.id, types)
+        if cached is not None:
+            return cached
+        deadline = None if timeout_s is None else anyio.current_time() + timeout_s
+        with self._ops.open(request.id, request.trace_id, types) as op:
+            answer = await op.next(deadline)
+        if answer is None:
+            raise DecisionTimeout(
+                f"no answer to {request.type.value} {request.id} (trace {request.trace_id}) "
+                f"within {timeout_s} s"
+            )
+        return answer
+
+    def _answer(
+        self: Dendrite, request: Signal, stype: SignalType, payload: dict[str, Any], meta: Any
+    ) -> Signal:
+        return Signal(
+            type=stype,
+            trace_id=request.trace_id,
+            parent_id=request.id,
+            directed=Directed(self.dendrite_id),
+            payload=payload,
+            meta=dict(meta or {}),
+        )
+
+    async def answer_clarification(
+        self: Dendrite, request: Signal, *, answer: Any, meta: dict[str, Any] | None = None
+    ) -> Signal:
+        """Publish CLARIFICATION_ANSWER for *request* (any role); returns it."""
+        _expect(request, T.CLARIFICATION, "answer_clarification()")
+        sig = self._answer(request, T.CLARIFICATION_ANSWER, {"answer": answer}, meta)
+        await self.emit(sig)
+        return sig
+
+    async def _decide(
+        self: Dendrite,
+        request: Signal,
+        granted: bool,
+        reason: str | None,
+        ttl_ms: int | None,
+        meta: dict[str, Any] | None,
+    ) -> Signal:
+        _expect(request, T.PERMISSION, "grant_permission()/deny_permission()")
+        payload: dict[str, Any] = {"granted": granted}
+        if reason is not None:
+            payload["reason"] = reason
+        if ttl_ms is not None:
+            payload["ttl_ms"] = int(ttl_ms)
+        sig = self._answer(request, T.PERMISSION_DECISION, payload, meta)
+        await self.emit(sig)
+        return sig
+
+    async def grant_permission(
+        self: Dendrite,
+        request: Signal,
+        *,
+        reason: str | None = None,
+        ttl_ms: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Publish PERMISSION_DECISION ``granted: true`` for *request* (any role)."""
+        return await self._decide(request, True, reason, ttl_ms, meta)
+
+    async def deny_permission(
+        self: Dendrite, request: Signal, *, reason: str | None = None, meta: dict[str, Any] | None = None
+    ) -> Signal:
+        """Publish PERMISSION_DECISION ``granted: false`` for *request* (any role)."""
+        return await self._decide(request, False, reason, None, meta)
+
+    async def _redispatch(
+        self: Dendrite,
+        request: Signal,
+        neuron: str | None,
+        input: dict[str, Any],
+        meta: dict[str, Any] | None,
+    ) -> Signal:
+        target = neuron or request.neuron
+        if not target:
+            raise ValueError(f"{request.type.value} {request.id} names no neuron to answer; pass neuron=")
+        return await self.dispatch_task(
+            neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
+        )
+
+    async def respond_to_clarification(
+        self: Dendrite,
+        request: Signal,
+        *,
+        answer: Any,
+        neuron: str | None = None,
+        extra: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Re-dispatch the question and *answer* to the asking neuron (orchestrators); returns the TASK."""
+        _expect(request, T.CLARIFICATION, "respond_to_clarification()")
+        body = {"question": request.payload.get("question", ""), "answer": answer, **(extra or {})}
+        return await self._redispatch(request, neuron, {"clarification": body}, meta)
+
+    async def respond_to_permission(
+        self: Dendrite,
+        request: Signal,
+        *,
+        granted: bool,
+        reason: str | None = None,
+        ttl_ms: int | None = None,
+        neuron: str | None = None,
+        extra: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Re-dispatch to the asking neuron with the verdict (orchestrators); returns the TASK."""
+        _expect(request, T.PERMISSION, "respond_to_permission()")
+        body: dict[str, Any] = {"action": request.payload.get("action", ""), "granted": bool(granted)}
+        if reason is not None:
+            body["reason"] = reason
+        if ttl_ms is not None:
+            body["ttl_ms"] = int(ttl_ms)
+        body.update(extra or {})
+        return await self._redispatch(request, neuron, {"permission": body}, meta)
+
+    async def respond_to_escalation(
+        self: Dendrite,
+        escalation: Signal,
+        *,
+        neuron: str | None = None,
+        input: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        _expect(escalation, T.ESCALATION, "respond_to_escalation()")
+        target = neuron or escalation.payload.get("target")
+        if not target:
+            raise ValueError(f"ESCALATION {escalation.id} has no target; pass neuron=")
+        if input is None:
+            input = {
+                "escalation": {
+                    "reason": escalation.payload.get("reason"),
+                    "context": escalation.payload.get("context"),
+                    "from": escalation.neuron,
+                }
+            }
+        return await self.dispatch_task(
+            neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
+        )
