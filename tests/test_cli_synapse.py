@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 
 import anyio
 import pytest
@@ -132,3 +135,16 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_entry_points() -> None:
+    """`cosmo`, `python -m cosmonapse` and `python -m cosmonapse.cli` are the same command."""
+    commands = [[sys.executable, "-m", "cosmonapse"], [sys.executable, "-m", "cosmonapse.cli"]]
+    if shutil.which("cosmo"):
+        commands.append(["cosmo"])
+    for command in commands:
+        result = subprocess.run([*command, "synapse", "--help"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        for verb in ("start", "stop", "view"):
+            assert verb in result.stdout
