@@ -38,7 +38,7 @@ from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
 from .base import DEFAULT_SUBSCRIPTION_BUFFER, Subscription, Synapse
-from .framing import LineReader, LineTooLong, encode_line
+from .framing import LineReader, LineTooLong, encode_line, receive_batch
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
 
@@ -54,6 +54,12 @@ _PING = encode_line({"op": "ping"})
 
 #: What the writer sends: a line, or lines plus the event their trailing ping's pong sets.
 _Line = bytes | tuple[bytes, anyio.Event]
+
+
+def _line_size(item: _Line) -> int:
+    return len(item) if isinstance(item, bytes) else len(item[0])
+
+
 _CLOSE_FLUSH_TIMEOUT = 2.0  # close() lets the writer send what is queued for this long
 
 
@@ -393,26 +399,9 @@ class DevSynapse(Synapse):
         try:
             async with outbox:
                 while True:
-                    try:
-                        item = outbox.receive_nowait()  # no scheduling round while work is waiting
-                    except anyio.WouldBlock:
-                        item = await outbox.receive()
-                    chunks: list[bytes] = []
-                    waiters: list[anyio.Event] = []
-                    size = 0
-                    while True:
-                        if isinstance(item, bytes):
-                            chunks.append(item)
-                        else:
-                            chunks.append(item[0])
-                            waiters.append(item[1])
-                        size += len(chunks[-1])
-                        if size >= _BATCH_BYTES:
-                            break
-                        try:
-                            item = outbox.receive_nowait()
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
+                    batch, _ = await receive_batch(outbox, _line_size, _BATCH_BYTES)
+                    chunks = [item if isinstance(item, bytes) else item[0] for item in batch]
+                    waiters = [item[1] for item in batch if not isinstance(item, bytes)]
                     await self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks), waiters)
         except anyio.EndOfStream:
             pass

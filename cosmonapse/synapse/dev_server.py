@@ -33,7 +33,7 @@ import orjson
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line
+from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
 
 __all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevSynapseServer", "ServerStats"]
@@ -321,26 +321,11 @@ class DevSynapseServer:
         try:
             async with receive:
                 while True:
-                    try:
-                        first = receive.receive_nowait()  # no scheduling round when work is waiting
-                    except anyio.WouldBlock:
-                        try:
-                            first = await receive.receive()
-                        except anyio.EndOfStream:
-                            return
-                    except anyio.EndOfStream:
-                        return
-                    batch = [first]
-                    size = len(first)
-                    while size < _BATCH_BYTES:
-                        try:
-                            more = receive.receive_nowait()
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                        batch.append(more)
-                        size += len(more)
+                    batch, size = await receive_batch(receive, len, _BATCH_BYTES)
                     conn.queued_bytes -= size
-                    await stream.send(first if len(batch) == 1 else b"".join(batch))
+                    await stream.send(batch[0] if len(batch) == 1 else b"".join(batch))
+        except anyio.EndOfStream:
+            return
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             if conn.scope is not None:
                 conn.scope.cancel()  # the peer is gone; stop reading too

@@ -9,13 +9,17 @@ and goes on with the line after it.  Memory stays bounded by the limit.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 import orjson
 from anyio.abc import ByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
-__all__ = ["DEFAULT_MAX_LINE", "LineReader", "LineTooLong", "encode_line"]
+__all__ = ["DEFAULT_MAX_LINE", "LineReader", "LineTooLong", "encode_line", "receive_batch"]
+
+T = TypeVar("T")
 
 #: Longest line the server accepts by default (the reference stops at 64 KiB).
 DEFAULT_MAX_LINE = 1024 * 1024
@@ -109,3 +113,27 @@ class LineReader:
             self._partial_len = 0
             self._discarding = True
             self._lines.append(None)  # report now; the rest is skipped as it arrives
+
+
+async def receive_batch(
+    receive: MemoryObjectReceiveStream[T], size_of: Callable[[T], int], max_bytes: int
+) -> tuple[list[T], int]:
+    """Wait for one item, then take what is already queued, up to about *max_bytes*.
+
+    Returns the items and their total size; a writer sends them in one socket
+    write.  Raises ``anyio.EndOfStream`` once the stream is closed and drained.
+    """
+    try:
+        item = receive.receive_nowait()  # no scheduling round while work is waiting
+    except anyio.WouldBlock:
+        item = await receive.receive()
+    batch = [item]
+    size = size_of(item)
+    while size < max_bytes:
+        try:
+            item = receive.receive_nowait()
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+        batch.append(item)
+        size += size_of(item)
+    return batch, size
