@@ -35,6 +35,7 @@ from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
 from .pathway import Pathway
+from .registry import MemoryRegistryStore, NeuronRecord, RegistryStore, SqliteRegistryStore
 from .retry import RetryStrategy, default_retry_on, run_with_retry
 from .signal import (
     AXON_TYPES,
@@ -80,22 +81,26 @@ __all__ = [
     "ImprintReceipt",
     "InMemoryEngram",
     "LifecycleHooks",
+    "MemoryRegistryStore",
     "MemorySynapse",
     "NatsSynapse",
     "Neuron",
     "NeuronContext",
     "NeuronFn",
+    "NeuronRecord",
     "OpCancelled",
     "Pathway",
     "PathwayBusyError",
     "PathwayClosedError",
     "PathwayTimeout",
     "RecallResult",
+    "RegistryStore",
     "RetryStrategy",
     "Signal",
     "SignalDecodeError",
     "SignalType",
     "SqliteEngram",
+    "SqliteRegistryStore",
     "StopTombstones",
     "Subscription",
     "Synapse",

@@ -42,6 +42,7 @@ from .ids import new_trace_id
 from .lifecycle import HookFn, LifecycleHooks
 from .ops import OpTable
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
+from .registry.mirror import RegistryMixin
 from .retry import RetryMixin, RetryStrategy
 from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
@@ -68,7 +69,14 @@ def _opt(payload: dict[str, Any], key: str, value: Any) -> None:
 
 
 class Dendrite(
-    HandlerDecorators, LifecycleHooks, StopMixin, RetryMixin, EngramMixin, BiddingMixin, DecisionsMixin
+    HandlerDecorators,
+    LifecycleHooks,
+    StopMixin,
+    RetryMixin,
+    EngramMixin,
+    BiddingMixin,
+    DecisionsMixin,
+    RegistryMixin,
 ):
     """Hosts Axons and exposes every orchestration primitive."""
 
@@ -121,6 +129,7 @@ class Dendrite(
         self._engram_host = EngramHost(self.is_stopped)
         self._bids = BidLedger()  # bids we placed, so only the winning host runs an award
         self._decisions = DecisionCache()  # recent CLARIFICATION_ANSWER / PERMISSION_DECISION by parent
+        self._presence_send: Any = None  # the registry mirror's queue, while running with a store
         #: Deadline of recall / acknowledged imprint calls that give none.
         self.engram_deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
         self._peer_caps: dict[str, tuple[str, ...]] = {}
@@ -177,6 +186,7 @@ class Dendrite(
             self._handler_pool = RunnerPool(self._tg, self.max_concurrent_handlers, name="handler")
             self._stack = stack
             self._running = True
+            self._start_registry()
             for axon in list(self._axons.values()):
                 await axon.serve_neuron(self._tg)
             await self._subscribe_all()
@@ -184,6 +194,7 @@ class Dendrite(
                 await self._publish(self._stamp(axon.register_signal()))
             for engram in list(self._engram_host.engrams.values()):
                 await self._publish(engram.register_signal())
+            await self._announce_to_registry()
             self._tg.start_soon(self._heartbeat_loop, name=f"heartbeat:{self.dendrite_id}")
             for every_s, fn in self._schedules:
                 self._tg.start_soon(self._schedule_loop, every_s, fn, name=f"schedule:{fn!r}")
@@ -232,6 +243,7 @@ class Dendrite(
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                     for axon in list(self._axons.values()):
                         await self._publish_deregister(axon, reason)
+                    await self._registry_stopped()
                     for axon in list(self._axons.values()):
                         await axon.aclose()
 
@@ -322,6 +334,7 @@ class Dendrite(
         await self._ensure_sub(self._subject(T.STOP), self._route)
         await self._subscribe_axon_subjects()
         await self._subscribe_engram_subjects()
+        await self._subscribe_registry()
         for t in self._handlers.types():
             await self._subscribe_type(t)
         if self._handlers.uses_capability_filter():
@@ -457,8 +470,14 @@ class Dendrite(
             await self._start_internal(self._answer_discover, sig)
         elif stype is T.REGISTER:
             self._learn_peer(sig)
+            if self._presence_send is not None:
+                await self._mirror_presence(sig)
         elif stype is T.DEREGISTER and sig.directed is not None and sig.directed.id:
             self._peer_caps.pop(sig.directed.id, None)
+            if self._presence_send is not None:
+                await self._mirror_presence(sig)
+        elif stype is T.HEARTBEAT and self._presence_send is not None:
+            await self._mirror_presence(sig)
         for spec in self._handlers.matching(sig, self._has_capability):
             await self._spawn_handler(spec.fn, sig)
 

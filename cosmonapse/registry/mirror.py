@@ -133,6 +133,7 @@ class RegistryMixin:
                 self._peer_caps.setdefault(record.neuron_id, tuple(record.capabilities))
         except Exception:
             log.warning("could not read the registry store", exc_info=True)
+        self._fire_refresh()
         async with receive:
             async for sig in receive:
                 try:
