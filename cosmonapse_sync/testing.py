@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 
-__all__ = ["ChildProcess", "dev_bus"]
+__all__ = ["ChildProcess", "dev_bus", "gunicorn"]
 
 
 class ChildProcess:
@@ -48,6 +48,7 @@ class ChildProcess:
         self.output = ""
         self._buf = b""
         self._pos = 0  # how far wait_for has consumed self.output
+        self.returncode: int | None = None
 
     def start(self) -> ChildProcess:
         self.proc = subprocess.Popen(
@@ -99,10 +100,12 @@ class ChildProcess:
                 raise RuntimeError(f"{self.cmd[1:3]} exited before printing /{pattern}/:\n{self.output}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
-        """Signal the child, wait for it (kill after *timeout_s*), read the rest; its exit code."""
+        """Signal the child, wait (kill after *timeout_s*), read the rest; its exit code (idempotent)."""
         proc = self.proc
         if proc is None:
             return 0
+        if self.returncode is not None:
+            return self.returncode
         if proc.poll() is None:
             proc.send_signal(sig)
         deadline = time.monotonic() + timeout_s
@@ -120,6 +123,7 @@ class ChildProcess:
             self.output += self._buf.decode(errors="replace")
             self._buf = b""
         proc.stdout.close()  # type: ignore[union-attr]
+        self.returncode = code
         return code
 
     def __enter__(self) -> ChildProcess:
@@ -140,3 +144,31 @@ def dev_bus(namespace: str = "dev", *, token: str | None = None) -> Iterator[str
         assert bus.match is not None
         url = bus.match.group(1)
         yield f"{url}?token={token}" if token else url
+
+
+@contextmanager
+def gunicorn(
+    app: str,
+    *,
+    chdir: str | os.PathLike[str] | None = None,
+    workers: int = 2,
+    worker_class: str = "sync",
+    threads: int = 1,
+    preload: bool = False,
+    env: Mapping[str, str] | None = None,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[str, ChildProcess]]:
+    """Serve *app* (``module:callable``) with gunicorn on a free loopback port; yields (base URL, process).
+
+    Stopped with SIGTERM (graceful: workers finish and run their atexit hooks) on exit.
+    """
+    cmd = [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "-w", str(workers), "-k", worker_class]
+    cmd += ["--threads", str(threads), "--no-control-socket", "--graceful-timeout", "10"]
+    if chdir is not None:
+        cmd += ["--chdir", str(chdir)]
+    if preload:
+        cmd.append("--preload")
+    cmd += [*extra, app]
+    with ChildProcess(cmd, ready=r"Listening at: (http://\S+) ", env=env) as server:
+        assert server.match is not None
+        yield server.match.group(1), server
