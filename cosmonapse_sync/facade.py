@@ -58,6 +58,10 @@ SynapseFactory = Callable[[], Synapse | Awaitable[Synapse]]
 _BACKSTOP_MARGIN_S = 5.0
 _FACADES: weakref.WeakSet[SyncDendrite] = weakref.WeakSet()
 _DISPATCH_AND_WAIT = inspect.signature(Dendrite.dispatch_and_wait)
+_KEYWORD_KINDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
+#: Keyword-only (as it is today): kwargs go through as they are, no Signature.bind on the hot path.
+_DAW_KEYWORDS_ONLY = all(p.kind in _KEYWORD_KINDS for p in list(_DISPATCH_AND_WAIT.parameters.values())[1:])
+_DAW_TIMEOUT_DEFAULT = _DISPATCH_AND_WAIT.parameters["timeout_s"].default
 
 
 def _bind(sig: inspect.Signature, this: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -283,9 +287,9 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         Same parameters as ``Dendrite.dispatch_and_wait`` (its signature is copied below).
         With ``retry=`` the retry strategy owns its traces (it STOPs abandoned attempts).
         """
-        call = _bind(_DISPATCH_AND_WAIT, self, args, kwargs)
+        call = kwargs if _DAW_KEYWORDS_ONLY and not args else _bind(_DISPATCH_AND_WAIT, self, args, kwargs)
         retrying = call.get("retry") is not None
-        timeout_s = call.get("timeout_s")
+        timeout_s = call.get("timeout_s", _DAW_TIMEOUT_DEFAULT)
         backstop = None
         if not retrying:
             call["trace_id"] = call.get("trace_id") or new_trace_id()
