@@ -174,7 +174,7 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         return loop.value if loop is not None else None
 
     @property
-    def portal_thread(self) -> threading.Thread | None:
+    def portal_thread(self) -> threading.Thread | None:  # allowed: the facade portal (read only)
         loop = self._portal.live
         return loop.thread if loop is not None else None
 

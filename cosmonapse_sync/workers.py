@@ -42,14 +42,10 @@ class WorkerPool:
         self._name = name
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # allowed: the facade portal (its worker threads)
         self._idle = 0  # threads waiting for an item
         self._queued = 0  # items not yet taken
         self._closed = False
-
-    @property
-    def threads(self) -> list[threading.Thread]:
-        return list(self._threads)
 
     def _submit(self, item: Any) -> None:
         with self._lock:
