@@ -360,8 +360,8 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         """Apply *change* to the records; if a Dendrite is live here, apply *forward* to it too."""
         with self._records:
             change()
-            live = self._live if self._portal.live is not None else None
-            if live is None or forward is None:
+            live = self._live  # set from the moment the records are read, before start-up ends
+            if live is None or forward is None or live[0].finished or live[0].pid != os.getpid():
                 return None
             loop, dendrite = live
             # A loop thread cannot block on its own (or any) loop: schedule without waiting.

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from cosmonapse import Axon, Signal
+from cosmonapse import Axon, MemorySynapse, Signal
 from cosmonapse_sync import FacadeClosedError, Portal, PortalTimeout, SyncDendrite
 
 
@@ -106,3 +106,51 @@ def test_a_pathway_outliving_its_facade_refuses_reads_and_closes_quietly() -> No
     with pytest.raises(FacadeClosedError):
         pw.wait(timeout_s=1)
     pw.close()
+
+
+class GatedSynapse(MemorySynapse):
+    """Its first subscribe (inside Dendrite.start) waits for a gate: start-up held open."""
+
+    def __init__(self, entered: threading.Event, gate: threading.Event) -> None:
+        super().__init__()
+        self.entered, self.gate, self.passed = entered, gate, False
+
+    async def subscribe(self, subject: str, handler: Any, *, queue_group: str | None = None) -> Any:
+        if not self.passed:
+            self.passed = True
+            self.entered.set()
+            await anyio.to_thread.run_sync(self.gate.wait)
+        return await super().subscribe(subject, handler, queue_group=queue_group)
+
+
+def test_a_handler_registered_while_the_portal_starts_is_not_lost() -> None:
+    entered, gate, submitted, fired = (threading.Event() for _ in range(4))
+    f = SyncDendrite(lambda: GatedSynapse(entered, gate), namespace="race")
+
+    async def echo(input: dict[str, Any], context: Any) -> dict[str, Any]:
+        return input
+
+    f.attach_axon(Axon(neuron_id="echo", neuron_fn=echo))
+    starter = threading.Thread(target=f.start)
+    starter.start()
+    try:
+        assert entered.wait(10)  # the records were read; the Dendrite is starting
+        live = f._live
+        assert live is not None
+        loop, submit = live[0], live[0].submit
+
+        def spy(*args: Any, **kw: Any) -> Any:
+            submitted.set()
+            return submit(*args, **kw)
+
+        loop.submit = spy  # type: ignore[method-assign]
+        registrar = threading.Thread(target=lambda: f.on_final(lambda sig: fired.set()))
+        registrar.start()
+        assert submitted.wait(10)  # forwarded to the Dendrite being started, not only recorded
+    finally:
+        gate.set()
+    starter.join(10)
+    registrar.join(10)
+    f.dispatch_and_wait(neuron="echo", input={}, scope="terminal", timeout_s=10)
+    assert fired.wait(10)
+    f.close()
