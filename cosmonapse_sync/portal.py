@@ -74,20 +74,27 @@ def _running_async_library() -> str | None:
     return None
 
 
+def _async_hint(what: str) -> str:
+    name = what.split("(")[0]
+    if name.startswith("Pathway."):
+        return f"`await pathway.aio.{name.removeprefix('Pathway.')}(...)`"
+    return f"`await facade.dendrite.{name}(...)`"
+
+
 def check_caller(portal_ident: int | None, what: str) -> None:
     """Refuse to block where blocking deadlocks: the portal thread, or any event loop's thread."""
     if portal_ident is not None and threading.get_ident() == portal_ident:
         raise DeadlockError(
             f"{what} was called on the facade's own event loop thread (from async code run by the "
             "portal: an async handler, Neuron or hook), where it would wait for itself forever. "
-            f"Use the async API there: `await facade.dendrite.{what.split('(')[0]}(...)`."
+            f"Use the async API there: {_async_hint(what)}."
         )
     lib = _running_async_library()
     if lib is not None:
         raise DeadlockError(
             f"{what} blocks, and this thread is running a {lib} event loop that it would stall "
-            "(or deadlock). Use the async API from async code: `cosmonapse.Dendrite` with "
-            f"`await dendrite.{what.split('(')[0]}(...)`."
+            "(or deadlock). Use the async API from async code: a `cosmonapse.Dendrite` and "
+            f"`await dendrite.{what.split('(')[0].removeprefix('Pathway.')}(...)`."
         )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from cosmonapse import Axon, Signal
+from cosmonapse import Axon, Signal, SignalType
 from cosmonapse_sync import DeadlockError, SyncDendrite
 
 
@@ -90,3 +90,23 @@ def test_sync_handlers_and_neurons_may_call_the_facade(facade: SyncDendrite) -> 
     facade.dispatch_and_wait(neuron="echo", input={}, scope="terminal", timeout_s=10)
     assert done.wait(10)
     assert answers[0].payload["output"] == {"again": True}
+
+
+def test_a_pathway_read_from_the_portal_thread_points_to_the_async_pathway(facade: SyncDendrite) -> None:
+    caught: list[BaseException] = []
+    done = threading.Event()
+    pathway = facade.dispatch(neuron="echo", input={}, finalize=True)
+
+    @pathway.on(SignalType.AGENT_OUTPUT)
+    async def reads_back(sig: Signal) -> None:
+        try:
+            pathway.wait(timeout_s=1)
+        except BaseException as exc:
+            caught.append(exc)
+        finally:
+            done.set()
+
+    assert done.wait(10)
+    pathway.close()
+    assert isinstance(caught[0], DeadlockError)
+    assert "await pathway.aio.wait(...)" in str(caught[0])
