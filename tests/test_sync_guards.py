@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from cosmonapse import Axon, Signal, SignalType
+from cosmonapse import Axon, Signal, SignalType, new_trace_id
 from cosmonapse_sync import DeadlockError, SyncDendrite
 
 
@@ -95,7 +95,8 @@ def test_sync_handlers_and_neurons_may_call_the_facade(facade: SyncDendrite) -> 
 def test_a_pathway_read_from_the_portal_thread_points_to_the_async_pathway(facade: SyncDendrite) -> None:
     caught: list[BaseException] = []
     done = threading.Event()
-    pathway = facade.dispatch(neuron="echo", input={}, finalize=True)
+    trace = new_trace_id()
+    pathway = facade.observe_pathway(trace)  # open before the TASK goes out: nothing is missed
 
     @pathway.on(SignalType.AGENT_OUTPUT)
     async def reads_back(sig: Signal) -> None:
@@ -106,6 +107,7 @@ def test_a_pathway_read_from_the_portal_thread_points_to_the_async_pathway(facad
         finally:
             done.set()
 
+    facade.dispatch_task(neuron="echo", input={}, trace_id=trace)
     assert done.wait(10)
     pathway.close()
     assert isinstance(caught[0], DeadlockError)
