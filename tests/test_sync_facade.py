@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from cosmonapse import Axon, DispatchTimeout, Signal, SignalType, SynapseError
+from cosmonapse import Axon, DispatchTimeout, Signal, SignalType, SynapseError, new_trace_id
 from cosmonapse.retry import RetryStrategy
 from cosmonapse_sync import FacadeClosedError, SyncDendrite, SyncNeuronContext, SyncPathway
 
@@ -78,13 +78,15 @@ def test_dispatch_gives_a_sync_pathway_to_iterate(facade: SyncDendrite) -> None:
 def test_pathway_wait_for_and_callbacks(facade: SyncDendrite) -> None:
     seen: list[tuple[str, str]] = []
     got = threading.Event()
-    pw = facade.dispatch(neuron="echo", input={}, finalize=True)
+    trace = new_trace_id()
+    pw = facade.observe_pathway(trace)  # open before the TASK goes out: no race with the callback
 
     @pw.on(T.FINAL)
     def on_final(sig: Signal) -> None:
         seen.append((sig.type.value, threading.current_thread().name))
         got.set()
 
+    facade.dispatch_task(neuron="echo", input={}, trace_id=trace, finalize=True)
     assert pw.wait_for(T.AGENT_OUTPUT, timeout_s=10).payload["output"]["echo"] == {}
     assert got.wait(10)
     assert seen[0][0] == "FINAL" and seen[0][1].startswith("cosmonapse-sync-worker-")
