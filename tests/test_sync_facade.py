@@ -325,3 +325,32 @@ def test_bad_arguments_fail_at_construction() -> None:
         SyncDendrite("memory://", role="boss")
     with pytest.raises(ValueError, match="backend"):
         SyncDendrite("memory://", backend="curio")
+
+
+def test_on_trace_and_lifecycle_hooks_take_sync_functions(facade: SyncDendrite) -> None:
+    trace = new_trace_id()
+    on_trace: list[T] = []
+    final = threading.Event()
+    connected: list[str] = []
+    hooked = threading.Event()
+    ticked = threading.Event()
+
+    @facade.on_trace(trace)
+    def every_signal(sig: Signal) -> None:
+        on_trace.append(sig.type)
+        if sig.type is T.FINAL:
+            final.set()
+
+    @facade.on_connect
+    def hello() -> None:
+        connected.append(threading.current_thread().name)
+        hooked.set()
+
+    @facade.on_schedule(every_s=0.01)
+    def tick() -> None:
+        ticked.set()
+
+    facade.dispatch_and_wait(neuron="echo", input={}, scope="terminal", trace_id=trace, timeout_s=10)
+    assert final.wait(10) and ticked.wait(10) and hooked.wait(10)
+    assert {T.TASK, T.AGENT_OUTPUT, T.FINAL} <= set(on_trace)
+    assert connected and connected[0].startswith("cosmonapse-sync-worker-")
