@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import http.cookiejar
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -123,6 +124,7 @@ class HttpClient:
         self.unreachable_hint = unreachable_hint
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"<HttpClient {self.source} open={self._client is not None}>"
@@ -144,7 +146,15 @@ class HttpClient:
         return self.redact(str(u))
 
     def client(self) -> httpx.AsyncClient:
-        """The pooled client, created on first use (and again after ``aclose``)."""
+        """The pooled client, created on first use (and again after ``aclose`` or a fork).
+
+        A process forked after the pool was used must not share its sockets with the
+        parent: the child drops the inherited client (without closing the parent's
+        connections) and opens its own.
+        """
+        if self._pid != os.getpid():
+            self._client = None
+            self._pid = os.getpid()
         if self._client is None:
             self._client = httpx.AsyncClient(
                 headers=self._headers,
