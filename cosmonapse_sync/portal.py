@@ -242,7 +242,9 @@ class PortalLoop:
             loop = asyncio.get_running_loop()
 
             def spawn_asyncio(job: _Job, ctx: contextvars.Context) -> None:
-                job.task = loop.create_task(job.run(self), context=ctx)
+                # allowed: a job task is tracked in _running and joined before the spawner exits;
+                # loop.create_task keeps a call as cheap as run_coroutine_threadsafe (bench_sync)
+                job.task = loop.create_task(job.run(self), context=ctx)  # allowed: joined at exit
 
             self._spawn = spawn_asyncio
             self._start_early()

@@ -67,7 +67,7 @@ def _wait_until(check, timeout: float, what: str) -> None:  # type: ignore[no-un
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.01)  # allowed: bounded polling for a server process to come up
 
 
 class NatsServer:

@@ -253,7 +253,7 @@ async def test_a_reader_held_up_by_backpressure_is_not_taken_for_a_dead_server()
             inbox = Inbox()
 
             async def slow(s: Signal) -> None:
-                await anyio.sleep(0.05)  # slow work: 5 messages keep the reader waiting ~10 pings
+                await anyio.sleep(0.05)  # allowed: slow work: 5 messages keep the reader waiting ~10 pings
                 await inbox(s)
 
             await a.subscribe("slow", slow)
