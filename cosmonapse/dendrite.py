@@ -459,7 +459,8 @@ class Dendrite(
             if self._ops:
                 self._ops.fail_trace(sig.trace_id, "ended")  # outstanding recall/imprint/decision ops
             if stype is T.FINAL and self._engram_host:
-                await self._start_internal(self._commit_engrams, sig)  # FINAL commits the saga
+                self._engram_host.decide(sig.trace_id, rollback=False)  # FINAL commits the saga
+                await self._start_internal(self._commit_engrams, sig)
         elif stype is T.CLARIFICATION_ANSWER or stype is T.PERMISSION_DECISION:
             self._decisions.put(sig)  # so a late await_decision still resolves
         elif stype is T.TASK_OFFER:

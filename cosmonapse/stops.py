@@ -168,11 +168,17 @@ class StopMixin:
         had_pathway = bool(pathways)
         for pw in list(pathways or ()):
             pw._close_now()
-        finish = functools.partial(self._finish_stop, cancelled=cancelled, had_pathway=had_pathway)
+        rollback = bool(sig.payload.get("rollback"))
+        if self._engram_host:
+            rollback = self._engram_host.decide(trace, rollback)  # the first settlement asked wins
+        finish = functools.partial(
+            self._finish_stop, cancelled=cancelled, had_pathway=had_pathway, rollback=rollback
+        )
         await self._start_internal(finish, sig)
 
-    async def _finish_stop(self: Dendrite, sig: Signal, *, cancelled: int, had_pathway: bool) -> None:
-        rollback = bool(sig.payload.get("rollback"))
+    async def _finish_stop(
+        self: Dendrite, sig: Signal, *, cancelled: int, had_pathway: bool, rollback: bool
+    ) -> None:
         compensated = await self._settle_engrams(sig.trace_id, rollback)
         if not (cancelled or compensated or had_pathway):
             return  # no stake here: stay silent

@@ -138,3 +138,18 @@ def test_model_helpers() -> None:
     receipt = ImprintReceipt("eng", "add", "e", 1, 0.5)
     assert ImprintReceipt.from_payload(receipt.to_payload()) == receipt
     assert receipt.to_payload() == {"engram_id": "eng", "op": "add", "id": "e", "version": 1, "took_ms": 0.5}
+
+
+async def test_the_first_settlement_asked_for_a_trace_wins() -> None:
+    from cosmonapse.engram import EngramHost
+
+    host = EngramHost(lambda trace: False)
+    e = InMemoryEngram()
+    host.add(e)
+    await e.imprint("add", {"id": "x", "content": 1}, trace_id="trc_t")
+    assert host.decide("trc_t", True) is True
+    assert host.decide("trc_t", False) is True  # a later FINAL or plain STOP does not overturn it
+    await host.commit("trc_t")  # skipped: the rollback was asked first
+    assert await host.settle("trc_t", host.decide("trc_t", False)) == 1
+    assert await e.entries() == []
+    assert host.decide("trc_u", False) is False and host.decide("trc_u", True) is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ __all__ = ["EngramHost"]
 
 log = logging.getLogger("cosmonapse.engram")
 T = SignalType
+#: Traces whose settlement (commit or rollback) a host remembers.
+MAX_DECISIONS = 10_000
 
 
 class EngramHost:
@@ -32,6 +35,7 @@ class EngramHost:
         self._is_stopped = is_stopped
         self.engrams: dict[str, Engram] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._decided: OrderedDict[str, bool] = OrderedDict()
 
     def __bool__(self) -> bool:
         return bool(self.engrams)
@@ -50,6 +54,19 @@ class EngramHost:
         if lock is None:
             lock = self._locks[engram.engram_id] = anyio.Lock()
         return lock
+
+    def decide(self, trace_id: str, rollback: bool) -> bool:
+        """The first settlement asked for a trace wins; returns it (True = roll back).
+
+        Called by the router in arrival order, so FINAL-then-STOP(rollback) commits and
+        STOP(rollback)-then-STOP commits nothing, whichever settle task runs first.
+        """
+        decided = self._decided.get(trace_id)
+        if decided is None:
+            decided = self._decided[trace_id] = rollback
+            while len(self._decided) > MAX_DECISIONS:
+                self._decided.popitem(last=False)
+        return decided
 
     def targets(self, sig: Signal) -> list[Engram]:
         """``directed.id`` picks exactly that engram (or none); else every engram of ``directed.type``."""
@@ -149,5 +166,6 @@ class EngramHost:
         return undone
 
     async def commit(self, trace_id: str) -> None:
-        """On FINAL: the trace's writes are final; drop its journal."""
-        await self.settle(trace_id, rollback=False)
+        """On FINAL: the trace's writes are final; drop its journal (unless a rollback came first)."""
+        if not self._decided.get(trace_id, False):
+            await self.settle(trace_id, rollback=False)
