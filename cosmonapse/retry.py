@@ -133,7 +133,7 @@ async def run_with_retry(
             except Exception:
                 log.warning("on_retry hook raised", exc_info=True)
         log.debug("attempt %d on trace %s failed with %r; retrying", attempt, trace, outcome)
-        await anyio.sleep(retry.delay(attempt))
+        await anyio.sleep(retry.delay(attempt))  # allowed: the backoff the strategy asks for
     raise AssertionError("unreachable")  # pragma: no cover
 
 

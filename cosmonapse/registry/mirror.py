@@ -169,7 +169,7 @@ class RegistryMixin:
     async def _sweep_loop(self: Dendrite) -> None:
         while True:
             stale_after = self.effective_stale_after_s
-            await anyio.sleep(max(0.01, stale_after / 3))
+            await anyio.sleep(max(0.01, stale_after / 3))  # allowed: the sweep period (a timer)
             try:
                 await self.sweep_registry()
             except Exception:
