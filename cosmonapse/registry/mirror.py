@@ -104,7 +104,9 @@ class RegistryMixin:
 
     async def _registry_stopped(self: Dendrite) -> None:
         """On stop: our own Axons are gone (our DEREGISTERs no longer reach our own mirror)."""
-        self._presence_send = None
+        send, self._presence_send = self._presence_send, None
+        if send is not None:
+            send.close()
         if self.registry_store is None:
             return
         for neuron_id in list(self._axons):
@@ -128,13 +130,13 @@ class RegistryMixin:
 
     async def _presence_loop(self: Dendrite, receive: MemoryObjectReceiveStream[Signal]) -> None:
         store = self.registry_store
-        try:
-            for record in await store.list(include_deregistered=False):
-                self._peer_caps.setdefault(record.neuron_id, tuple(record.capabilities))
-        except Exception:
-            log.warning("could not read the registry store", exc_info=True)
-        self._fire_refresh()
         async with receive:
+            try:
+                for record in await store.list(include_deregistered=False):
+                    self._peer_caps.setdefault(record.neuron_id, tuple(record.capabilities))
+            except Exception:
+                log.warning("could not read the registry store", exc_info=True)
+            self._fire_refresh()
             async for sig in receive:
                 try:
                     await self._apply_presence(store, sig)
