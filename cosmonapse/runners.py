@@ -85,5 +85,6 @@ class RunnerPool:
             self.runners -= 1
 
     def close(self) -> None:
-        """Refuse new jobs (runners end with the task group)."""
+        """Refuse new jobs; idle runners end (the rest end with the task group)."""
         self._send.close()
+        self._receive.close()

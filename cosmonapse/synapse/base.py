@@ -102,6 +102,7 @@ class Synapse(abc.ABC):
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._reconnect_callbacks: list[Callable[[], None]] = []
+        self._active_subs: set[Subscription] = set()
 
     # -- life cycle --------------------------------------------------------
     @property
@@ -133,6 +134,11 @@ class Synapse(abc.ABC):
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
         finally:
+            # Subscriptions end with the connection: close their buffers, so a later
+            # connect() starts clean (adapters forget them in _shutdown).
+            for sub in self._active_subs:
+                sub._close()
+            self._active_subs.clear()
             self._tg = None
             self._stack = None
             tg.cancel_scope.cancel()
@@ -186,7 +192,13 @@ class Synapse(abc.ABC):
         send, receive = anyio.create_memory_object_stream[Signal](self.subscription_buffer)
         sub = Subscription(subject=subject, handler=handler, queue_group=queue_group, send=send)
         tg.start_soon(self._pump, sub, receive, name=f"synapse-pump:{subject}")
-        await self._on_subscribe(sub)
+        self._active_subs.add(sub)
+        try:
+            await self._on_subscribe(sub)
+        except BaseException:
+            self._active_subs.discard(sub)
+            sub._close()
+            raise
         return sub
 
     async def unsubscribe(self, sub: Subscription) -> None:
@@ -194,6 +206,7 @@ class Synapse(abc.ABC):
         if not sub.active:
             return
         sub._close()
+        self._active_subs.discard(sub)
         if self._tg is not None:
             await self._on_unsubscribe(sub)
 

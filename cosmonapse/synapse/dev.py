@@ -224,6 +224,7 @@ class DevSynapse(Synapse):
         self._link: DevLink | None = None
         self._up: anyio.Event | None = None  # set while a connection is usable
         self._outbox: MemoryObjectSendStream[_Line] | None = None
+        self._outbox_receive: MemoryObjectReceiveStream[_Line] | None = None
         self._writer_done: anyio.Event | None = None
         self._closing = False
 
@@ -242,13 +243,14 @@ class DevSynapse(Synapse):
         self._closing = False
         self._up = anyio.Event()
         self._writer_done = anyio.Event()
-        self._outbox, outbox = anyio.create_memory_object_stream[_Line](self.outbox_size)
         link = await self._open_link()
         try:
             await self._install(link)
         except BaseException:
             await link.aclose()
             raise
+        self._outbox, outbox = anyio.create_memory_object_stream[_Line](self.outbox_size)
+        self._outbox_receive = outbox
         tg.start_soon(self._supervise, link, name=f"dev-synapse-reader:{self.url}")
         tg.start_soon(self._write_loop, outbox, name=f"dev-synapse-writer:{self.url}")
         log.info("connected to dev bus %s", self.url)
@@ -261,12 +263,16 @@ class DevSynapse(Synapse):
         if self._link is not None:
             with anyio.move_on_after(_CLOSE_FLUSH_TIMEOUT):
                 await self._writer_done.wait()
+        if self._outbox_receive is not None:
+            self._outbox_receive.close()  # the writer may never have started
+            self._outbox_receive = None
         link = self._link
         self._link = None
         self._up.set()  # wake publishers waiting for a connection: they see _closing
         if link is not None:
             link.release_pongs()
             await link.aclose()
+        self._subs.clear()  # a later connect() must not restore subscriptions that ended here
 
     async def _open_link(self) -> DevLink:
         return await open_dev_link(
@@ -403,7 +409,7 @@ class DevSynapse(Synapse):
                     chunks = [item if isinstance(item, bytes) else item[0] for item in batch]
                     waiters = [item[1] for item in batch if not isinstance(item, bytes)]
                     await self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks), waiters)
-        except anyio.EndOfStream:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         finally:
             self._writer_done.set()

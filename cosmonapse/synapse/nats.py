@@ -260,6 +260,7 @@ class NatsSynapse(Synapse):
             conn.kill("closed")
         if self._up is not None:
             self._up.set()
+        self._subs.clear()  # a later connect() must not restore subscriptions that ended here
 
     # -- connection loop -------------------------------------------------------
     async def _run(self, conn: _Conn) -> None:
