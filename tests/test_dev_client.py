@@ -285,3 +285,29 @@ async def test_publish_raises_when_the_bus_stops_reading() -> None:
                     await syn.publish("cosmonapse.mute.TASK", big)
             stuck.set()
         tg.cancel_scope.cancel()
+
+
+async def test_close_then_connect_again_does_not_restore_dead_subscriptions() -> None:
+    """A queue-group member that ended with close() must not keep its turn after a new connect()."""
+    got: list[int] = []
+    all_in = anyio.Event()
+
+    async def handler(sig: Signal) -> None:
+        got.append(sig.payload["n"])
+        if len(got) == 6:
+            all_in.set()
+
+    async with DevSynapseServer() as srv:
+        client = await connect_synapse(srv.url)
+        await client.subscribe("cosmonapse.q.TASK", handler, queue_group="g")
+        await client.close()
+        await client.connect()
+        try:
+            await client.subscribe("cosmonapse.q.TASK", handler, queue_group="g")
+            for n in range(6):
+                await client.publish("cosmonapse.q.TASK", task(n))
+            with anyio.fail_after(10):
+                await all_in.wait()
+        finally:
+            await client.close()
+    assert sorted(got) == list(range(6))
