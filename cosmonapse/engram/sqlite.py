@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from ..ids import new_engram_id
+from ..sqlite_db import SqliteDatabase
 from .base import Engram
 from .memory import DEFAULT_JOURNAL_TTL_S, now_iso
 from .model import (
@@ -120,55 +117,18 @@ class SqliteEngram(Engram):
         )
         self.path = str(path)
         self.journal_ttl_s = journal_ttl_s
-        self._conn: sqlite3.Connection | None = None
-        self._thread_lock = threading.Lock()
-        self._lock: anyio.Lock | None = None
+        self._db = SqliteDatabase(self.path, _SCHEMA)
         self._last_prune = 0.0
 
     # -- plumbing ------------------------------------------------------------------
-    async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            return await anyio.to_thread.run_sync(self._in_thread, fn)
-
-    def _in_thread(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        with self._thread_lock:
-            if self._conn is None:
-                self._conn = self._open()
-            return fn(self._conn)
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
-        return conn
-
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, fn: Callable[[], R]) -> R:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn()
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+    async def _run(self, fn: Callable[[sqlite3.Connection], R], *, transaction: bool = False) -> R:
+        return await self._db.run(fn, transaction=transaction)
 
     async def connect(self) -> None:
         await self._run(lambda conn: None)
 
     async def close(self) -> None:
-        def close_conn() -> None:
-            with self._thread_lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-
-        await anyio.to_thread.run_sync(close_conn)
+        await self._db.close()
 
     # -- recall --------------------------------------------------------------------
     async def recall(
@@ -219,11 +179,9 @@ class SqliteEngram(Engram):
         clean = clean_entry(entry)
 
         def write(conn: sqlite3.Connection) -> ImprintReceipt:
-            return self._transaction(
-                conn, lambda: self._write(conn, op, clean, merge_key, imprint_id, trace_id)
-            )
+            return self._write(conn, op, clean, merge_key, imprint_id, trace_id)
 
-        receipt = await self._run(write)
+        receipt = await self._run(write, transaction=True)
         return ImprintReceipt(
             self.engram_id, op, receipt.id, receipt.version, round((time.perf_counter() - started) * 1000, 3),
             receipt.error,
@@ -361,27 +319,24 @@ class SqliteEngram(Engram):
     # -- saga ----------------------------------------------------------------------
     async def compensate(self, trace_id: str) -> int:
         def undo(conn: sqlite3.Connection) -> int:
-            def body() -> int:
-                rows = conn.execute(
-                    "SELECT entry_id, prior FROM engram_saga_journal WHERE trace_id = ? ORDER BY seq DESC",
-                    (trace_id,),
-                ).fetchall()
-                for row in rows:
-                    if row["prior"] is None:
-                        conn.execute("DELETE FROM engram_entries WHERE id = ?", (row["entry_id"],))
-                    else:
-                        prior = json.loads(row["prior"])
-                        conn.execute(
-                            f"INSERT OR REPLACE INTO engram_entries ({', '.join(_COLUMNS)}) "
-                            f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
-                            tuple(prior.get(c) for c in _COLUMNS),
-                        )
-                conn.execute("DELETE FROM engram_saga_journal WHERE trace_id = ?", (trace_id,))
-                return len(rows)
+            rows = conn.execute(
+                "SELECT entry_id, prior FROM engram_saga_journal WHERE trace_id = ? ORDER BY seq DESC",
+                (trace_id,),
+            ).fetchall()
+            for row in rows:
+                if row["prior"] is None:
+                    conn.execute("DELETE FROM engram_entries WHERE id = ?", (row["entry_id"],))
+                else:
+                    prior = json.loads(row["prior"])
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO engram_entries ({', '.join(_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
+                        tuple(prior.get(c) for c in _COLUMNS),
+                    )
+            conn.execute("DELETE FROM engram_saga_journal WHERE trace_id = ?", (trace_id,))
+            return len(rows)
 
-            return self._transaction(conn, body)
-
-        return await self._run(undo)
+        return await self._run(undo, transaction=True)
 
     async def commit(self, trace_id: str) -> None:
         await self._run(

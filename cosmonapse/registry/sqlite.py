@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
-
+from ..sqlite_db import SqliteDatabase
 from .record import NeuronRecord
 from .store import filter_records
 
@@ -53,46 +50,16 @@ class SqliteRegistryStore:
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = str(path)
-        self._conn: sqlite3.Connection | None = None
-        self._thread_lock = threading.Lock()
-        self._lock: anyio.Lock | None = None
+        self._db = SqliteDatabase(self.path, _SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            return await anyio.to_thread.run_sync(self._in_thread, fn)
-
-    def _in_thread(self, fn: Callable[[sqlite3.Connection], R]) -> R:
-        with self._thread_lock:
-            if self._conn is None:
-                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=5000")
-                conn.executescript(_SCHEMA)
-                self._conn = conn
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+        return await self._db.run(fn, transaction=True)
 
     async def connect(self) -> None:
         await self._run(lambda conn: None)
 
     async def close(self) -> None:
-        def close_conn() -> None:
-            with self._thread_lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-
-        await anyio.to_thread.run_sync(close_conn)
+        await self._db.close()
 
     async def upsert(self, record: NeuronRecord) -> None:
         def write(conn: sqlite3.Connection) -> None:
