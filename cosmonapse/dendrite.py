@@ -48,7 +48,7 @@ from .retry import RetryMixin, RetryStrategy
 from .runners import RunnerPool
 from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
 from .stops import StopMixin, StopTombstones
-from .subjects import namespace_wildcard, signal_subject, subject_for
+from .subjects import signal_subject, subject_for
 from .synapse.base import Subscription, Synapse
 
 __all__ = ["Dendrite", "current_task"]
@@ -143,6 +143,10 @@ class Dendrite(
         # (per-type subscriptions are separate pumps and would interleave freely).
         # Workers subscribe to exact subjects only.
         self._single_feed = role == "orchestrator"
+        # The feed is every type but TASK: an orchestrator does not get its own TASKs back.
+        self._feed_subjects = frozenset(
+            subject_for(namespace, t) for t in SignalType if t is not SignalType.TASK
+        )
         self._subject_cache: dict[SignalType, str] = {}
 
     # ------------------------------------------------------------------ info
@@ -307,7 +311,7 @@ class Dendrite(
         key = (subject, group)
         if key in self._subs or not self._running:
             return
-        if self._single_feed and group is None and subject.startswith(self._prefix):
+        if self._single_feed and group is None and subject in self._feed_subjects:
             return  # the namespace feed already delivers it
         self._subs[key] = await self.synapse.subscribe(subject, handler, queue_group=group)
 
@@ -319,14 +323,12 @@ class Dendrite(
     def _subject(self, signal_type: SignalType, *, routed: bool = False) -> str:
         return subject_for(self.namespace, signal_type, routed=routed)
 
-    @property
-    def _prefix(self) -> str:
-        return f"cosmonapse.{self.namespace}."
-
     async def _subscribe_all(self) -> None:
         if self._single_feed:
-            feed = namespace_wildcard(self.namespace)
-            self._subs[(feed, None)] = await self.synapse.subscribe(feed, self._route)
+            # One subscription over every type but TASK: one pump, so the Signals of a
+            # trace reach its Pathway in the order they were published.
+            feed = sorted(self._feed_subjects)
+            self._subs[("feed", None)] = await self.synapse.subscribe(feed, self._route)
             self._pathway_subs_ready = True
         await self._ensure_sub(self._subject(T.STOP), self._route)
         await self._subscribe_axon_subjects()
@@ -337,7 +339,12 @@ class Dendrite(
         if self._handlers.uses_capability_filter():
             await self._subscribe_presence()
         if self._handlers.has_trace_handlers():
-            await self._ensure_pathway_subscriptions()
+            await self._subscribe_whole_traces()
+
+    async def _subscribe_whole_traces(self) -> None:
+        """``on_trace`` handlers see every type of their trace, TASKs included."""
+        await self._ensure_pathway_subscriptions()
+        await self._subscribe_type(T.TASK)
 
     async def _subscribe_axon_subjects(self) -> None:
         if not self._running:
@@ -392,7 +399,7 @@ class Dendrite(
 
     async def _subscribe_for_spec(self, spec: HandlerSpec) -> None:
         if spec.types is None:
-            await self._ensure_pathway_subscriptions()
+            await self._subscribe_whole_traces()
             return
         for t in spec.types:
             await self._subscribe_type(t)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -57,6 +57,18 @@ class Subscription:
     sub_id: str = attrs.field(factory=lambda: new_ulid().lower())
     _send: MemoryObjectSendStream[Signal] | None = attrs.field(default=None, repr=False)
     active: bool = True
+    #: Every subject this subscription listens on (``subject`` is the first).  One
+    #: subscription over several subjects has one buffer and one pump, so Signals
+    #: published on different subjects reach the handler in the order they arrived.
+    subjects: tuple[str, ...] = attrs.field(default=())
+
+    def __attrs_post_init__(self) -> None:
+        if not self.subjects:
+            self.subjects = (self.subject,)
+
+    def wire_ids(self) -> list[tuple[str, str]]:
+        """(id, subject) per subject, for buses that need one subscription id each."""
+        return [(self.sub_id if i == 0 else f"{self.sub_id}.{i}", s) for i, s in enumerate(self.subjects)]
 
     async def deliver(self, sig: Signal) -> None:
         """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
@@ -183,15 +195,22 @@ class Synapse(abc.ABC):
         return self._tg
 
     async def subscribe(
-        self, subject: str, handler: Handler, *, queue_group: str | None = None
+        self, subject: str | Sequence[str], handler: Handler, *, queue_group: str | None = None
     ) -> Subscription:
-        """Subscribe *handler* to *subject* (wildcards allowed); returns the Subscription."""
+        """Subscribe *handler* to *subject* (wildcards allowed); returns the Subscription.
+
+        *subject* may be a list of subjects that do not overlap: they share one buffer
+        and one pump, so the handler sees their Signals in arrival order.
+        """
         tg = self._require_tg()
-        if not subject:
+        subjects = (subject,) if isinstance(subject, str) else tuple(subject)
+        if not subjects or not all(subjects):
             raise ValueError("subject must not be empty")
         send, receive = anyio.create_memory_object_stream[Signal](self.subscription_buffer)
-        sub = Subscription(subject=subject, handler=handler, queue_group=queue_group, send=send)
-        tg.start_soon(self._pump, sub, receive, name=f"synapse-pump:{subject}")
+        sub = Subscription(
+            subject=subjects[0], handler=handler, queue_group=queue_group, send=send, subjects=subjects
+        )
+        tg.start_soon(self._pump, sub, receive, name=f"synapse-pump:{subjects[0]}")
         self._active_subs.add(sub)
         try:
             await self._on_subscribe(sub)

@@ -179,8 +179,10 @@ async def open_dev_link(
 
 
 def _sub_line(sub: Subscription) -> bytes:
-    return encode_line(
-        {"op": "sub", "sub_id": sub.sub_id, "subject": sub.subject, "queue_group": sub.queue_group}
+    """One ``sub`` op per subject of *sub* (each with its own sub_id)."""
+    return b"".join(
+        encode_line({"op": "sub", "sub_id": wid, "subject": subject, "queue_group": sub.queue_group})
+        for wid, subject in sub.wire_ids()
     )
 
 
@@ -292,7 +294,7 @@ class DevSynapse(Synapse):
         if self._closing:
             await link.aclose()  # close() raced the reconnect: the reader ends at once
             return
-        data = b"".join(_sub_line(sub) for sub in self._subs.values())
+        data = b"".join(_sub_line(sub) for sub in dict.fromkeys(self._subs.values()))
         if data:
             await link.stream.send(data)
         self._link = link
@@ -498,7 +500,8 @@ class DevSynapse(Synapse):
         From then on, anything published anywhere on the bus reaches this
         subscription (the server handles a connection's lines in order).
         """
-        self._subs[sub.sub_id] = sub
+        for wid, _subject in sub.wire_ids():
+            self._subs[wid] = sub
         confirmed = anyio.Event()
         if not await self._control((_sub_line(sub) + _PING, confirmed), f"sub {sub.subject}"):
             return
@@ -508,5 +511,7 @@ class DevSynapse(Synapse):
             log.warning("dev bus %s did not confirm the subscription to %s in time", self.url, sub.subject)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.pop(sub.sub_id, None) is not None and not self._closing:
-            await self._control(encode_line({"op": "unsub", "sub_id": sub.sub_id}), f"unsub {sub.subject}")
+        wids = [wid for wid, _subject in sub.wire_ids() if self._subs.pop(wid, None) is not None]
+        if wids and not self._closing:
+            lines = b"".join(encode_line({"op": "unsub", "sub_id": wid}) for wid in wids)
+            await self._control(lines, f"unsub {sub.subject}")

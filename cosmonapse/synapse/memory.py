@@ -48,9 +48,11 @@ class MemorySynapse(Synapse):
                 await sub.deliver(signal)
 
     async def _on_subscribe(self, sub: Subscription) -> None:
-        self._index.add(sub.subject, sub, sub.queue_group)
+        for subject in sub.subjects:
+            self._index.add(subject, sub, sub.queue_group)
         self._subs.add(sub)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
-        self._index.remove(sub.subject, sub)
+        for subject in sub.subjects:
+            self._index.remove(subject, sub)
         self._subs.discard(sub)

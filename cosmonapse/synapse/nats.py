@@ -22,7 +22,7 @@ import logging
 import random
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -210,7 +210,8 @@ class NatsSynapse(Synapse):
         self.reconnects = 0
         self.last_error: str | None = None
         self._subs: dict[int, Subscription] = {}
-        self._sids: dict[Subscription, int] = {}
+        self._sids: dict[Subscription, list[int]] = {}
+        self._sid_subject: dict[int, str] = {}
         self._next_sid = 1
         self._pub_heads: dict[str, bytes] = {}
         self._conn: _Conn | None = None
@@ -261,6 +262,8 @@ class NatsSynapse(Synapse):
         if self._up is not None:
             self._up.set()
         self._subs.clear()  # a later connect() must not restore subscriptions that ended here
+        self._sids.clear()
+        self._sid_subject.clear()
 
     # -- connection loop -------------------------------------------------------
     async def _run(self, conn: _Conn) -> None:
@@ -614,36 +617,45 @@ class NatsSynapse(Synapse):
     # -- subscriptions -----------------------------------------------------------------
     def _sub_frame(self, sub: Subscription, sid: int) -> bytes:
         queue = check_queue_group(sub.queue_group) if sub.queue_group is not None else None
-        return encode_sub(check_subscribe_subject(sub.subject), sid, queue)
+        return encode_sub(check_subscribe_subject(self._sid_subject[sid]), sid, queue)
 
     async def subscribe(
-        self, subject: str, handler: Handler, *, queue_group: str | None = None
+        self, subject: str | Sequence[str], handler: Handler, *, queue_group: str | None = None
     ) -> Subscription:
         # Validate before the base starts a pump, so bad input costs nothing.
-        check_subscribe_subject(subject)
+        for one in (subject,) if isinstance(subject, str) else subject:
+            check_subscribe_subject(one)
         if queue_group is not None:
             check_queue_group(queue_group)
         return await super().subscribe(subject, handler, queue_group=queue_group)
 
     async def _on_subscribe(self, sub: Subscription) -> None:
-        sid = self._next_sid
-        self._next_sid += 1
-        frame = self._sub_frame(sub, sid)
-        self._subs[sid] = sub
-        self._sids[sub] = sid
+        sids = []
+        frames = b""
+        for subject in sub.subjects:  # one SID per subject, all feeding the one Subscription
+            sid = self._next_sid
+            self._next_sid += 1
+            self._sid_subject[sid] = subject
+            frames += self._sub_frame(sub, sid)
+            sids.append(sid)
+        for sid in sids:
+            self._subs[sid] = sub
+        self._sids[sub] = sids
         conn = self._conn
         if conn is not None:
-            conn.write(frame)
-        # While down, the reconnect handshake sends it with the others.
+            conn.write(frames)
+        # While down, the reconnect handshake sends them with the others.
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
-        sid = self._sids.pop(sub, None)
-        if sid is None:
+        sids = self._sids.pop(sub, None)
+        if not sids:
             return
-        self._subs.pop(sid, None)
         conn = self._conn
-        if conn is not None:
-            conn.write(encode_unsub(sid))
+        for sid in sids:
+            self._subs.pop(sid, None)
+            self._sid_subject.pop(sid, None)
+            if conn is not None:
+                conn.write(encode_unsub(sid))
 
 
 def _too_large(subject: str, size: int, limit: int) -> PayloadTooLargeError:
