@@ -4,16 +4,19 @@ The Dendrite runs every inbound TASK and every handler call as a job in its own
 task group.  Spawning a task per job is the largest cost on the hot path, so
 jobs are handed to runner tasks that wait for work: a job goes straight to an
 idle runner if there is one, else a new runner is started while fewer than
-``limit`` exist, else ``submit`` waits for a runner to come free
-(backpressure onto the bus).  Runners beyond ``max_idle`` (default: all of
-them) retire when they run out of work; keeping them avoids re-spawning on
-every burst, at a few KB per idle runner.  All runners live in the owner's
-task group and end with it.
+``limit`` exist, else ``submit`` waits (FIFO) for a runner to come free
+(backpressure onto the bus).  The hand-over is a slot and an event — no
+channel, so a runner that finishes a job does not pay a scheduling round before
+it can take the next.  Runners beyond ``max_idle`` (default: all of them)
+retire when they run out of work; keeping them avoids re-spawning on every
+burst, at a few KB per idle runner.  All runners live in the owner's task group
+and end with it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,10 +30,20 @@ log = logging.getLogger("cosmonapse.runners")
 Job = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 
 
+class _Slot:
+    """Where an idle runner waits for its next job (``job is None`` when woken means: end)."""
+
+    __slots__ = ("event", "job")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.job: Job | None = None
+
+
 class RunnerPool:
     """At most ``limit`` jobs run at once, on reusable runner tasks in *tg*."""
 
-    __slots__ = ("_receive", "_send", "_tg", "busy", "limit", "max_idle", "name", "runners")
+    __slots__ = ("_closed", "_idle", "_tg", "_waiters", "busy", "limit", "max_idle", "name", "runners")
 
     def __init__(
         self, tg: TaskGroup, limit: int, *, max_idle: int | None = None, name: str = "runner"
@@ -43,30 +56,50 @@ class RunnerPool:
         self.name = name
         self.runners = 0
         self.busy = 0
-        # No buffer: a send succeeds only by handing the job to a waiting runner.
-        self._send, self._receive = anyio.create_memory_object_stream[Job](0)
+        self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
+        self._waiters: deque[anyio.Event] = deque()  # submitters waiting for a free runner
+        self._closed = False
 
     async def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` on a runner; waits while ``limit`` jobs are running."""
-        job = (fn, args)
-        try:
-            self._send.send_nowait(job)
-            return
-        except anyio.WouldBlock:
-            pass
-        if self.runners < self.limit:
-            self.runners += 1
-            try:
-                self._tg.start_soon(self._runner, job, name=self.name)
-            except BaseException:
-                self.runners -= 1
-                raise
-            return
-        await self._send.send(job)
+        """Run ``fn(*args)`` on a runner; waits while ``limit`` jobs are running.
 
-    async def _runner(self, job: Job) -> None:
+        Raises ``anyio.ClosedResourceError`` once the pool is closed.
+        """
+        job = (fn, args)
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            if self._idle:
+                slot = self._idle.pop()
+                slot.job = job
+                slot.event.set()
+                return
+            if self.runners < self.limit:
+                self.runners += 1
+                try:
+                    self._tg.start_soon(self._runner, job, name=self.name)
+                except BaseException:
+                    self.runners -= 1
+                    raise
+                return
+            ev = anyio.Event()
+            self._waiters.append(ev)
+            try:
+                await ev.wait()
+            except BaseException:
+                try:
+                    self._waiters.remove(ev)
+                except ValueError:  # we were woken for a free runner: pass the turn on
+                    self._wake_waiter()
+                raise
+
+    def _wake_waiter(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()
+
+    async def _runner(self, job: Job | None) -> None:
         try:
-            while True:
+            while job is not None:
                 fn, args = job
                 self.busy += 1
                 try:
@@ -75,16 +108,26 @@ class RunnerPool:
                     log.exception("%s job %r raised", self.name, fn)
                 finally:
                     self.busy -= 1
-                if self.runners - self.busy > self.max_idle:
+                if self._closed or self.runners - self.busy > self.max_idle:
                     return
+                slot = _Slot()
+                self._idle.append(slot)
+                self._wake_waiter()
                 try:
-                    job = await self._receive.receive()
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    return  # the pool was closed: the owner is stopping
+                    await slot.event.wait()
+                except BaseException:
+                    if slot in self._idle:
+                        self._idle.remove(slot)
+                    raise
+                job = slot.job
         finally:
             self.runners -= 1
 
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""
-        self._send.close()
-        self._receive.close()
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for slot in idle:
+            slot.event.set()  # job stays None: the runner ends
+        while self._waiters:
+            self._waiters.popleft().set()  # waiting submitters see the pool closed
