@@ -31,11 +31,11 @@ from typing import Any
 import anyio
 import attrs
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import SynapseClosedError
 from ..ids import new_ulid
 from ..signal import Signal
+from .buffer import SignalBuffer
 
 __all__ = ["DEFAULT_SUBSCRIPTION_BUFFER", "Handler", "Subscription", "Synapse"]
 
@@ -55,7 +55,7 @@ class Subscription:
     handler: Handler
     queue_group: str | None = None
     sub_id: str = attrs.field(factory=lambda: new_ulid().lower())
-    _send: MemoryObjectSendStream[Signal] | None = attrs.field(default=None, repr=False)
+    _buffer: SignalBuffer[Signal] | None = attrs.field(default=None, repr=False)
     active: bool = True
     #: Every subject this subscription listens on (``subject`` is the first).  One
     #: subscription over several subjects has one buffer and one pump, so Signals
@@ -72,36 +72,21 @@ class Subscription:
 
     async def deliver(self, sig: Signal) -> None:
         """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
-        send = self._send
-        if send is None or not self.active:
-            return
-        try:
-            send.send_nowait(sig)
-        except anyio.WouldBlock:
-            try:
-                await send.send(sig)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+        buffer = self._buffer
+        if buffer is not None and self.active and not buffer.put_nowait(sig):
+            await buffer.put(sig)
 
     def deliver_nowait(self, sig: Signal) -> bool:
         """Queue *sig* if there is room; False when the buffer is full (the caller decides)."""
-        send = self._send
-        if send is None or not self.active:
+        buffer = self._buffer
+        if buffer is None or not self.active:
             return True
-        try:
-            send.send_nowait(sig)
-        except anyio.WouldBlock:
-            return False
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        return True
+        return buffer.put_nowait(sig)
 
     def _close(self) -> None:
         self.active = False
-        if self._send is not None:
-            self._send.close()
+        if self._buffer is not None:
+            self._buffer.close()
 
 
 class Synapse(abc.ABC):
@@ -206,11 +191,11 @@ class Synapse(abc.ABC):
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         if not subjects or not all(subjects):
             raise ValueError("subject must not be empty")
-        send, receive = anyio.create_memory_object_stream[Signal](self.subscription_buffer)
+        buffer: SignalBuffer[Signal] = SignalBuffer(self.subscription_buffer)
         sub = Subscription(
-            subject=subjects[0], handler=handler, queue_group=queue_group, send=send, subjects=subjects
+            subject=subjects[0], handler=handler, queue_group=queue_group, buffer=buffer, subjects=subjects
         )
-        tg.start_soon(self._pump, sub, receive, name=f"synapse-pump:{subjects[0]}")
+        tg.start_soon(self._pump, sub, buffer, name=f"synapse-pump:{subjects[0]}")
         self._active_subs.add(sub)
         try:
             await self._on_subscribe(sub)
@@ -230,27 +215,20 @@ class Synapse(abc.ABC):
             await self._on_unsubscribe(sub)
 
     @staticmethod
-    async def _pump(sub: Subscription, receive: MemoryObjectReceiveStream[Signal]) -> None:
-        """Drain one subscription in order.  A backlog is drained without a scheduling
-        round per Signal (only the first receive of a batch yields)."""
+    async def _pump(sub: Subscription, buffer: SignalBuffer[Signal]) -> None:
+        """Drain one subscription in order, until it is closed and empty."""
         handler = sub.handler
-        async with receive:
+        try:
             while True:
+                sig = await buffer.get()
                 try:
-                    sig = await receive.receive()
-                except anyio.EndOfStream:
-                    return
-                while True:
-                    try:
-                        await handler(sig)
-                    except Exception:
-                        log.exception("handler for %s raised on %s %s", sub.subject, sig.type, sig.id)
-                    try:
-                        sig = receive.receive_nowait()
-                    except anyio.WouldBlock:
-                        break
-                    except anyio.EndOfStream:
-                        return
+                    await handler(sig)
+                except Exception:
+                    log.exception("handler for %s raised on %s %s", sub.subject, sig.type, sig.id)
+        except anyio.EndOfStream:
+            return
+        finally:
+            buffer.close()
 
     # -- reconnect notification -------------------------------------------
     def add_reconnect_callback(self, callback: Callable[[], None]) -> None:
