@@ -35,7 +35,7 @@ def _pick_neuron() -> tuple[Any, str]:
         from .neuron import default_demo_neuron  # type: ignore[attr-defined]
     except ImportError:
         return word_counter, "function"
-    llm = default_demo_neuron()
+    llm = default_demo_neuron(stream=True)
     return (llm, "llm") if llm is not None else (word_counter, "function")
 
 
