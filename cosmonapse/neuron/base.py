@@ -18,7 +18,7 @@ import attrs
 import orjson
 
 from .errors import NeuronResponseError, NeuronStreamError
-from .httpclient import HttpClient, HttpPolicy
+from .httpclient import HttpClient
 from .intents import TEACH_INTENTS, apply_intents
 from .prompt import Prompt, read_input
 from .streaming import iter_ndjson, iter_sse
@@ -32,7 +32,6 @@ __all__ = [
     "ShapeError",
     "StreamState",
     "join_url",
-    "policy_from",
 ]
 
 
@@ -48,25 +47,6 @@ def join_url(endpoint: str, path: str) -> str:
     if base.endswith("/v1") and path.startswith("/v1/"):
         path = path[3:]
     return base + path
-
-
-def policy_from(
-    *,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-) -> HttpPolicy:
-    return HttpPolicy(
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
-    )
 
 
 class NeuronSource:

@@ -14,13 +14,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
 import httpx
 
 from .anthropic import ANTHROPIC_VERSION, AnthropicNeuron
-from .base import NeuronSource, policy_from
+from .base import NeuronSource
 from .errors import NeuronConfigError
 from .http_app import HttpAppNeuron
-from .httpclient import HttpClient
+from .httpclient import HttpClient, HttpPolicy
 from .mcp_source import McpNeuron
 from .ollama import OllamaNeuron
 from .openai_compat import OpenAICompatNeuron
@@ -49,37 +50,42 @@ def _key(api_key: str | None, env_var: str) -> str | None:
     return api_key if api_key is not None else os.environ.get(env_var) or None
 
 
+@attrs.frozen
+class HttpOptions:
+    """The options every HTTP source takes: its policy (``HttpPolicy`` fields) and a transport."""
+
+    policy: HttpPolicy = attrs.field(factory=HttpPolicy)
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def take_from(cls, options: dict[str, Any]) -> HttpOptions:
+        """Pop the HTTP options out of *options* (what is left goes to the source)."""
+        policy = {name: options.pop(name) for name in _POLICY_FIELDS if name in options}
+        return cls(HttpPolicy(**policy), options.pop("transport", None))
+
+
+_POLICY_FIELDS = tuple(f.name for f in attrs.fields(HttpPolicy))
+#: Options every HTTP source accepts besides its own.
+HTTP_OPTION_NAMES = (*_POLICY_FIELDS, "transport")
+
+
 def _http(
     source: str,
+    options: HttpOptions,
     *,
-    timeout: float,
-    connect_timeout: float,
-    max_attempts: int,
-    backoff: float,
-    max_backoff: float,
-    max_retry_after: float,
     headers: Mapping[str, str],
     secret: str | None,
     credential_hint: str | None,
     unreachable_hint: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> HttpClient:
-    policy = policy_from(
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
-    )
     return HttpClient(
         source,
-        policy=policy,
+        policy=options.policy,
         headers={"user-agent": _USER_AGENT, **headers},
         secrets=[secret],
         credential_hint=credential_hint,
         unreachable_hint=unreachable_hint,
-        transport=transport,
+        transport=options.transport,
     )
 
 
@@ -106,13 +112,7 @@ def _huggingface(
     tool_schemas: list[Any] | None = None,
     apply_intents: bool = False,
     teach_intents: bool = False,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-    transport: httpx.AsyncBaseTransport | None = None,
+    http_options: HttpOptions,
 ) -> NeuronSource:
     endpoint = endpoint or HF_ROUTER
     # HF_TOKEN only goes to Hugging Face hosts, never to an arbitrary endpoint.
@@ -121,16 +121,10 @@ def _huggingface(
         use_chat_api = endpoint.rstrip("/") == HF_ROUTER
     http = _http(
         "huggingface",
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
+        http_options,
         headers=_bearer(key),
         secret=key,
         credential_hint="HF_TOKEN (or api_key=)",
-        transport=transport,
     )
     return OpenAICompatNeuron(
         "huggingface",
@@ -168,13 +162,7 @@ def _openai_like(
     tool_schemas: list[Any] | None = None,
     apply_intents: bool = False,
     teach_intents: bool | None = None,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-    transport: httpx.AsyncBaseTransport | None = None,
+    http_options: HttpOptions,
 ) -> NeuronSource:
     if source == "openai":
         default_endpoint, env_var = "https://api.openai.com/v1", "OPENAI_API_KEY"
@@ -191,16 +179,10 @@ def _openai_like(
         raise NeuronConfigError(f"Neuron(source={source!r}) needs an API key: pass api_key= or set {env_var}")
     http = _http(
         source,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
+        http_options,
         headers=_bearer(key),
         secret=key,
         credential_hint=f"{env_var} (or api_key=)",
-        transport=transport,
     )
     return OpenAICompatNeuron(
         source,
@@ -235,13 +217,7 @@ def _anthropic(
     tool_schemas: list[Any] | None = None,
     apply_intents: bool = False,
     teach_intents: bool = True,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-    transport: httpx.AsyncBaseTransport | None = None,
+    http_options: HttpOptions,
 ) -> NeuronSource:
     if not model:
         raise NeuronConfigError("Neuron(source='anthropic') needs model=")
@@ -255,16 +231,10 @@ def _anthropic(
         headers["x-api-key"] = key
     http = _http(
         "anthropic",
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
+        http_options,
         headers=headers,
         secret=key,
         credential_hint="ANTHROPIC_API_KEY (or api_key=)",
-        transport=transport,
     )
     return AnthropicNeuron(
         "anthropic",
@@ -299,29 +269,17 @@ def _ollama(
     tool_schemas: list[Any] | None = None,
     apply_intents: bool = False,
     teach_intents: bool = True,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-    transport: httpx.AsyncBaseTransport | None = None,
+    http_options: HttpOptions,
 ) -> NeuronSource:
     if not model:
         raise NeuronConfigError("Neuron(source='ollama') needs model= (e.g. model='llama3')")
     http = _http(
         "ollama",
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
+        http_options,
         headers=_bearer(api_key),
         secret=api_key,
         credential_hint="api_key=",
         unreachable_hint="is `ollama serve` running?",
-        transport=transport,
     )
     return OllamaNeuron(
         "ollama",
@@ -348,28 +306,16 @@ def _http_source(
     method: str = "POST",
     api_key: str | None = None,
     headers: Mapping[str, str] | None = None,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    max_attempts: int = 3,
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    max_retry_after: float = 60.0,
-    transport: httpx.AsyncBaseTransport | None = None,
+    http_options: HttpOptions,
 ) -> NeuronSource:
     if (url is None) == (app is None):
         raise NeuronConfigError(f"Neuron(source={source!r}) needs exactly one of url= (HTTP) or app= (WSGI)")
     http = _http(
         source,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        max_retry_after=max_retry_after,
+        http_options,
         headers={**_bearer(api_key), **(headers or {})},
         secret=api_key,
         credential_hint="api_key=",
-        transport=transport,
     )
     return HttpAppNeuron(source, http, url=url, app=app, method=method)
 
@@ -395,10 +341,19 @@ _BUILDERS: dict[str, Callable[..., NeuronSource]] = {
 SOURCES = tuple(sorted(_BUILDERS))
 
 
-def _check_options(source: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
+def _accepted(builder: Callable[..., Any]) -> list[str]:
+    """The option names a builder takes (its keyword-only parameters, HTTP options spelled out)."""
     target = McpNeuron.__init__ if builder is _mcp else builder
     params = inspect.signature(target).parameters
-    accepted = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+    names = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+    if "http_options" in names:
+        names.remove("http_options")
+        names += HTTP_OPTION_NAMES
+    return names
+
+
+def _check_options(source: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
+    accepted = _accepted(builder)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise NeuronConfigError(
@@ -417,4 +372,6 @@ def Neuron(source: str, **options: Any) -> NeuronSource:
     if builder is None:
         raise NeuronConfigError(f"unknown Neuron source {source!r}; known: {', '.join(SOURCES)}")
     _check_options(key, builder, options)
-    return builder(key, **options)
+    if builder is _mcp:
+        return builder(key, **options)
+    return builder(key, http_options=HttpOptions.take_from(options), **options)
