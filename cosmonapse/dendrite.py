@@ -192,7 +192,7 @@ class Dendrite(
                 await axon.serve_neuron(self._tg)
             await self._subscribe_all()
             for axon in list(self._axons.values()):
-                await self._publish(self._stamp(axon.register_signal()))
+                await self._publish(axon.register_signal())
             for engram in list(self._engram_host.engrams.values()):
                 await self._publish(engram.register_signal())
             await self._announce_to_registry()
@@ -273,7 +273,7 @@ class Dendrite(
         if self._running and self._tg is not None:
             await axon.serve_neuron(self._tg)
             await self._subscribe_axon_subjects()
-            await self._publish(self._stamp(axon.register_signal()))
+            await self._publish(axon.register_signal())
             self._fire_refresh()
 
     async def detach_axon(self, neuron_id: str, *, reason: str | None = None) -> None:
@@ -286,9 +286,6 @@ class Dendrite(
             await self._publish_deregister(axon, reason)
             self._fire_refresh()
         await axon.aclose()
-
-    def _stamp(self, sig: Signal) -> Signal:
-        return sig
 
     async def _publish_deregister(self, axon: Axon, reason: str | None) -> None:
         payload: dict[str, Any] = {}
