@@ -91,12 +91,12 @@ async def test_compensate_restores_every_prior_state_newest_first(engram: Engram
     await engram.imprint("delete", {"id": "keep"}, trace_id=t)
     await engram.imprint("append", {"content": "other trace"}, trace_id="trc_other")
     assert await engram.journaled_traces() == ["trc_other", t]  # type: ignore[attr-defined]
-    assert await engram.compensate(t) == 4
+    assert (await engram.compensate(t)).restored == 4
     after = [e for e in await entries(engram) if e["content"] != "other trace"]
     assert sorted(after, key=lambda e: e["id"]) == sorted(before, key=lambda e: e["id"])
-    assert await engram.compensate(t) == 0  # exactly once
+    assert (await engram.compensate(t)).restored == 0  # exactly once
     await engram.commit("trc_other")
-    assert await engram.compensate("trc_other") == 0
+    assert (await engram.compensate("trc_other")).restored == 0
     assert len(await entries(engram)) == 3  # the committed write stays
 
 
@@ -110,8 +110,8 @@ async def test_sqlite_journal_survives_a_restart(tmp_path: Path) -> None:
         await first.imprint("delete", {"id": "base"}, trace_id="trc_r")
     async with SqliteEngram(path) as second:  # a new process, say
         assert await second.journaled_traces() == ["trc_r"]
-        assert await second.compensate("trc_r") == 3
-        assert await second.compensate("trc_r") == 0
+        assert (await second.compensate("trc_r")).restored == 3
+        assert (await second.compensate("trc_r")).restored == 0
         got = {e["id"]: e["content"] for e in await second.entries()}
     assert got == {"base": "v0", "base2": "k0"}
 

@@ -6,12 +6,15 @@ from .errors import EngramCancelled, EngramError, EngramNotBound, EngramOverload
 from .host import EngramHost
 from .memory import InMemoryEngram
 from .model import IMPRINT_OPS, RECALL_MODES, Hit, Hits, ImprintReceipt, RecallResult
+from .saga import CompensationConflict, CompensationReport
 from .sqlite import SqliteEngram
 
 __all__ = [
     "DEFAULT_ENGRAM_DEADLINE_MS",
     "IMPRINT_OPS",
     "RECALL_MODES",
+    "CompensationConflict",
+    "CompensationReport",
     "Engram",
     "EngramCancelled",
     "EngramError",

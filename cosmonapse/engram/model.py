@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -25,6 +26,7 @@ __all__ = [
     "clean_entry",
     "content_text",
     "deep_merge",
+    "now_iso",
     "score_entry",
     "stored_form",
     "top_k_of",
@@ -111,6 +113,11 @@ class ImprintReceipt:
             took_ms=float(took) if isinstance(took, int | float) else None,
             error=payload.get("error"),
         )
+
+
+def now_iso() -> str:
+    """UTC now with a fixed microsecond width, so timestamps sort as text."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def clean_entry(entry: Any) -> dict[str, Any]:
