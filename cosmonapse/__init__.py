@@ -16,6 +16,7 @@ from .engram import (
     Hit,
     ImprintReceipt,
     InMemoryEngram,
+    PostgresEngram,
     RecallResult,
     SqliteEngram,
 )
@@ -35,7 +36,13 @@ from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
 from .pathway import Pathway
-from .registry import MemoryRegistryStore, NeuronRecord, RegistryStore, SqliteRegistryStore
+from .registry import (
+    MemoryRegistryStore,
+    NeuronRecord,
+    PostgresRegistryStore,
+    RegistryStore,
+    SqliteRegistryStore,
+)
 from .retry import RetryStrategy, default_retry_on, run_with_retry
 from .signal import (
     AXON_TYPES,
@@ -93,6 +100,8 @@ __all__ = [
     "PathwayBusyError",
     "PathwayClosedError",
     "PathwayTimeout",
+    "PostgresEngram",
+    "PostgresRegistryStore",
     "RecallResult",
     "RegistryStore",
     "RetryStrategy",

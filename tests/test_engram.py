@@ -9,14 +9,20 @@ from typing import Any
 import pytest
 
 from cosmonapse import Engram, InMemoryEngram, SqliteEngram
+from cosmonapse.engram import PostgresEngram
 from cosmonapse.engram.model import Hit, ImprintReceipt, deep_merge, score_entry
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def engram(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engram]:
-    e: Engram = InMemoryEngram() if request.param == "memory" else SqliteEngram(str(tmp_path / "e.db"))
+    if request.param == "postgres":
+        e: Engram = PostgresEngram(request.getfixturevalue("postgres_dsn"))
+    elif request.param == "sqlite":
+        e = SqliteEngram(str(tmp_path / "e.db"))
+    else:
+        e = InMemoryEngram()
     async with e:
         yield e
 

@@ -27,7 +27,7 @@ from cosmonapse import (
     SignalType,
     SqliteEngram,
 )
-from cosmonapse.engram import CompensationReport
+from cosmonapse.engram import CompensationReport, PostgresEngram
 from cosmonapse.testing.harness import Cluster, SignalRecorder, memory_cluster
 
 pytestmark = pytest.mark.anyio
@@ -44,13 +44,14 @@ async def keeper_of(c: Cluster, *engrams: Engram, name: str = "keeper") -> Async
         yield keeper
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def engram(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engram]:
-    e: Engram = (
-        InMemoryEngram("notes")
-        if request.param == "memory"
-        else SqliteEngram(str(tmp_path / "n.db"), "notes")
-    )
+    if request.param == "postgres":
+        e: Engram = PostgresEngram(request.getfixturevalue("postgres_dsn"), "notes")
+    elif request.param == "sqlite":
+        e = SqliteEngram(str(tmp_path / "n.db"), "notes")
+    else:
+        e = InMemoryEngram("notes")
     async with e:
         yield e
 

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cosmonapse import Engram, InMemoryEngram, SqliteEngram
-from cosmonapse.engram import CompensationConflict, CompensationReport
+from cosmonapse.engram import CompensationConflict, CompensationReport, PostgresEngram
 
 pytestmark = pytest.mark.anyio
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 Factory = Callable[[], Engram]
 
@@ -35,6 +35,9 @@ def make_engram(request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
     if request.param == "memory":
         shared = InMemoryEngram("notes")
         return lambda: shared
+    if request.param == "postgres":
+        dsn: str = request.getfixturevalue("postgres_dsn")
+        return lambda: PostgresEngram(dsn, "notes")
     return lambda: SqliteEngram(str(tmp_path / "saga.db"), "notes")
 
 
@@ -256,10 +259,29 @@ async def run_model(e: Engram, program: list[tuple[Any, ...]]) -> None:
         assert await by_id(e, key) == model.now(key), (key, program)
 
 
+async def empty_postgres(dsn: str) -> PostgresEngram:
+    e = PostgresEngram(dsn, "m")
+    await e.connect()
+
+    def wipe(conn: Any) -> None:
+        conn.execute(
+            "TRUNCATE cosmonapse_engram_entries, cosmonapse_engram_saga_journal, "
+            "cosmonapse_engram_imprint_seen"
+        )
+
+    await e._db.run(wipe)
+    return e
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=steps)
-async def test_end_state_matches_the_model(backend: str, program: list[tuple[Any, ...]]) -> None:
-    e: Engram = InMemoryEngram("m") if backend == "memory" else SqliteEngram(":memory:", "m")
+async def test_end_state_matches_the_model(
+    backend: str, program: list[tuple[Any, ...]], request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        e: Engram = await empty_postgres(request.getfixturevalue("postgres_dsn"))
+    else:
+        e = InMemoryEngram("m") if backend == "memory" else SqliteEngram(":memory:", "m")
     async with e:
         await run_model(e, program)

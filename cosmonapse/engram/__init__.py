@@ -6,6 +6,7 @@ from .errors import EngramCancelled, EngramError, EngramNotBound, EngramOverload
 from .host import EngramHost
 from .memory import InMemoryEngram
 from .model import IMPRINT_OPS, RECALL_MODES, Hit, Hits, ImprintReceipt, RecallResult
+from .postgres import PostgresEngram
 from .saga import CompensationConflict, CompensationReport
 from .sqlite import SqliteEngram
 
@@ -27,6 +28,7 @@ __all__ = [
     "Hits",
     "ImprintReceipt",
     "InMemoryEngram",
+    "PostgresEngram",
     "RecallResult",
     "SqliteEngram",
 ]
