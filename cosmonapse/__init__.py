@@ -1,5 +1,6 @@
 """cosmonapse: a structured-concurrency Cosmonapse agent runtime on anyio."""
 
+from .__about__ import __version__ as __version__
 from .axon import Axon, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
@@ -58,8 +59,6 @@ from .signal import (
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
 from .synapse.nats import NatsSynapse
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AXON_TYPES",
