@@ -18,7 +18,11 @@ it, several calls may run at once, each on its own connection:
   once on a fresh one — the backends' writes are idempotent or transactional,
   so a retry never applies a write twice through the Dendrite (IMPRINTs carry
   their idempotency key);
-* the *schema* function runs once, on the first connection, in a transaction.
+* the *schema* function runs once, on the first connection, in a transaction;
+* fork-safe: a forked child (gunicorn ``--preload``, multiprocessing) never
+  touches a connection its parent opened — it parks them (closing one would end
+  the parent's session) and opens its own;
+* connections say ``application_name=cosmonapse`` unless the dsn names one (``pg_stat_activity``).
 
 psycopg is imported when a backend is built, so ``import cosmonapse`` works
 without the ``postgres`` extra.
@@ -27,6 +31,7 @@ without the ``postgres`` extra.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -76,7 +81,11 @@ class PostgresDatabase:
         if connect_timeout_s <= 0 or statement_timeout_s <= 0:
             raise ValueError("connect_timeout_s and statement_timeout_s must be > 0")
         require_psycopg()
-        self.dsn = dsn
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        # Parsed now, so a malformed dsn fails here; our application_name unless the dsn has one.
+        named = "application_name" in conninfo_to_dict(dsn)
+        self._conninfo = dsn if named else make_conninfo(dsn, application_name="cosmonapse")
         self.min_size = min_size
         self.max_size = max_size
         self.connect_timeout_s = connect_timeout_s
@@ -87,6 +96,8 @@ class PostgresDatabase:
         self._idle: list[Connection[dict[str, Any]]] = []
         self._generation = 0  # bumped by close(): connections of an older one are closed on return
         self._limiter: anyio.CapacityLimiter | None = None
+        self._pid = os.getpid()
+        self._parked: list[Connection[dict[str, Any]]] = []  # a parent's, after a fork: never used
 
     def __repr__(self) -> str:
         return f"<PostgresDatabase max_size={self.max_size}>"  # never the dsn: it may hold a password
@@ -94,6 +105,8 @@ class PostgresDatabase:
     # -- calls -----------------------------------------------------------------------
     async def run(self, fn: Callable[[Connection[dict[str, Any]]], R], *, transaction: bool = False) -> R:
         """``fn(conn)`` in a worker thread on a pooled connection; inside one transaction when asked."""
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_size)
         return await anyio.to_thread.run_sync(self._call, fn, transaction, limiter=self._limiter)
@@ -111,6 +124,15 @@ class PostgresDatabase:
             idle, self._idle = self._idle, []
         if idle:
             await anyio.to_thread.run_sync(lambda: [conn.close() for conn in idle])
+
+    def _after_fork(self) -> None:
+        """In a forked child: park the parent's connections and start afresh (one thread runs here)."""
+        self._pid = os.getpid()
+        self._parked.extend(self._idle)
+        self._idle = []
+        self._lock = threading.Lock()  # another thread may have held the parent's at the fork
+        self._limiter = None  # it belonged to the parent's event loop
+        self._generation += 1  # connections the parent had checked out are not ours either
 
     # -- in the worker thread ------------------------------------------------------------
     def _call(self, fn: Callable[[Connection[dict[str, Any]]], R], transaction: bool) -> R:
@@ -176,7 +198,7 @@ class PostgresDatabase:
         from psycopg.rows import DictRow, dict_row
 
         conn = psycopg.Connection[DictRow].connect(
-            self.dsn,
+            self._conninfo,
             autocommit=True,
             row_factory=dict_row,
             connect_timeout=max(1, math.ceil(self.connect_timeout_s)),

@@ -285,3 +285,22 @@ async def test_a_stopped_trace_is_rolled_back_through_a_keeper_on_postgres(postg
             await c.orchestrator.stop_trace(trace, rollback=True)
             (ack,) = await acks.wait_for(count=1)
             assert ack.payload["compensated"] == 1 and await e.recall({}) == []
+
+
+def test_a_forked_child_never_touches_its_parents_connections(postgres_dsn: str) -> None:
+    store = PostgresRegistryStore(postgres_dsn)
+    anyio.run(store.upsert, NeuronRecord("parent", ["x"]))
+    (inherited,) = store._db._idle  # the parent's pooled connection
+    pid = os.fork()
+    if pid == 0:  # the child (gunicorn --preload, say): its own connection, the parent's left alone
+        code = 1
+        try:
+            anyio.run(store.upsert, NeuronRecord("child", ["x"]))
+            code = 0 if store._db._idle and store._db._idle[0] is not inherited else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not inherited.broken and inherited.execute("SELECT 1").fetchone() is not None  # still the parent's
+    assert anyio.run(store.get, "child") is not None
+    anyio.run(store.close)
