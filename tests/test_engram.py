@@ -122,12 +122,22 @@ async def test_sqlite_journal_survives_a_restart(tmp_path: Path) -> None:
     assert got == {"base": "v0", "base2": "k0"}
 
 
-async def test_sqlite_journal_is_pruned_by_age(tmp_path: Path) -> None:
-    async with SqliteEngram(str(tmp_path / "p.db"), journal_ttl_s=0.0) as e:
-        await e.imprint("append", {"content": 1}, trace_id="trc_a")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_sql_journals_and_imprint_ids_are_pruned_by_age(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    e: SqliteEngram | PostgresEngram = (
+        SqliteEngram(str(tmp_path / "p.db"), journal_ttl_s=0.0)
+        if backend == "sqlite"
+        else PostgresEngram(request.getfixturevalue("postgres_dsn"), journal_ttl_s=0.0)
+    )
+    async with e:
+        await e.imprint("append", {"content": 1}, trace_id="trc_a", imprint_id="imp_a")
         e._last_prune = 0.0  # force the next write to prune
         await e.imprint("append", {"content": 2}, trace_id="trc_b")
         assert "trc_a" not in await e.journaled_traces()
+        again = await e.imprint("append", {"content": 1}, imprint_id="imp_a")  # outside the window
+        assert len(await e.recall({"text": "1"})) == 2 and again.id is not None
 
 
 def test_model_helpers() -> None:

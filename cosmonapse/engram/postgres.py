@@ -15,6 +15,8 @@
   while reads run in parallel.  Hence idempotent imprints (the imprint id is
   checked and recorded inside the write's transaction) and conflict-aware
   compensation exactly once, across processes.
+* Journals of traces that never settle, and imprint ids (the idempotency
+  window), are forgotten after ``journal_ttl_s`` (24 h).
 * Like the reference and ``SqliteEngram``, reads do not filter by engram id or
   kind: give each engram its own database, or its own schema through the dsn
   (``options=-csearch_path=notes``).
@@ -350,23 +352,22 @@ class PostgresEngram(Engram):
                 self._table(conn), self.engram_id, op, clean, merge_key, imprint_id, trace_id,
                 echo_missing_delete=True,
             )  # fmt: skip
-            if trace_id is not None:
-                self._prune_journal(conn)
+            self._prune(conn)
             return receipt
 
         r = await self._db.run(write, transaction=True)
         took = round((time.perf_counter() - started) * 1000, 3)
         return ImprintReceipt(self.engram_id, op, r.id, r.version, took, r.error)
 
-    def _prune_journal(self, conn: Connection[dict[str, Any]]) -> None:
+    def _prune(self, conn: Connection[dict[str, Any]]) -> None:
+        """Forget journals and imprint ids older than ``journal_ttl_s`` (at most once a minute)."""
         now = time.monotonic()
         if now - self._last_prune > _PRUNE_EVERY_S:
             self._last_prune = now
-            conn.execute(
-                "DELETE FROM cosmonapse_engram_saga_journal "
-                "WHERE created_at < now() - make_interval(secs => %s)",
-                (float(self.journal_ttl_s),),
-            )
+            ttl = (float(self.journal_ttl_s),)
+            older: LiteralString = " < now() - make_interval(secs => %s)"
+            conn.execute("DELETE FROM cosmonapse_engram_saga_journal WHERE created_at" + older, ttl)
+            conn.execute("DELETE FROM cosmonapse_engram_imprint_seen WHERE seen_at" + older, ttl)
 
     # -- saga ----------------------------------------------------------------------
     async def compensate(self, trace_id: str) -> CompensationReport:

@@ -16,6 +16,8 @@
   idempotency row commit in one transaction, and a compensation (see ``saga``)
   reads, restores, splices and deletes the journal in one transaction —
   exactly once, even after a restart or a duplicate STOP.
+* Journals of traces that never settle, and imprint ids (the idempotency
+  window), are forgotten after ``journal_ttl_s`` (24 h).
 """
 
 from __future__ import annotations
@@ -318,15 +320,15 @@ class SqliteEngram(Engram):
             receipt = imprint_once(
                 table, self.engram_id, op, clean, merge_key, imprint_id, trace_id, echo_missing_delete=True
             )
-            if trace_id is not None:
-                self._prune_journal(conn)
+            self._prune(conn)
             return receipt
 
         r = await self._db.run(write, transaction=True)
         took = round((time.perf_counter() - started) * 1000, 3)
         return ImprintReceipt(self.engram_id, op, r.id, r.version, took, r.error)
 
-    def _prune_journal(self, conn: sqlite3.Connection) -> None:
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Forget journals and imprint ids older than ``journal_ttl_s`` (at most once a minute)."""
         now = time.monotonic()
         if now - self._last_prune > _PRUNE_EVERY_S:
             self._last_prune = now
@@ -334,6 +336,7 @@ class SqliteEngram(Engram):
                 "%Y-%m-%dT%H:%M:%S.%fZ"
             )
             conn.execute("DELETE FROM engram_saga_journal WHERE created_at < ?", (cutoff,))
+            conn.execute("DELETE FROM engram_imprint_seen WHERE seen_at < ?", (cutoff,))
 
     # -- saga ----------------------------------------------------------------------
     async def compensate(self, trace_id: str) -> CompensationReport:
