@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, LiteralString
 from ..postgres_db import DEFAULT_STATEMENT_TIMEOUT_S, PostgresDatabase
 from .base import Engram
 from .memory import DEFAULT_JOURNAL_TTL_S
-from .model import Hit, Hits, ImprintReceipt, clean_entry, score_entry, stored_form, top_k_of
+from .model import Hits, ImprintReceipt, clean_entry, first_hits, stored_form
 from .saga import CompensationReport, JournalRecord, compensate_trace
 from .writes import imprint_once
 
@@ -313,23 +313,12 @@ class PostgresEngram(Engram):
             sql += " AND tags @> %s"
             args.append([str(t) for t in wanted])
         sql += " ORDER BY updated_at DESC, revision DESC NULLS LAST"
-        k = top_k_of(query)
 
         def read(conn: Connection[dict[str, Any]]) -> Hits:
-            hits = Hits()
             with conn.cursor(name="cosmonapse_recall") as cursor:  # server-side: fetched in batches
                 cursor.itersize = _FETCH
                 cursor.execute(sql, args)
-                for row in cursor:
-                    stored = _stored(row)
-                    score = score_entry(stored, query, filters)
-                    if score is None or (min_confidence is not None and score < min_confidence):
-                        continue
-                    if len(hits) == k:
-                        hits.truncated = True
-                        break
-                    hits.append(Hit(stored["id"], stored, score))
-            return hits
+                return first_hits(map(_stored, cursor), query, filters, min_confidence)
 
         return await self._db.run(read, transaction=True)  # a named cursor lives in a transaction
 

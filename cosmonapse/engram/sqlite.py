@@ -31,7 +31,7 @@ from typing import Any
 from ..sqlite_db import SqliteDatabase
 from .base import Engram
 from .memory import DEFAULT_JOURNAL_TTL_S
-from .model import Hit, Hits, ImprintReceipt, clean_entry, now_iso, score_entry, stored_form, top_k_of
+from .model import Hits, ImprintReceipt, clean_entry, first_hits, now_iso, stored_form
 from .saga import CompensationReport, JournalRecord, compensate_trace
 from .writes import imprint_once
 
@@ -287,18 +287,7 @@ class SqliteEngram(Engram):
                 sql += " AND id = ?"
                 args.append(query["id"])
             sql += " ORDER BY updated_at DESC, rowid DESC"
-            k = top_k_of(query)
-            hits = Hits()
-            for row in conn.execute(sql, args):
-                stored = _stored(row)
-                score = score_entry(stored, query, filters)
-                if score is None or (min_confidence is not None and score < min_confidence):
-                    continue
-                if len(hits) == k:
-                    hits.truncated = True
-                    break
-                hits.append(Hit(stored["id"], stored, score))
-            return hits
+            return first_hits(map(_stored, conn.execute(sql, args)), query, filters, min_confidence)
 
         return await self._db.run(read)
 
