@@ -1,5 +1,6 @@
 """cosmonapse: a structured-concurrency Cosmonapse agent runtime on anyio."""
 
+from .__about__ import __version__ as __version__
 from .axon import Axon, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
@@ -16,6 +17,7 @@ from .engram import (
     Hit,
     ImprintReceipt,
     InMemoryEngram,
+    PostgresEngram,
     RecallResult,
     SqliteEngram,
 )
@@ -35,7 +37,13 @@ from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
 from .pathway import Pathway
-from .registry import MemoryRegistryStore, NeuronRecord, RegistryStore, SqliteRegistryStore
+from .registry import (
+    MemoryRegistryStore,
+    NeuronRecord,
+    PostgresRegistryStore,
+    RegistryStore,
+    SqliteRegistryStore,
+)
 from .retry import RetryStrategy, default_retry_on, run_with_retry
 from .signal import (
     AXON_TYPES,
@@ -51,8 +59,6 @@ from .signal import (
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
 from .synapse.nats import NatsSynapse
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AXON_TYPES",
@@ -93,6 +99,8 @@ __all__ = [
     "PathwayBusyError",
     "PathwayClosedError",
     "PathwayTimeout",
+    "PostgresEngram",
+    "PostgresRegistryStore",
     "RecallResult",
     "RegistryStore",
     "RetryStrategy",

@@ -9,14 +9,20 @@ from typing import Any
 import pytest
 
 from cosmonapse import Engram, InMemoryEngram, SqliteEngram
+from cosmonapse.engram import PostgresEngram
 from cosmonapse.engram.model import Hit, ImprintReceipt, deep_merge, score_entry
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def engram(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engram]:
-    e: Engram = InMemoryEngram() if request.param == "memory" else SqliteEngram(str(tmp_path / "e.db"))
+    if request.param == "postgres":
+        e: Engram = PostgresEngram(request.getfixturevalue("postgres_dsn"))
+    elif request.param == "sqlite":
+        e = SqliteEngram(str(tmp_path / "e.db"))
+    else:
+        e = InMemoryEngram()
     async with e:
         yield e
 
@@ -91,12 +97,12 @@ async def test_compensate_restores_every_prior_state_newest_first(engram: Engram
     await engram.imprint("delete", {"id": "keep"}, trace_id=t)
     await engram.imprint("append", {"content": "other trace"}, trace_id="trc_other")
     assert await engram.journaled_traces() == ["trc_other", t]  # type: ignore[attr-defined]
-    assert await engram.compensate(t) == 4
+    assert (await engram.compensate(t)).restored == 4
     after = [e for e in await entries(engram) if e["content"] != "other trace"]
     assert sorted(after, key=lambda e: e["id"]) == sorted(before, key=lambda e: e["id"])
-    assert await engram.compensate(t) == 0  # exactly once
+    assert (await engram.compensate(t)).restored == 0  # exactly once
     await engram.commit("trc_other")
-    assert await engram.compensate("trc_other") == 0
+    assert (await engram.compensate("trc_other")).restored == 0
     assert len(await entries(engram)) == 3  # the committed write stays
 
 
@@ -110,18 +116,28 @@ async def test_sqlite_journal_survives_a_restart(tmp_path: Path) -> None:
         await first.imprint("delete", {"id": "base"}, trace_id="trc_r")
     async with SqliteEngram(path) as second:  # a new process, say
         assert await second.journaled_traces() == ["trc_r"]
-        assert await second.compensate("trc_r") == 3
-        assert await second.compensate("trc_r") == 0
+        assert (await second.compensate("trc_r")).restored == 3
+        assert (await second.compensate("trc_r")).restored == 0
         got = {e["id"]: e["content"] for e in await second.entries()}
     assert got == {"base": "v0", "base2": "k0"}
 
 
-async def test_sqlite_journal_is_pruned_by_age(tmp_path: Path) -> None:
-    async with SqliteEngram(str(tmp_path / "p.db"), journal_ttl_s=0.0) as e:
-        await e.imprint("append", {"content": 1}, trace_id="trc_a")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_sql_journals_and_imprint_ids_are_pruned_by_age(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    e: SqliteEngram | PostgresEngram = (
+        SqliteEngram(str(tmp_path / "p.db"), journal_ttl_s=0.0)
+        if backend == "sqlite"
+        else PostgresEngram(request.getfixturevalue("postgres_dsn"), journal_ttl_s=0.0)
+    )
+    async with e:
+        await e.imprint("append", {"content": 1}, trace_id="trc_a", imprint_id="imp_a")
         e._last_prune = 0.0  # force the next write to prune
         await e.imprint("append", {"content": 2}, trace_id="trc_b")
         assert "trc_a" not in await e.journaled_traces()
+        again = await e.imprint("append", {"content": 1}, imprint_id="imp_a")  # outside the window
+        assert len(await e.recall({"text": "1"})) == 2 and again.id is not None
 
 
 def test_model_helpers() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from cosmonapse import (
     SignalType,
     SqliteEngram,
 )
+from cosmonapse.engram import CompensationReport, PostgresEngram
 from cosmonapse.testing.harness import Cluster, SignalRecorder, memory_cluster
 
 pytestmark = pytest.mark.anyio
@@ -42,13 +44,14 @@ async def keeper_of(c: Cluster, *engrams: Engram, name: str = "keeper") -> Async
         yield keeper
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def engram(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engram]:
-    e: Engram = (
-        InMemoryEngram("notes")
-        if request.param == "memory"
-        else SqliteEngram(str(tmp_path / "n.db"), "notes")
-    )
+    if request.param == "postgres":
+        e: Engram = PostgresEngram(request.getfixturevalue("postgres_dsn"), "notes")
+    elif request.param == "sqlite":
+        e = SqliteEngram(str(tmp_path / "n.db"), "notes")
+    else:
+        e = InMemoryEngram("notes")
     async with e:
         yield e
 
@@ -168,6 +171,7 @@ class Watch:
 
     def __init__(self, engram: Engram) -> None:
         self.calls: list[tuple[str, str, int | None]] = []
+        self.reports: dict[str, CompensationReport] = {}
         self._changed = anyio.Event()
         commit, compensate = engram.commit, engram.compensate
 
@@ -175,10 +179,11 @@ class Watch:
             await commit(trace_id)
             self._note(("commit", trace_id, None))
 
-        async def watched_compensate(trace_id: str) -> int:
-            n = await compensate(trace_id)
-            self._note(("compensate", trace_id, n))
-            return n
+        async def watched_compensate(trace_id: str) -> CompensationReport:
+            report = await compensate(trace_id)
+            self.reports[trace_id] = report
+            self._note(("compensate", trace_id, report.restored))
+            return report
 
         engram.commit = watched_commit  # type: ignore[method-assign]
         engram.compensate = watched_compensate  # type: ignore[method-assign]
@@ -187,6 +192,13 @@ class Watch:
         self.calls.append(call)
         self._changed.set()
         self._changed = anyio.Event()
+
+    async def compensated(self, trace_id: str) -> CompensationReport:
+        """The report of *trace_id*'s compensation, once it ran."""
+        with anyio.fail_after(5):
+            while trace_id not in self.reports:
+                await self._changed.wait()
+        return self.reports[trace_id]
 
     async def wait_for(self, call: tuple[str, str, int | None], count: int = 1) -> None:
         with anyio.fail_after(5):
@@ -216,6 +228,65 @@ async def test_final_commits_and_error_keeps_the_journal(engram: Engram) -> None
         await watch.wait_for(("compensate", failed.trace_id, 1))  # ... so a later rollback undoes it
         assert [e["id"] for e in await engram.entries()] == ["kept"]  # type: ignore[attr-defined]
         assert await engram.journaled_traces() == []  # type: ignore[attr-defined]
+
+
+async def upsert_k(input: dict[str, Any], ctx: NeuronContext) -> Any:
+    """Writes ``input["value"]`` to the entry with merge key ``k``; fails (keeping its journal) if asked."""
+    await ctx.imprint(
+        engram_id="notes", op="upsert", entry={"content": input["value"]}, merge_key="k", await_ack=True
+    )
+    if input.get("fail"):
+        return {"__error__": True, "code": "HALF", "message": "failed after writing"}
+    return {"wrote": input["value"]}
+
+
+async def current_k(c: Cluster) -> Any:
+    found = await c.orchestrator.recall(engram_id="notes", query={"merge_key": "k"})
+    return [h.entry["content"] for h in found.hits]
+
+
+async def test_rolling_back_a_never_loses_bs_committed_write(
+    engram: Engram, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9 item 3, first half: v0, A writes A, B writes B and commits; rolling back A keeps B."""
+    await engram.imprint("upsert", {"content": "v0"}, merge_key="k")
+    watch = Watch(engram)
+    async with memory_cluster(workers={"writer": upsert_k}) as c, keeper_of(c, engram):
+        a = await c.orchestrator.dispatch_and_wait(neuron="writer", input={"value": "A", "fail": True})
+        b = await c.orchestrator.dispatch_and_wait(neuron="writer", input={"value": "B"}, scope="terminal")
+        assert (a.type, b.type) == (T.ERROR, T.FINAL)
+        await watch.wait_for(("commit", b.trace_id, None))  # B's FINAL committed it
+        with caplog.at_level(logging.WARNING, logger="cosmonapse.engram"):
+            await c.orchestrator.stop_trace(a.trace_id, rollback=True)
+            report = await watch.compensated(a.trace_id)
+        assert await current_k(c) == ["B"]
+        assert report.restored == 0
+        (entry_id,) = report.conflicted
+        assert any(entry_id in r.getMessage() and a.trace_id in r.getMessage() for r in caplog.records)
+        # Rolling back B now changes nothing: its FINAL came first.
+        await c.orchestrator.stop_trace(b.trace_id, rollback=True)
+        await watch.wait_for(("commit", b.trace_id, None), count=2)
+        assert await current_k(c) == ["B"]
+
+
+@pytest.mark.parametrize("first", ["a", "b"])
+async def test_rolling_back_a_then_b_never_brings_a_back(engram: Engram, first: str) -> None:
+    """Issue 9 item 3, second half: both writes rolled back, in either order, leave v0 (never A)."""
+    await engram.imprint("upsert", {"content": "v0"}, merge_key="k")
+    watch = Watch(engram)
+    async with memory_cluster(workers={"writer": upsert_k}) as c, keeper_of(c, engram):
+        a = await c.orchestrator.dispatch_and_wait(neuron="writer", input={"value": "A", "fail": True})
+        b = await c.orchestrator.dispatch_and_wait(neuron="writer", input={"value": "B", "fail": True})
+        order = (a, b) if first == "a" else (b, a)
+        for sig in order:
+            await c.orchestrator.stop_trace(sig.trace_id, rollback=True)
+            await watch.compensated(sig.trace_id)
+        assert await current_k(c) == ["v0"]
+        reports = [watch.reports[sig.trace_id] for sig in order]
+        if first == "a":
+            assert [(r.restored, len(r.conflicts)) for r in reports] == [(0, 1), (1, 0)]
+        else:
+            assert [(r.restored, len(r.conflicts)) for r in reports] == [(1, 0), (1, 0)]
 
 
 async def test_retry_rolls_back_each_abandoned_attempt(engram: Engram) -> None:

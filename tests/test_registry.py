@@ -20,6 +20,7 @@ from cosmonapse import (
     MemorySynapse,
     NeuronContext,
     NeuronRecord,
+    PostgresRegistryStore,
     RegistryStore,
     Signal,
     SignalType,
@@ -32,11 +33,14 @@ T = SignalType
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
-    s: RegistryStore = (
-        MemoryRegistryStore() if request.param == "memory" else SqliteRegistryStore(str(tmp_path / "r.db"))
-    )
+    if request.param == "postgres":
+        s: RegistryStore = PostgresRegistryStore(request.getfixturevalue("postgres_dsn"))
+    elif request.param == "sqlite":
+        s = SqliteRegistryStore(str(tmp_path / "r.db"))
+    else:
+        s = MemoryRegistryStore()
     await s.connect()
     yield s
     await s.close()

@@ -1,13 +1,17 @@
 """A hypothesis state machine over resilience: dispatch, reply, errors, STOP (with and without
 rollback), retry, late TASKs for stopped traces and worker crashes, on asyncio and trio.
 
-The gated Neuron writes to an Engram (journaled under its trace), then waits
-for the machine to release it with a reply, a recoverable error, or never.
+The gated Neuron writes to an Engram (journaled under its trace): an entry of
+its own, and the one entry every trace overwrites; then it waits for the
+machine to release it with a reply, a recoverable error, or never.
 Invariants checked:
 
 * every call sees exactly one outcome (a reply Signal or one exception), and
   no trace carries more than one terminal Signal;
 * no Engram write of a trace whose first settlement was a rollback survives;
+* the shared entry holds the last write of a trace that was not rolled back
+  (or nothing): rollbacks never undo other traces' writes, nor bring back a
+  rolled-back one, whatever order they come in (conflict-aware compensation);
 * a trace this worker instance saw STOPped never starts running on it again;
 * no task outlives its Dendrite (nothing is left running at the end).
 """
@@ -32,6 +36,7 @@ from cosmonapse import (
     Dendrite,
     Directed,
     Engram,
+    ImprintReceipt,
     InMemoryEngram,
     MemorySynapse,
     NeuronContext,
@@ -40,6 +45,7 @@ from cosmonapse import (
     SignalType,
     SqliteEngram,
 )
+from cosmonapse.engram import CompensationReport
 from cosmonapse.testing.harness import running_task_names
 
 T = SignalType
@@ -60,6 +66,7 @@ class World:
         self.stops_sent: Counter[str] = Counter()
         self.first_stop_rollback: dict[str, bool] = {}  # in the order STOPs were published
         self.settled: list[tuple[str, str]] = []  # (trace, "commit" | "compensate"), in engram order
+        self.shared_writes: list[str] = []  # traces that wrote the shared entry, in engram order
         self.settle_changed = anyio.Event()
         self.violations: list[str] = []
         self.worker_instance = 0
@@ -74,6 +81,9 @@ class World:
         self.traces_of.setdefault(key, []).append(trace)
         await ctx.imprint(
             engram_id="mem", op="append", entry={"content": key, "tags": [trace]}, await_ack=True
+        )
+        await ctx.imprint(
+            engram_id="mem", op="upsert", entry={"content": trace}, merge_key="shared", await_ack=True
         )
         gate, outcome = self.gates[key]
         await gate.wait()
@@ -123,19 +133,26 @@ class World:
         self.terminals[sig.trace_id] += 1
 
     def _watch_engram(self) -> None:
-        commit, compensate = self.engram.commit, self.engram.compensate
+        commit, compensate, imprint = self.engram.commit, self.engram.compensate, self.engram.imprint
+
+        async def watched_imprint(op: str, entry: dict[str, Any], **kw: Any) -> ImprintReceipt:
+            receipt = await imprint(op, entry, **kw)  # the host calls this under the engram's lock
+            if kw.get("merge_key") == "shared" and receipt.error is None:
+                self.shared_writes.append(kw["trace_id"])
+            return receipt
 
         async def watched_commit(trace_id: str) -> None:
             await commit(trace_id)
             self._settle(trace_id, "commit")
 
-        async def watched_compensate(trace_id: str) -> int:
-            n = await compensate(trace_id)
+        async def watched_compensate(trace_id: str) -> CompensationReport:
+            report = await compensate(trace_id)
             self._settle(trace_id, "compensate")
-            return n
+            return report
 
         self.engram.commit = watched_commit  # type: ignore[method-assign]
         self.engram.compensate = watched_compensate  # type: ignore[method-assign]
+        self.engram.imprint = watched_imprint  # type: ignore[method-assign]
 
     def _settle(self, trace_id: str, how: str) -> None:
         self.settled.append((trace_id, how))
@@ -204,6 +221,10 @@ class World:
     async def surviving_traces(self) -> set[str]:
         entries = await self.engram.entries()  # type: ignore[attr-defined]
         return {tag for e in entries for tag in e["tags"]}
+
+    async def shared_owner(self) -> str | None:
+        hits = await self.engram.recall({"merge_key": "shared"})
+        return hits[0].entry["content"] if hits else None
 
 
 class ResilienceMachine(RuleBasedStateMachine):
@@ -307,6 +328,9 @@ class ResilienceMachine(RuleBasedStateMachine):
             rolled_back = {t for t, rollback in world.first_stop_rollback.items() if rollback}
             survivors = self.portal.call(world.surviving_traces)
             assert not rolled_back & survivors, f"rolled-back writes survived: {rolled_back & survivors}"
+            kept = [t for t in world.shared_writes if t not in rolled_back]
+            owner = self.portal.call(world.shared_owner)
+            assert owner == (kept[-1] if kept else None), (owner, world.shared_writes, rolled_back)
             assert not world.violations, world.violations
             self._stop_worker()
             self.portal.call(self.shutdown.set)

@@ -6,12 +6,16 @@ from .errors import EngramCancelled, EngramError, EngramNotBound, EngramOverload
 from .host import EngramHost
 from .memory import InMemoryEngram
 from .model import IMPRINT_OPS, RECALL_MODES, Hit, Hits, ImprintReceipt, RecallResult
+from .postgres import PostgresEngram
+from .saga import CompensationConflict, CompensationReport
 from .sqlite import SqliteEngram
 
 __all__ = [
     "DEFAULT_ENGRAM_DEADLINE_MS",
     "IMPRINT_OPS",
     "RECALL_MODES",
+    "CompensationConflict",
+    "CompensationReport",
     "Engram",
     "EngramCancelled",
     "EngramError",
@@ -24,6 +28,7 @@ __all__ = [
     "Hits",
     "ImprintReceipt",
     "InMemoryEngram",
+    "PostgresEngram",
     "RecallResult",
     "SqliteEngram",
 ]

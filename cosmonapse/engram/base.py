@@ -2,19 +2,22 @@
 
 A backend implements ``recall`` and ``imprint``.  Backends that can undo their
 writes also keep a *saga journal* per trace: ``imprint(..., trace_id=T)``
-records how to undo the write, ``compensate(T)`` undoes the trace's writes
-newest first (exactly once) and ``commit(T)`` forgets them.  The journal lives
-in the backend itself, so a durable backend keeps it across restarts.
+records the entry's prior state and the revision the write produced,
+``compensate(T)`` undoes the trace's writes newest first — exactly once, and
+only those nobody wrote over since (the others are conflicts, reported and left
+alone; see ``saga``) — and ``commit(T)`` forgets them.  The journal lives in the
+backend itself, so a durable backend keeps it across restarts.
 """
 
 from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from ..signal import Directed, Signal, SignalType
 from .model import ImprintReceipt
+from .saga import CompensationReport
 
 __all__ = ["Engram"]
 
@@ -50,7 +53,7 @@ class Engram(abc.ABC):
     async def close(self) -> None:
         """Release storage."""
 
-    async def __aenter__(self) -> Engram:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -89,9 +92,13 @@ class Engram(abc.ABC):
         """Apply one write; *imprint_id* makes a replay a no-op, *trace_id* journals it."""
 
     # -- saga -----------------------------------------------------------------
-    async def compensate(self, trace_id: str) -> int:
-        """Undo *trace_id*'s journaled writes newest first; returns how many were undone."""
-        return 0
+    async def compensate(self, trace_id: str) -> CompensationReport:
+        """Undo *trace_id*'s journaled writes newest first, skipping entries written since.
+
+        Returns what was restored and which entries conflicted; a backend that
+        journals nothing restores nothing.
+        """
+        return CompensationReport(self.engram_id, trace_id)
 
     async def commit(self, trace_id: str) -> None:
         """Forget *trace_id*'s journal: its writes stay."""

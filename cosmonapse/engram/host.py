@@ -19,6 +19,7 @@ import anyio
 from ..signal import Directed, Signal, SignalType
 from .base import Engram
 from .model import Hit, ImprintReceipt
+from .saga import CompensationReport
 
 __all__ = ["EngramHost"]
 
@@ -153,17 +154,22 @@ class EngramHost:
 
     async def settle(self, trace_id: str, rollback: bool) -> int:
         """On STOP: compensate (rollback) or commit *trace_id* everywhere; returns writes undone."""
-        undone = 0
+        return sum(r.restored for r in await self.settle_report(trace_id, rollback))
+
+    async def settle_report(self, trace_id: str, rollback: bool) -> list[CompensationReport]:
+        """``settle``, returning one report per hosted engram (restored count, conflicting entries)."""
+        reports = []
         for engram in list(self.engrams.values()):
             async with self._lock(engram):
                 try:
                     if rollback:
-                        undone += await engram.compensate(trace_id)
+                        done = await engram.compensate(trace_id)
+                        reports.append(CompensationReport.coerce(done, engram.engram_id, trace_id))
                     else:
                         await engram.commit(trace_id)
                 except Exception:
                     log.exception("engram %s failed to settle trace %s", engram.engram_id, trace_id)
-        return undone
+        return reports
 
     async def commit(self, trace_id: str) -> None:
         """On FINAL: the trace's writes are final; drop its journal (unless a rollback came first)."""

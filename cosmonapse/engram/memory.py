@@ -2,8 +2,14 @@
 
 Every operation is synchronous inside the event loop (no ``await`` between
 reading and writing), so each write, its journal record and its idempotency
-record happen atomically.  The journal keeps, per trace, the prior state of
-every entry the trace touched; compensation restores those states newest first.
+record happen atomically, and so does a compensation.  The write rules are
+``writes.imprint_once`` and the compensation rules ``saga.compensate_trace``,
+shared with the SQL backends; this module only stores things in dicts.
+
+A write's revision is a tick of the engram's clock, which is also its recency
+(the order recall breaks ties in).  A journaled delete leaves a *tombstone*
+(entry id → the delete's revision) while its trace is unsettled, so a rollback
+can tell "still deleted by us" from "deleted again by someone else".
 """
 
 from __future__ import annotations
@@ -11,23 +17,14 @@ from __future__ import annotations
 import copy
 import time
 from collections import OrderedDict
-from datetime import UTC, datetime
 from typing import Any
 
-from ..ids import new_engram_id
+import attrs
+
 from .base import Engram
-from .model import (
-    IMPRINT_OPS,
-    Hit,
-    Hits,
-    ImprintReceipt,
-    clean_entry,
-    deep_merge,
-    score_entry,
-    stored_form,
-    top_k_of,
-    union_tags,
-)
+from .model import Hit, Hits, ImprintReceipt, clean_entry, now_iso, score_entry, top_k_of
+from .saga import CompensationReport, JournalRecord, compensate_trace
+from .writes import imprint_once
 
 __all__ = ["InMemoryEngram", "now_iso"]
 
@@ -37,13 +34,128 @@ DEFAULT_JOURNAL_TTL_S = 24 * 3600.0
 DEFAULT_MAX_SEEN = 65_536
 
 
-def now_iso() -> str:
-    """UTC now with a fixed microsecond width, so timestamps sort as text."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+@attrs.define
+class _Undo:
+    """One journaled write (mutable: a conflicting rollback may hand it an older prior)."""
+
+    entry_id: str
+    prior: dict[str, Any] | None
+    prior_revision: int | None
+    produced: int
 
 
-# One journal record: (entry id, the entry before the write or None if it did not exist, its recency).
-_Undo = tuple[str, dict[str, Any] | None, int | None]
+class _Store:
+    """The dicts behind an ``InMemoryEngram``, as the shared write and saga rules see them."""
+
+    def __init__(self, max_seen: int, journal_ttl_s: float) -> None:
+        self.max_seen = max_seen
+        self.journal_ttl_s = journal_ttl_s
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.recency: dict[str, int] = {}  # entry id -> revision of its last write
+        self.gone: dict[str, int] = {}  # entry id -> revision of a journaled delete (tombstone)
+        self.clock = 0
+        self.seen: OrderedDict[str, ImprintReceipt] = OrderedDict()
+        self.journals: dict[str, list[_Undo]] = {}
+        self.born: dict[str, float] = {}
+
+    def clear(self) -> None:
+        for table in (self.entries, self.recency, self.gone, self.seen, self.journals, self.born):
+            table.clear()
+
+    # -- EntryTable ------------------------------------------------------------------
+    def live(self, entry_id: str) -> dict[str, Any] | None:
+        return self.entries.get(entry_id)
+
+    def latest(self, merge_key: str) -> dict[str, Any] | None:
+        best: str | None = None
+        for entry_id, stored in self.entries.items():
+            if stored.get("merge_key") == merge_key and (
+                best is None or self.recency[entry_id] > self.recency[best]
+            ):
+                best = entry_id
+        return self.entries[best] if best is not None else None
+
+    def next_revision(self) -> int:
+        self.clock += 1
+        return self.clock
+
+    def journal(self, trace_id: str, entry_id: str, produced: int) -> None:
+        if trace_id not in self.journals:
+            self._prune()
+            self.born[trace_id] = time.monotonic()
+        prior = self.entries.get(entry_id)
+        undo = _Undo(entry_id, copy.deepcopy(prior), self.revision_of(entry_id), produced)
+        self.journals.setdefault(trace_id, []).append(undo)
+
+    def put(self, stored: dict[str, Any], revision: int) -> None:
+        entry_id = stored["id"]
+        self.entries[entry_id] = copy.deepcopy(stored)
+        self.recency[entry_id] = revision
+        self.gone.pop(entry_id, None)
+
+    def remove(self, entry_id: str, revision: int, journaled: bool) -> None:
+        del self.entries[entry_id]
+        del self.recency[entry_id]
+        if journaled:
+            self.gone[entry_id] = revision
+        else:
+            self.gone.pop(entry_id, None)
+
+    def replayed(self, imprint_id: str, op: str) -> ImprintReceipt | None:
+        return self.seen.get(imprint_id)
+
+    def remember(self, imprint_id: str, receipt: ImprintReceipt) -> None:
+        self.seen[imprint_id] = receipt
+        while len(self.seen) > self.max_seen:
+            self.seen.popitem(last=False)
+
+    # -- SagaTable -------------------------------------------------------------------
+    def journal_records(self, trace_id: str) -> list[JournalRecord]:
+        undos = self.journals.get(trace_id) or []
+        return [JournalRecord(u, u.entry_id, u.prior, u.prior_revision, u.produced) for u in reversed(undos)]
+
+    def revision_of(self, entry_id: str) -> int | None:
+        if entry_id in self.entries:
+            return self.recency[entry_id]
+        return self.gone.get(entry_id)
+
+    def restore(self, record: JournalRecord) -> None:
+        entry_id = record.entry_id
+        if record.prior is None:
+            self.entries.pop(entry_id, None)
+            self.recency.pop(entry_id, None)
+            if record.prior_revision is not None:
+                self.gone[entry_id] = record.prior_revision  # deleted before us: deleted again
+            else:
+                self.gone.pop(entry_id, None)
+        else:
+            self.entries[entry_id] = copy.deepcopy(record.prior)
+            self.recency[entry_id] = record.prior_revision if record.prior_revision is not None else 0
+            self.gone.pop(entry_id, None)
+
+    def splice(self, record: JournalRecord, trace_id: str) -> None:
+        for other, undos in self.journals.items():
+            if other == trace_id:
+                continue
+            for undo in undos:
+                if undo.entry_id == record.entry_id and undo.prior_revision == record.produced:
+                    undo.prior, undo.prior_revision = record.prior, record.prior_revision
+
+    def forget(self, trace_id: str) -> None:
+        self.born.pop(trace_id, None)
+        for undo in self.journals.pop(trace_id, None) or ():
+            if self.gone.get(undo.entry_id) == undo.produced:
+                del self.gone[undo.entry_id]  # our delete is settled: nobody needs its tombstone
+
+    def _prune(self) -> None:
+        """Drop journals older than the TTL, and tombstones no unsettled write refers to."""
+        cutoff = time.monotonic() - self.journal_ttl_s
+        for trace_id, born in list(self.born.items()):
+            if born < cutoff:
+                self.forget(trace_id)
+        if self.gone:
+            wanted = {(u.entry_id, u.produced) for undos in self.journals.values() for u in undos}
+            self.gone = {i: r for i, r in self.gone.items() if (i, r) in wanted}
 
 
 class InMemoryEngram(Engram):
@@ -64,31 +176,25 @@ class InMemoryEngram(Engram):
         super().__init__(
             engram_id=engram_id, engram_kind=engram_kind, capabilities=capabilities, version=version
         )
-        self.journal_ttl_s = journal_ttl_s
-        self.max_seen = max_seen
-        self._entries: dict[str, dict[str, Any]] = {}
-        self._recency: dict[str, int] = {}
-        self._clock = 0
-        self._seen: OrderedDict[str, ImprintReceipt] = OrderedDict()
-        self._journal: dict[str, list[_Undo]] = {}
-        self._journal_born: dict[str, float] = {}
+        self._store = _Store(max_seen, journal_ttl_s)
+
+    @property
+    def journal_ttl_s(self) -> float:
+        return self._store.journal_ttl_s
 
     async def close(self) -> None:
-        self._entries.clear()
-        self._recency.clear()
-        self._seen.clear()
-        self._journal.clear()
-        self._journal_born.clear()
+        self._store.clear()
 
     # -- introspection (tests, debugging) ------------------------------------------
     async def entries(self) -> list[dict[str, Any]]:
         """Every stored entry, oldest first (copies)."""
-        ids = sorted(self._entries, key=lambda i: self._recency[i])
-        return [copy.deepcopy(self._entries[i]) for i in ids]
+        store = self._store
+        ids = sorted(store.entries, key=lambda i: store.recency[i])
+        return [copy.deepcopy(store.entries[i]) for i in ids]
 
     async def journaled_traces(self) -> list[str]:
         """Traces with journaled writes (tests, debugging)."""
-        return sorted(self._journal)
+        return sorted(self._store.journals)
 
     # -- recall ------------------------------------------------------------------
     async def recall(
@@ -100,15 +206,16 @@ class InMemoryEngram(Engram):
         deadline_ms: int | None = None,
         min_confidence: float | None = None,
     ) -> list[Any]:
+        store = self._store
         scored: list[tuple[float, int, str]] = []
-        for entry_id, stored in self._entries.items():
+        for entry_id, stored in store.entries.items():
             score = score_entry(stored, query, filters)
             if score is None or (min_confidence is not None and score < min_confidence):
                 continue
-            scored.append((score, self._recency[entry_id], entry_id))
+            scored.append((score, store.recency[entry_id], entry_id))
         scored.sort(reverse=True)
         k = top_k_of(query)
-        hits = Hits(Hit(i, copy.deepcopy(self._entries[i]), s) for s, _, i in scored[:k])
+        hits = Hits(Hit(i, copy.deepcopy(store.entries[i]), s) for s, _, i in scored[:k])
         hits.truncated = len(scored) > k
         return hits
 
@@ -123,132 +230,13 @@ class InMemoryEngram(Engram):
         trace_id: str | None = None,
     ) -> ImprintReceipt:
         started = time.perf_counter()
-        if imprint_id is not None and imprint_id in self._seen:
-            return self._seen[imprint_id]  # a replay: the original receipt, nothing written
-        receipt = self._apply(op, clean_entry(entry), merge_key, trace_id)
-        receipt = ImprintReceipt(
-            self.engram_id, op, receipt.id, receipt.version, round((time.perf_counter() - started) * 1000, 3),
-            receipt.error,
-        )  # fmt: skip
-        if imprint_id is not None and receipt.error is None:
-            self._seen[imprint_id] = receipt
-            while len(self._seen) > self.max_seen:
-                self._seen.popitem(last=False)
-        return receipt
-
-    def _latest(self, merge_key: str) -> str | None:
-        best: str | None = None
-        for entry_id, stored in self._entries.items():
-            if stored.get("merge_key") == merge_key and (
-                best is None or self._recency[entry_id] > self._recency[best]
-            ):
-                best = entry_id
-        return best
-
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
-
-    def _journal_write(self, trace_id: str | None, entry_id: str) -> None:
-        if trace_id is None:
-            return
-        prior = self._entries.get(entry_id)
-        record: _Undo = (
-            entry_id,
-            copy.deepcopy(prior) if prior is not None else None,
-            self._recency.get(entry_id),
-        )
-        if trace_id not in self._journal:
-            self._prune_journal()
-            self._journal_born[trace_id] = time.monotonic()
-        self._journal.setdefault(trace_id, []).append(record)
-
-    def _prune_journal(self) -> None:
-        cutoff = time.monotonic() - self.journal_ttl_s
-        for trace_id, born in list(self._journal_born.items()):
-            if born < cutoff:
-                self._journal_born.pop(trace_id, None)
-                self._journal.pop(trace_id, None)
-
-    def _insert(
-        self, entry: dict[str, Any], entry_id: str, merge_key: str | None, trace_id: str | None
-    ) -> ImprintReceipt:
-        now = now_iso()
-        self._journal_write(trace_id, entry_id)
-        self._entries[entry_id] = stored_form(
-            entry_id, copy.deepcopy(entry["content"]), entry["tags"], entry["meta"], 1, now, now, merge_key
-        )
-        self._recency[entry_id] = self._tick()
-        return ImprintReceipt(self.engram_id, "", entry_id, 1)
-
-    def _update(
-        self, entry_id: str, trace_id: str | None, content: Any, tags: list[str], meta: dict[str, Any]
-    ) -> ImprintReceipt:
-        self._journal_write(trace_id, entry_id)
-        old = self._entries[entry_id]
-        version = int(old.get("version") or 1) + 1
-        self._entries[entry_id] = stored_form(
-            entry_id, content, tags, meta, version, old["created_at"], now_iso(), old.get("merge_key")
-        )
-        self._recency[entry_id] = self._tick()
-        return ImprintReceipt(self.engram_id, "", entry_id, version)
-
-    def _apply(
-        self, op: str, entry: dict[str, Any], merge_key: str | None, trace_id: str | None
-    ) -> ImprintReceipt:
-        if op not in IMPRINT_OPS:
-            return ImprintReceipt(self.engram_id, op, error=f"unknown op {op!r}")
-        if op in ("merge", "upsert") and not merge_key:
-            return ImprintReceipt(self.engram_id, op, error=f"{op} needs a merge_key")
-        given = entry.get("id")
-        if op == "add":
-            if given and given in self._entries:
-                return ImprintReceipt(self.engram_id, op, error=f"entry {given} already exists")
-            return self._insert(entry, given or new_engram_id(), merge_key, trace_id)
-        if op == "append":
-            entry_id = given if given and given not in self._entries else new_engram_id()
-            return self._insert(entry, entry_id, merge_key, trace_id)
-        target = self._latest(merge_key) if merge_key else None
-        if op == "upsert":
-            if target is None:
-                entry_id = given if given and given not in self._entries else new_engram_id()
-                return self._insert(entry, entry_id, merge_key, trace_id)
-            return self._update(
-                target, trace_id, copy.deepcopy(entry["content"]), entry["tags"], entry["meta"]
-            )
-        if op == "merge":
-            if target is None:
-                return ImprintReceipt(self.engram_id, op, error=f"no entry with merge_key {merge_key!r}")
-            old = self._entries[target]
-            return self._update(
-                target,
-                trace_id,
-                deep_merge(copy.deepcopy(old["content"]), copy.deepcopy(entry["content"])),
-                union_tags(old.get("tags") or [], entry["tags"]),
-                {**(old.get("meta") or {}), **entry["meta"]},
-            )
-        # delete: by id, else the latest entry with the merge_key; never an error
-        victim = given if given in self._entries else (None if given else target)
-        if victim is None:
-            return ImprintReceipt(self.engram_id, op)
-        self._journal_write(trace_id, victim)
-        del self._entries[victim]
-        del self._recency[victim]
-        return ImprintReceipt(self.engram_id, op, victim)
+        r = imprint_once(self._store, self.engram_id, op, clean_entry(entry), merge_key, imprint_id, trace_id)
+        took = round((time.perf_counter() - started) * 1000, 3)
+        return ImprintReceipt(self.engram_id, op, r.id, r.version, took, r.error)
 
     # -- saga --------------------------------------------------------------------
-    async def compensate(self, trace_id: str) -> int:
-        records = self._journal.pop(trace_id, None) or []
-        self._journal_born.pop(trace_id, None)
-        for entry_id, prior, recency in reversed(records):
-            if prior is None:
-                self._entries.pop(entry_id, None)
-                self._recency.pop(entry_id, None)
-            else:
-                self._entries[entry_id] = prior
-                self._recency[entry_id] = recency if recency is not None else self._tick()
-        return len(records)
+    async def compensate(self, trace_id: str) -> CompensationReport:
+        return compensate_trace(self._store, self.engram_id, trace_id)
 
     async def commit(self, trace_id: str) -> None:
-        self._journal.pop(trace_id, None)
-        self._journal_born.pop(trace_id, None)
+        self._store.forget(trace_id)

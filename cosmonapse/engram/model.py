@@ -9,7 +9,8 @@ so the in-memory and SQLite backends answer a query the same way.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -25,6 +26,8 @@ __all__ = [
     "clean_entry",
     "content_text",
     "deep_merge",
+    "first_hits",
+    "now_iso",
     "score_entry",
     "stored_form",
     "top_k_of",
@@ -113,6 +116,11 @@ class ImprintReceipt:
         )
 
 
+def now_iso() -> str:
+    """UTC now with a fixed microsecond width, so timestamps sort as text."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def clean_entry(entry: Any) -> dict[str, Any]:
     """Keep the written keys ``id``, ``content``, ``tags``, ``meta``; tags as a list of strings."""
     if not isinstance(entry, dict):
@@ -184,6 +192,29 @@ def score_entry(
     if str(text).lower() not in haystack.lower():
         return None
     return min(1.0, len(str(text)) / max(1, len(haystack)))
+
+
+def first_hits(
+    stored: Iterator[dict[str, Any]],
+    query: dict[str, Any],
+    filters: dict[str, Any] | None,
+    min_confidence: float | None,
+) -> Hits:
+    """The first ``top_k`` entries of *stored* (already in recall order) that match, scored.
+
+    Reads one entry past ``top_k`` at most, to tell whether the answer is truncated.
+    """
+    k = top_k_of(query)
+    hits = Hits()
+    for entry in stored:
+        score = score_entry(entry, query, filters)
+        if score is None or (min_confidence is not None and score < min_confidence):
+            continue
+        if len(hits) == k:
+            hits.truncated = True
+            break
+        hits.append(Hit(entry["id"], entry, score))
+    return hits
 
 
 def top_k_of(query: dict[str, Any]) -> int:

@@ -1,7 +1,8 @@
-"""The neuron registry: records, stores (memory, SQLite), the presence mirror and liveness sweep (§21)."""
+"""The neuron registry: records, stores (memory, SQLite, Postgres), presence mirror, liveness sweep (§21)."""
 
 from .memory import MemoryRegistryStore
 from .mirror import RegistryMixin, is_neuron_register
+from .postgres import PostgresRegistryStore
 from .record import STATUSES, NeuronRecord
 from .sqlite import SqliteRegistryStore
 from .store import RegistryStore
@@ -10,6 +11,7 @@ __all__ = [
     "STATUSES",
     "MemoryRegistryStore",
     "NeuronRecord",
+    "PostgresRegistryStore",
     "RegistryMixin",
     "RegistryStore",
     "SqliteRegistryStore",
