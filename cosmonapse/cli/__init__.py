@@ -1,4 +1,4 @@
-"""``cosmo``: the command line.  One click group per noun (``cosmo synapse ...``)."""
+"""``cosmo``: the command line.  One click group or command per noun (``cosmo synapse ...``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import click
 
 from .. import __version__
+from .doppler import doppler
+from .prism import prism
 from .synapse import synapse
 
 __all__ = ["cli", "main"]
@@ -22,11 +24,15 @@ __all__ = ["cli", "main"]
     help="Log level of the cosmonapse loggers (stderr).",
 )
 def cli(log_level: str) -> None:
-    """Cosmonapse tools: run a dev bus, manage namespaces."""
+    """Cosmonapse tools: run a dev bus, watch it, dispatch, answer, validate."""
     logging.basicConfig(level=log_level.upper(), format="cosmo: %(levelname)s: %(message)s")
 
 
+# The bus
 cli.add_command(synapse)
+# Watching it
+cli.add_command(doppler)
+cli.add_command(prism)
 
 
 def main(argv: list[str] | None = None) -> None:
