@@ -93,6 +93,8 @@ def run_async(main: Callable[[], Awaitable[Any]], backend: str) -> Any:
         raise click.ClickException(_describe(exc)) from None
     except BaseExceptionGroup as group:
         inner = _single(group)
+        if isinstance(inner, click.ClickException):
+            raise inner from None
         if isinstance(inner, CosmonapseError | OSError | TimeoutError):
             raise click.ClickException(_describe(inner)) from None
         raise

@@ -125,7 +125,6 @@ def doppler(
                 await done.wait()
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await synapse.close()
+            await synapse.close()  # shields its own shutdown
 
     run_async(main, backend)

@@ -130,8 +130,7 @@ class PrismServer:
                 tap.close()  # pages get what is queued, then their sockets close
                 stopping.set()
         finally:
-            with anyio.CancelScope(shield=True):
-                await synapse.close()
+            await synapse.close()  # shields its own shutdown
 
 
 async def _hypercorn(app: Any, sock: socket.socket, shutdown: Callable[[], Awaitable[Any]]) -> None:
