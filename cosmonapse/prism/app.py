@@ -94,7 +94,8 @@ class HostGuardMiddleware:
 
 
 def _index_html() -> str:
-    return (resources.files(__name__.rpartition(".")[0]) / "static" / "index.html").read_text(encoding="utf-8")
+    static = resources.files(__name__.rpartition(".")[0]) / "static"
+    return (static / "index.html").read_text(encoding="utf-8")
 
 
 def create_app(tap: BusTap, guard: Guard, info: dict[str, Any], *, interval: float = 0.05) -> ASGIApp:
