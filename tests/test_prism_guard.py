@@ -84,8 +84,9 @@ async def test_page_feed_drops_the_oldest_counts_them_and_batches() -> None:
 @pytest.mark.anyio
 async def test_page_feed_take_waits_for_a_frame_and_caps_a_batch() -> None:
     feed = PageFeed(limit=100)
+    frames: list[bytes] = []
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: _put_later(feed))
+        tg.start_soon(_put_later, feed)
         with anyio.fail_after(5):
             frames, _ = await feed.take(0)
     assert frames == [b"late"]

@@ -98,6 +98,7 @@ function showTab(name) {
   signalsView.dirty = true;
   tracesView.listVersion = -1;
   tracesView.detailVersion = -1;
+  if (name === "metrics") metricsView.render(Math.floor(Date.now() / 1000), true);
 }
 document.getElementById("tabs").addEventListener("click", (e) => {
   const b = e.target.closest("button[data-tab]");
@@ -114,6 +115,7 @@ pauseBtn.addEventListener("click", () => {
     state.held = [];
     for (const s of held) safeIngest(s);
   }
+  header();
 });
 
 function currentRecords() {
