@@ -109,6 +109,8 @@ class BusTap:
         self.received = 0
         self._history: deque[bytes] = deque(maxlen=history)
         self._pages: set[PageFeed] = set()
+        self._no_pages = anyio.Event()
+        self._no_pages.set()
         self._sub: Subscription | None = None
         self.on_signal: Callable[[Signal], None] | None = None
 
@@ -134,11 +136,19 @@ class BusTap:
         for frame in self._history:
             page.put(frame)
         self._pages.add(page)
+        if self._no_pages.is_set():
+            self._no_pages = anyio.Event()
         return page
 
     def close_page(self, page: PageFeed) -> None:
         page.close()
         self._pages.discard(page)
+        if not self._pages:
+            self._no_pages.set()
+
+    async def wait_no_pages(self) -> None:
+        """Return once every page has gone (after ``close()``: once each said goodbye)."""
+        await self._no_pages.wait()
 
     @property
     def pages(self) -> int:

@@ -82,6 +82,7 @@ class PrismServer:
         history: int = DEFAULT_HISTORY,
         page_limit: int = DEFAULT_PAGE_LIMIT,
         interval: float = 0.05,
+        goodbye_s: float = 2.0,
     ) -> None:
         if not namespace or any(c in namespace for c in ".*> \t"):
             raise ValueError(f"namespace must be one subject token (no '.', '*', '>', spaces): {namespace!r}")
@@ -94,6 +95,7 @@ class PrismServer:
         self.history = history
         self.page_limit = page_limit
         self.interval = interval
+        self.goodbye_s = goodbye_s
         self.tap: BusTap | None = None
         self.url: str | None = None
 
@@ -127,7 +129,9 @@ class PrismServer:
                 self.url = page_url(self.host, port, self.token)
                 ready(self.url)
                 await until()
-                tap.close()  # pages get what is queued, then their sockets close
+                tap.close()  # pages get what is queued, then a 1001 close: they know Prism stopped
+                with anyio.move_on_after(self.goodbye_s):
+                    await tap.wait_no_pages()
                 stopping.set()
         finally:
             await synapse.close()  # shields its own shutdown
@@ -149,6 +153,27 @@ async def _hypercorn(app: Any, sock: socket.socket, shutdown: Callable[[], Await
 
         await trio_serve(app, config, shutdown_trigger=shutdown)
     else:
+        import asyncio
+
         from hypercorn.asyncio import serve as asyncio_serve
 
-        await asyncio_serve(app, config, shutdown_trigger=shutdown)
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(_quiet_cancelled_connections)
+        try:
+            await asyncio_serve(app, config, shutdown_trigger=shutdown)
+        finally:
+            loop.set_exception_handler(previous)
+
+
+def _quiet_cancelled_connections(loop: Any, context: dict[str, Any]) -> None:
+    """Drop the one log line asyncio (3.11) writes per keep-alive connection Hypercorn cancels at shutdown.
+
+    ``StreamReaderProtocol`` asks its cancelled connection task for an exception and logs
+    the ``CancelledError`` it gets; nothing failed.  Everything else goes to the default handler.
+    """
+    import asyncio
+
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)

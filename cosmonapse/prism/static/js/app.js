@@ -160,7 +160,7 @@ function renderLive(force = false) {
 const renderLiveThrottled = every(200, () => renderLive());
 
 // --- the loop ---------------------------------------------------------------------
-const renderListThrottled = every(250, () => tracesView.renderList());
+const renderListThrottled = every(500, () => tracesView.renderList());
 const renderDetailThrottled = every(250, () => tracesView.renderDetail());
 let lastSecond = 0;
 

@@ -6,7 +6,7 @@ import { inspect } from "./signals.js";
 import { Traces } from "./store.js";
 import { WAIT_TYPES, badge, clock, color, dur, el, fmt, summary, toolName } from "./util.js";
 
-const LIST_MAX = 300;
+const LIST_MAX = 200;
 const MAX_LANES = 80;
 const MAX_TREE_NODES = 1500;
 
