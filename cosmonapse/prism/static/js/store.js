@@ -64,7 +64,7 @@ class Trace {
     this.truncated = 0;
     this.neurons = new Set();
     this.types = new Map();
-    this.state = "running";
+    this.state = "events"; // "running" once a TASK or an offer is seen
     this.errors = 0;
     this.stopped = false;
     this.rolledBack = false;
@@ -107,9 +107,10 @@ export class Traces {
     switch (rec.type) {
       case "TASK":
         if (!tr.root) tr.root = { neuron: rec.neuron || (p.capabilities ? "caps:" + p.capabilities.join(",") : "open call") };
-        if (tr.state !== "error" && tr.state !== "stopped" && tr.state !== "done") tr.state = "running";
+        if (tr.state !== "error" && tr.state !== "stopped") tr.state = "running";
         break;
       case "TASK_OFFER":
+        if (tr.state === "events") tr.state = "running";
         if (!tr.root) tr.root = { neuron: "offer" + (p.capabilities ? " caps:" + p.capabilities.join(",") : "") };
         break;
       case "FINAL": if (tr.state !== "stopped") tr.state = "done"; break;

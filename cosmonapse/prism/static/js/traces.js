@@ -169,7 +169,7 @@ export class TracesView {
 
   timeline(tr, recs) {
     const { lanes, points, marks } = this.lanes(tr, recs);
-    const t0 = tr.first, span = Math.max(1, tr.last - tr.first);
+    const t0 = tr.first, span = Math.max(0.001, tr.last - tr.first);
     const pos = (t) => `${Math.max(0, Math.min(100, ((t - t0) / span) * 100))}%`;
     const box = el("div", { class: "timeline" });
     const shown = lanes.slice(0, MAX_LANES);
@@ -199,11 +199,11 @@ export class TracesView {
       }
       box.append(el("div", { class: "lane" }, el("div", { class: "lbl" }, "replies & events"), track));
     }
-    for (const m of marks) {
-      const mk = el("div", { class: "vmark" }, el("span", {}, m.label));
+    marks.forEach((m, i) => {
+      const mk = el("div", { class: "vmark" }, el("span", { style: `top: ${-2 + 12 * (i % 3)}px` }, m.label));
       mk.style.left = `calc(210px + 10px + (100% - 230px) * ${(Math.max(0, m.t - t0) / span).toFixed(4)})`;
       box.append(mk);
-    }
+    });
     box.append(el("div", { class: "axis" }, el("span", {}, clock(t0)), el("span", {}, `+${dur(span / 2)}`), el("span", {}, `+${dur(span)}`)));
     return box;
   }
