@@ -117,3 +117,37 @@ async def test_bad_bus_url_or_namespace_fail_before_serving() -> None:
     server = PrismServer("cosmo://127.0.0.1:1", NS, port=0)
     with pytest.raises(Exception, match=r"127\.0\.0\.1:1"):
         await server.serve(anyio.Event().wait, lambda url: None)
+
+
+async def test_a_page_that_stops_reading_never_slows_the_bus_or_other_pages() -> None:
+    """Pages that fall behind lose their oldest Signals and are told how many; the bus never waits."""
+    count, blob = 6000, "x" * 4000  # ~24 MB: more than the socket buffers hold
+    async with (
+        DevSynapseServer() as bus,
+        await connect_synapse(bus.url) as probe,
+        prism_running(bus.url, NS, page_limit=100, history=0) as prism,
+        WsClient.open(prism.port, prism.ws_target(), origin=prism.origin) as stalled,
+        WsClient.open(prism.port, prism.ws_target(), origin=prism.origin) as reader,
+    ):
+        await stalled.receive_json()
+        await reader.receive_json()  # hello: both feeds are attached
+        echo = Inbox()
+        await probe.subscribe(f"cosmonapse.{NS}.PLAN", echo)
+        for i in range(count):
+            await probe.publish(
+                f"cosmonapse.{NS}.PLAN", Signal(type=SignalType.PLAN, payload={"steps": [i, blob]})
+            )
+        await echo.wait_for(count, timeout_s=120)  # the bus delivered everything while a page was stalled
+        seen: list[int] = []
+        told = 0
+        with anyio.fail_after(120):
+            while not seen or seen[-1] != count - 1:
+                msg = await reader.receive_json(60)
+                told += msg.get("dropped", 0)
+                seen += [s["payload"]["steps"][0] for s in msg.get("signals", ())]
+        assert seen == sorted(seen) and len(seen) + told == count  # in order; every loss was reported
+        stalled_told = 0
+        with anyio.fail_after(60):
+            while stalled_told == 0:
+                stalled_told += (await stalled.receive_json(60)).get("dropped", 0)
+        assert stalled_told > 0
