@@ -14,7 +14,7 @@ from nats_util import NatsServer
 
 from cosmonapse_sync.testing import ChildProcess, dev_bus
 
-__all__ = ["COSMO", "PEER", "bus", "cosmo", "cosmo_child", "peer", "run_lines", "world_fixture"]
+__all__ = ["COSMO", "PEER", "bus", "cosmo", "cosmo_child", "peer", "world_fixture"]
 
 COSMO = [sys.executable, "-m", "cosmonapse"]
 PEER = Path(__file__).with_name("cli_peer.py")
@@ -49,10 +49,6 @@ def cosmo(*args: str, input: str | None = None, timeout: float = 60) -> subproce
 def cosmo_child(*args: str, ready: str | None = None) -> ChildProcess:
     """``cosmo ARGS`` as a long-running child (stdout and stderr merged), ready on a line."""
     return ChildProcess([*COSMO, *args], ready=ready)
-
-
-def run_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in proc.stdout.splitlines() if line.strip()]
 
 
 @pytest.fixture(name="world", scope="module", params=["cosmo", "nats"])

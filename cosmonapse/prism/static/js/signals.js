@@ -69,7 +69,7 @@ export class SignalsView {
   }
 
   add(rec) {
-    if (rec.neuron && !this.neurons.has(rec.neuron)) {
+    if (rec.neuron && !this.neurons.has(rec.neuron) && this.neurons.size < 1000) {
       this.neurons.add(rec.neuron);
       document.getElementById("f-neuron").append(el("option", { value: rec.neuron }, rec.neuron));
     }

@@ -13,6 +13,8 @@ const MAX_THOUGHT_CHARS = 64 * 1024;
 const MAX_PENDING = 20000;
 const PENDING_TTL_MS = 10 * 60 * 1000;
 const LATENCY_SAMPLES = 1000;
+const MAX_NEURONS = 1000; // latency rows kept
+export const MAX_NODES = 300; // participants drawn; more are counted, not drawn
 
 export class Record {
   constructor(seq, sig) {
@@ -184,7 +186,11 @@ export class Metrics {
       this.pending.delete(sig.parent_id);
       const who = rec.neuron || task.neuron || "?";
       let l = this.latency.get(who);
-      if (!l) { l = { samples: [], i: 0, replies: 0, errors: 0 }; this.latency.set(who, l); }
+      if (!l) {
+        if (this.latency.size >= MAX_NEURONS) return;
+        l = { samples: [], i: 0, replies: 0, errors: 0 };
+        this.latency.set(who, l);
+      }
       const ms = rec.t - task.t;
       if (Number.isFinite(ms)) {
         if (l.samples.length < LATENCY_SAMPLES) l.samples.push(ms); else l.samples[l.i++ % LATENCY_SAMPLES] = ms;
@@ -229,9 +235,10 @@ const INBOUND = new Set(["TASK", "TASK_AWARDED", "TASK_DECLINED", "RECALL", "IMP
   "CLARIFICATION_ANSWER", "PERMISSION_DECISION"]);
 
 export class Roster {
-  constructor() { this.nodes = new Map(); this.version = 0; }
+  constructor() { this.nodes = new Map(); this.version = 0; this.overflow = 0; }
   node(id, role) {
     let n = this.nodes.get(id);
+    if (!n && this.nodes.size >= MAX_NODES) { this.overflow += 1; return null; }
     if (!n) {
       n = { id, role: role || "peer", caps: [], status: "seen", lastSeen: 0, count: 0, activity: 0, registered: false, version: null, gone: 0 };
       this.nodes.set(id, n);
@@ -245,6 +252,7 @@ export class Roster {
     const now = performance.now();
     if (rec.type === "REGISTER" && id) {
       const n = this.node(id, p.role || (p.engram ? "engram" : "neuron"));
+      if (!n) return [null, "in"];
       n.role = p.role || (p.engram ? "engram" : "neuron");
       n.caps = Array.isArray(p.capabilities) ? p.capabilities : (sig.directed.capabilities || []);
       n.version = p.version || null;
@@ -253,18 +261,22 @@ export class Roster {
       n.status = "live"; n.gone = 0;
     } else if (rec.type === "HEARTBEAT" && id) {
       const n = this.node(id, "neuron");
+      if (!n) return [null, "in"];
       if (n.status !== "live") this.version += 1;
       n.status = "live"; n.gone = 0; n.beat = now;
     } else if (rec.type === "DEREGISTER" && id) {
       const n = this.node(id, "neuron");
+      if (!n) return [null, "in"];
       n.status = "gone"; n.gone = now;
       this.version += 1;
     } else if (id && rec.type !== "TOOL_CALL") {
       this.node(id);
     }
-    if (!id) return [null, "in"];
-    const n = this.nodes.get(id);
-    if (n) { n.lastSeen = now; n.count += 1; n.activity = Math.min(1, n.activity + 0.35); }
+    const node = id ? this.nodes.get(id) : undefined;
+    if (!node) return [null, "in"];
+    node.lastSeen = now;
+    node.count += 1;
+    node.activity = Math.min(1, node.activity + 0.35);
     return [id, INBOUND.has(rec.type) ? "in" : "out"];
   }
   /** Forget participants deregistered more than `ms` ago. */
