@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
-from cli_util import cosmo, cosmo_child, world_fixture  # noqa: F401  (the `world` fixture)
+from cli_util import COSMO, cosmo, cosmo_child, world_fixture  # noqa: F401  (the `world` fixture)
 
 from cosmonapse import Directed, Signal, SignalType
 from cosmonapse.cli.doppler import short_payload, tail_line
@@ -76,3 +77,36 @@ def test_line_format_is_time_type_neuron_trace_payload() -> None:
 def test_unknown_type_and_bad_url_exit_2() -> None:
     assert cosmo("doppler", "-t", "NOPE").returncode == 2
     assert cosmo("doppler", "--url", "memcached://x").returncode == 2
+
+
+@pytest.mark.slow
+def test_exits_quietly_when_its_reader_goes_away(world: tuple[str, str]) -> None:
+    """``cosmo doppler | head -1``: once the pipe closes, the tail ends (status 0, no traceback)."""
+    url, ns = world
+    proc = subprocess.Popen(
+        [*COSMO, "doppler", "--url", url, "-n", ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        assert "tailing" in proc.stderr.readline()
+        prompt = json.dumps({"prompt": "one two three four"})
+        assert (
+            cosmo(
+                "dispatch", "--url", url, "-n", ns, "--neuron", "writer", "-q", "--input", prompt
+            ).returncode
+            == 0
+        )
+        assert " TASK " in proc.stdout.readline()
+        proc.stdout.close()  # the reader leaves; the next lines hit a closed pipe
+        assert (
+            cosmo(
+                "dispatch", "--url", url, "-n", ns, "--neuron", "writer", "-q", "--input", prompt
+            ).returncode
+            == 0
+        )
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,9 +20,11 @@ from ..synapse.dev import DEFAULT_PORT
 
 __all__ = [
     "DEFAULT_BUS",
+    "StdoutClosed",
     "backend_option",
     "bus_options",
     "echo_json",
+    "emit_line",
     "json_option",
     "run_async",
     "until_signalled",
@@ -68,12 +71,28 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON).")(fn)
 
 
+class StdoutClosed(Exception):
+    """The reader of our stdout went away (``cosmo doppler | head``): stop quietly."""
+
+
+def emit_line(text: str) -> None:
+    """Print one line and flush; ``StdoutClosed`` when nobody reads stdout any more."""
+    try:
+        click.echo(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise StdoutClosed from None
+
+
 def echo_json(value: Any) -> None:
     """One compact JSON value on one line of stdout (Signals as their wire dict)."""
     if isinstance(value, Signal):
         value = signal_to_dict(value)
-    click.echo(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode())
-    sys.stdout.flush()
+    emit_line(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode())
 
 
 async def until_signalled() -> None:
@@ -87,12 +106,14 @@ def run_async(main: Callable[[], Awaitable[Any]], backend: str) -> Any:
     """Run *main* on *backend*; bus failures become one clear line and exit status 1."""
     try:
         return anyio.run(main, backend=backend)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StdoutClosed):
         return None
     except (CosmonapseError, OSError, TimeoutError) as exc:
         raise click.ClickException(_describe(exc)) from None
     except BaseExceptionGroup as group:
         inner = _single(group)
+        if isinstance(inner, StdoutClosed):
+            return None
         if isinstance(inner, click.ClickException):
             raise inner from None
         if isinstance(inner, CosmonapseError | OSError | TimeoutError):

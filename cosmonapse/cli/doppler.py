@@ -8,8 +8,6 @@ that many printed Signals, which is what scripts want.
 
 from __future__ import annotations
 
-import sys
-
 import anyio
 import click
 import orjson
@@ -17,7 +15,16 @@ import orjson
 from ..signal import Signal, SignalType
 from ..subjects import namespace_wildcard
 from ..synapse.connect import connect_synapse
-from ._common import backend_option, bus_options, echo_json, json_option, run_async, until_signalled
+from ._common import (
+    StdoutClosed,
+    backend_option,
+    bus_options,
+    echo_json,
+    emit_line,
+    json_option,
+    run_async,
+    until_signalled,
+)
 from .prism import prism_options, run_prism
 
 __all__ = ["doppler", "short_payload", "tail_line"]
@@ -104,11 +111,14 @@ def doppler(
                 nonlocal printed
                 if done.is_set() or not keep(sig):
                     return
-                if as_json:
-                    echo_json(sig)
-                else:
-                    click.echo(tail_line(sig))
-                    sys.stdout.flush()
+                try:
+                    if as_json:
+                        echo_json(sig)
+                    else:
+                        emit_line(tail_line(sig))
+                except StdoutClosed:
+                    done.set()  # `cosmo doppler | head`: the reader left, so do we
+                    return
                 printed += 1
                 if count is not None and printed >= count:
                     done.set()
