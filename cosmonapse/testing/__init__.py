@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .vectors import Vector, invalid_vectors, lenient_vectors, valid_frames, vector_text
 
 if TYPE_CHECKING:
+    from .bus import InProcessSynapse, Published, TestSynapse, TestSynapseHub
+    from .faults import Fault, FaultInjector, FaultKind
     from .harness import Cluster, SignalRecorder, assert_no_leaked_tasks, memory_cluster, running_task_names
     from .strategies import (
         ENVELOPE_KEYS,
@@ -64,12 +66,21 @@ _LAZY = {
         ("Cluster", "SignalRecorder", "assert_no_leaked_tasks", "memory_cluster", "running_task_names"),
         ".harness",
     ),
+    **dict.fromkeys(("InProcessSynapse", "Published", "TestSynapse", "TestSynapseHub"), ".bus"),
+    **dict.fromkeys(("Fault", "FaultInjector", "FaultKind"), ".faults"),
 }
 
 __all__ = [
     "ENVELOPE_KEYS",
     "Cluster",
+    "Fault",
+    "FaultInjector",
+    "FaultKind",
+    "InProcessSynapse",
+    "Published",
     "SignalRecorder",
+    "TestSynapse",
+    "TestSynapseHub",
     "Vector",
     "assert_no_leaked_tasks",
     "directed",
