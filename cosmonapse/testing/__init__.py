@@ -18,6 +18,7 @@ from .vectors import Vector, invalid_vectors, lenient_vectors, valid_frames, vec
 
 if TYPE_CHECKING:
     from .bus import InProcessSynapse, Published, TestSynapse, TestSynapseHub
+    from .fakellm import FakeLLM, LLMError, LLMRaw, LLMReply, LLMRequest, LLMTimeout, LLMToolCall
     from .faults import Fault, FaultInjector, FaultKind
     from .harness import Cluster, SignalRecorder, assert_no_leaked_tasks, memory_cluster, running_task_names
     from .strategies import (
@@ -68,15 +69,25 @@ _LAZY = {
     ),
     **dict.fromkeys(("InProcessSynapse", "Published", "TestSynapse", "TestSynapseHub"), ".bus"),
     **dict.fromkeys(("Fault", "FaultInjector", "FaultKind"), ".faults"),
+    **dict.fromkeys(
+        ("FakeLLM", "LLMError", "LLMRaw", "LLMReply", "LLMRequest", "LLMTimeout", "LLMToolCall"), ".fakellm"
+    ),
 }
 
 __all__ = [
     "ENVELOPE_KEYS",
     "Cluster",
+    "FakeLLM",
     "Fault",
     "FaultInjector",
     "FaultKind",
     "InProcessSynapse",
+    "LLMError",
+    "LLMRaw",
+    "LLMReply",
+    "LLMRequest",
+    "LLMTimeout",
+    "LLMToolCall",
     "Published",
     "SignalRecorder",
     "TestSynapse",

@@ -98,7 +98,8 @@ async def memory_cluster(
     async with AsyncExitStack() as stack:
         if check_leaks:
             await stack.enter_async_context(assert_no_leaked_tasks())
-        synapse = await stack.enter_async_context(MemorySynapse())
+        synapse = MemorySynapse()
+        await stack.enter_async_context(synapse)
         worker = Dendrite(
             synapse=synapse, namespace=namespace, role="worker", dendrite_id="worker", **(worker_kw or {})
         )
