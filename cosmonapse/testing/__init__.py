@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 from .vectors import Vector, invalid_vectors, lenient_vectors, valid_frames, vector_text
 
 if TYPE_CHECKING:
+    from .bridge import LoopBridge, StepTimeout, VirtualClockLoop
     from .bus import InProcessSynapse, Published, TestSynapse, TestSynapseHub
     from .fakellm import FakeLLM, LLMError, LLMRaw, LLMReply, LLMRequest, LLMTimeout, LLMToolCall
     from .faults import Fault, FaultInjector, FaultKind
     from .harness import Cluster, SignalRecorder, assert_no_leaked_tasks, memory_cluster, running_task_names
+    from .ledger import Labels, ProtocolLedger, Violation
+    from .machine import Call, ProtocolMachine
     from .strategies import (
         ENVELOPE_KEYS,
         directed,
@@ -69,6 +72,9 @@ _LAZY = {
     ),
     **dict.fromkeys(("InProcessSynapse", "Published", "TestSynapse", "TestSynapseHub"), ".bus"),
     **dict.fromkeys(("Fault", "FaultInjector", "FaultKind"), ".faults"),
+    **dict.fromkeys(("Call", "ProtocolMachine"), ".machine"),
+    **dict.fromkeys(("Labels", "ProtocolLedger", "Violation"), ".ledger"),
+    **dict.fromkeys(("LoopBridge", "StepTimeout", "VirtualClockLoop"), ".bridge"),
     **dict.fromkeys(
         ("FakeLLM", "LLMError", "LLMRaw", "LLMReply", "LLMRequest", "LLMTimeout", "LLMToolCall"), ".fakellm"
     ),
@@ -76,6 +82,7 @@ _LAZY = {
 
 __all__ = [
     "ENVELOPE_KEYS",
+    "Call",
     "Cluster",
     "FakeLLM",
     "Fault",
@@ -88,11 +95,18 @@ __all__ = [
     "LLMRequest",
     "LLMTimeout",
     "LLMToolCall",
+    "Labels",
+    "LoopBridge",
+    "ProtocolLedger",
+    "ProtocolMachine",
     "Published",
     "SignalRecorder",
+    "StepTimeout",
     "TestSynapse",
     "TestSynapseHub",
     "Vector",
+    "Violation",
+    "VirtualClockLoop",
     "assert_no_leaked_tasks",
     "directed",
     "engram_ids",

@@ -28,9 +28,11 @@ acknowledgement, bounded by ``publish_timeout_s``).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -89,6 +91,10 @@ class InProcessSynapse(Synapse):
         self.loop: LoopRef | None = None
         self.up = True
         self._up_event: anyio.Event | None = None
+        # Work other threads hand to this connection, run by its mailbox task (in task context).
+        # At most one job per waiting publisher or pending (dis)connect: bounded by its callers.
+        self._mail: deque[Callable[[], Awaitable[None]]] = deque()
+        self._mail_event: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<InProcessSynapse {self.name!r} for {self.url}>"
@@ -98,7 +104,37 @@ class InProcessSynapse(Synapse):
         self._up_event = anyio.Event()
         if self.up:
             self._up_event.set()
+        self._mail_event = anyio.Event()
+        tg.start_soon(self._mailbox, name=f"testsynapse-mailbox:{self.name}")
         self.hub._attach(self)
+
+    async def _mailbox(self) -> None:
+        while True:
+            while self._mail:
+                job = self._mail.popleft()
+                try:
+                    await job()
+                except Exception:
+                    log.exception("test bus job for %s failed", self.name)
+            event = self._mail_event = anyio.Event()
+            if not self._mail:
+                await event.wait()
+
+    def post(self, job: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``await job()`` in a task of this connection's loop (from any thread); False if gone."""
+        loop = self.loop
+        if loop is None:
+            return False
+
+        def enqueue() -> None:
+            self._mail.append(job)
+            if self._mail_event is not None:
+                self._mail_event.set()
+
+        if loop.is_current():
+            enqueue()
+            return True
+        return loop.soon(enqueue)
 
     async def _shutdown(self) -> None:
         self.hub._detach(self)
@@ -128,8 +164,8 @@ class InProcessSynapse(Synapse):
                 f"{self.name} is disconnected from the test bus for {timeout_s:g}s; {what} not sent"
             )
 
-    def _set_up(self, up: bool) -> None:
-        """Runs on this connection's loop."""
+    async def _set_up(self, up: bool) -> None:
+        """Runs in this connection's mailbox task."""
         self.up = up
         if up:
             if self._up_event is not None:
@@ -260,10 +296,10 @@ class TestSynapseHub:
         client = self.client(name)
         if client.loop is None:
             client.up = up
-        elif client.loop.is_current():
-            client._set_up(up)
-        else:
-            client.loop.soon(lambda: client._set_up(up))
+            return
+        if not up:
+            client.up = False  # at once: nothing more reaches it
+        client.post(functools.partial(client._set_up, up))
 
     # -- publishing ----------------------------------------------------------------
     async def publish(self, origin: InProcessSynapse, subject: str, signal: Signal) -> None:
@@ -335,20 +371,14 @@ class TestSynapseHub:
         done = anyio.Event()
         home = origin.loop
 
-        def ack() -> None:
-            home.soon(done.set)
-
-        async def slow() -> None:
+        async def arrive() -> None:
             try:
-                await sub.deliver(signal)
+                if not sub.deliver_nowait(signal):
+                    await sub.deliver(signal)
             finally:
-                ack()
+                home.soon(done.set)
 
-        def arrive() -> None:
-            if sub.deliver_nowait(signal) or not client._spawn(slow):
-                ack()
-
-        if not client.loop.soon(arrive):
+        if not client.post(arrive):
             return  # that loop is gone
         with anyio.move_on_after(self.publish_timeout_s):
             await done.wait()
