@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import anyio
 import attrs
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
 from hypothesis.strategies import SearchStrategy
@@ -56,7 +57,7 @@ from .faults import Fault, FaultInjector, FaultKind
 from .harness import running_task_names
 from .ledger import Labels, ProtocolLedger
 
-__all__ = ["Call", "ProtocolMachine"]
+__all__ = ["DEFAULT_SETTINGS", "Call", "ProtocolMachine"]
 
 T = SignalType
 
@@ -68,6 +69,18 @@ DEFAULT_FAULT_TYPES: tuple[SignalType, ...] = (
     T.ERROR,
     T.STOP,
     T.CLARIFICATION,
+)
+
+
+#: What ``Machine.on(backend).TestCase`` runs with: no per-example deadline (steps use virtual
+#: time; a hang is caught by ``step_timeout_s``), one bug reported (the shortest), a budget
+#: that takes seconds.
+DEFAULT_SETTINGS = settings(
+    max_examples=100,
+    stateful_step_count=10,
+    deadline=None,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
 
@@ -120,13 +133,15 @@ class ProtocolMachine(RuleBasedStateMachine):
     #: How late (virtual seconds) past its deadline a call may still resolve.
     deadline_slack_s: ClassVar[float] = 0.25
     #: Real seconds one step may take before the example fails as hanging.
-    step_timeout_s: ClassVar[float] = 30.0
+    step_timeout_s: ClassVar[float] = 10.0
     #: Host the machine's own probe agents (echo, slow, scribe + an Engram, asker, flaky) too.
     probes: ClassVar[bool] = False
     #: Run the faults rules at all.
     faults_enabled: ClassVar[bool] = True
     #: Let ``disconnect`` cut the machine's own orchestrator off too (a runtime test, not an agent test).
     disconnect_orchestrator: ClassVar[bool] = False
+    #: Connections ``disconnect`` may cut off; empty: every one (but the orchestrator, see above).
+    disconnectable: ClassVar[Sequence[str]] = ()
     #: Check that a call which gives up (DispatchTimeout) STOPs its trace.  A promise of the
     #: runtime, not of your agents; off by default until the runtime keeps it (issue 9).
     check_abandoned_calls: ClassVar[bool] = False
@@ -168,8 +183,15 @@ class ProtocolMachine(RuleBasedStateMachine):
     @classmethod
     @functools.cache
     def on(cls, backend: str) -> type[ProtocolMachine]:
-        """This machine on *backend* ("asyncio" or "trio"): ``MyMachine.on("trio").TestCase``."""
-        return type(f"{cls.__name__}_{backend}", (cls,), {"backend": backend, "__module__": cls.__module__})
+        """This machine on *backend* ("asyncio" or "trio"): ``MyMachine.on("trio").TestCase``.
+
+        Its ``TestCase`` runs with :data:`DEFAULT_SETTINGS` (assign ``.settings`` to change them).
+        """
+        machine = type(
+            f"{cls.__name__}_{backend}", (cls,), {"backend": backend, "__module__": cls.__module__}
+        )
+        machine.TestCase.settings = DEFAULT_SETTINGS
+        return machine
 
     # -- the world -----------------------------------------------------------------
     def __init__(self) -> None:
@@ -185,6 +207,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         self._n = 0
         self.bridge = LoopBridge(self.backend, step_timeout_s=self.step_timeout_s).start()
         self._closed = False
+        self._shutdown_asked = False
         try:
             self._ready, self._shutdown, self._finished = self.bridge.call(self._events)
             self._baseline = self.bridge.call(self._task_ids)
@@ -196,7 +219,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                 n for n in announced if n != "mem" and n in self._neurons()
             ]
             self.participants: list[str] = sorted(
-                n for n in self.hub.clients if self.disconnect_orchestrator or n != "orchestrator"
+                n
+                for n in (self.disconnectable or self.hub.clients)
+                if self.disconnect_orchestrator or n != "orchestrator"
             )
             self.down: list[str] = []
         except BaseException:
@@ -304,6 +329,13 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def _after_step(self) -> None:
         self.ledger.end_step()
+        if self._host_done.done() and not self._shutdown_asked:
+            exc = self._host_done.exception()
+            self._shutdown_asked = True  # reported once; the world is gone
+            self.ledger.violation(
+                "no crash",
+                f"a participant raised out of its task group and took the world down: {exc!r}",
+            )
         now = self.bridge.now()
         for call in self.ledger_calls.values():
             if call.done:
@@ -399,11 +431,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         if not traces:
             return
 
-        async def run() -> None:
+        async def send() -> None:
             try:
                 await self.orchestrator.emit_stop(trace_id=traces[-1], rollback=rollback, reason="machine")
             except Exception:  # a disconnected orchestrator cannot STOP: that is the fault's point
                 pass
+
+        async def run() -> None:
+            self.tg.start_soon(send)  # a task: while cut off, the publish waits for (virtual) time
 
         self._step(run, what="stop")
 
@@ -435,18 +470,18 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.bridge.advance(seconds)
         self._after_step()
 
-    @precondition(lambda self: self.faults_enabled)
+    @precondition(lambda self: self.faults_enabled and bool(self.fault_kinds) and bool(self.fault_types))
     @rule(kind=_pick("fault_kinds"), on=_pick("fault_types"))
     def fault(self, kind: str, on: str) -> None:
         """Arm a fault (drop, duplicate, delay 1 s, reorder) for the next *on* Signal on the bus."""
         fault_kind = FaultKind(kind)
         self.faults.arm(Fault(fault_kind, on, delay_s=1.0 if fault_kind is FaultKind.DELAY else 0.0))
 
-    @precondition(lambda self: self.faults_enabled and len(self.down) < len(self.participants))
+    @precondition(lambda self: self.faults_enabled and 0 <= len(self.down) < len(self.participants))
     @rule(who=_pick("participants"))
     def disconnect(self, who: str) -> None:
         """Cut *who* off the bus (it hears nothing; its publishes wait, then fail)."""
-        if who in self.down:
+        if who in self.down or who not in self.hub.clients:
             return
         self.down.append(who)
         self.hub.disconnect(who)
@@ -458,7 +493,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     def reconnect(self, who: str) -> None:
         """Put *who* back on the bus (its Dendrites re-REGISTER)."""
         self.down.remove(who)
-        self.hub.reconnect(who)
+        if who in self.hub.clients:
+            self.hub.reconnect(who)
         self.bridge.settle()
         self._after_step()
 
@@ -488,9 +524,9 @@ class ProtocolMachine(RuleBasedStateMachine):
                 self._drain()
                 self.protocol_holds()
             self._stop_world()
-            if not self.ledger.violations:
-                leaked = self.bridge.call(self._leaked)
-                assert not leaked, f"tasks left running after every participant stopped: {leaked}"
+            self.protocol_holds()
+            leaked = self.bridge.call(self._leaked)
+            assert not leaked, f"tasks left running after every participant stopped: {leaked}"
         finally:
             self._close()
 
@@ -506,14 +542,18 @@ class ProtocolMachine(RuleBasedStateMachine):
             self._after_step()
 
     def _stop_world(self) -> None:
+        self._shutdown_asked = True
+
         async def stop() -> None:
             self._shutdown.set()
 
         self.bridge.call(stop, what="stop the world")
 
         self.bridge.call(self._finished.wait, autojump=True, what="stop every participant")
-        self._host_done.result()
         self.ledger.end_step()
+        exc = self._host_done.exception()
+        if exc is not None and not any(v.invariant == "no crash" for v in self.ledger.violations):
+            self.ledger.violation("no crash", f"stopping the participants raised {exc!r}")
 
     async def _leaked(self) -> list[str]:
         me = anyio.get_current_task().id
