@@ -7,7 +7,7 @@ the xfail fails and must be removed.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import pytest
@@ -39,39 +39,39 @@ class Runtime(ProtocolMachine):
 
 
 class Core(Runtime):
-    targets: ClassVar[tuple[str, ...]] = ("echo", "slow", "asker", "flaky")
+    targets = ("echo", "slow", "asker", "flaky")
     faults_enabled = False
 
 
 class LossyBus(Runtime):
     """Lost, late and overtaken Signals, and participants cut off and back."""
 
-    targets: ClassVar[tuple[str, ...]] = ("echo", "slow", "asker", "flaky")
-    fault_kinds: ClassVar[tuple[str, ...]] = ("drop", "delay", "reorder")
+    targets = ("echo", "slow", "asker", "flaky")
+    fault_kinds = ("drop", "delay", "reorder")
 
 
 class Engram(Runtime):
-    targets: ClassVar[tuple[str, ...]] = ("scribe",)
+    targets = ("scribe",)
     faults_enabled = False
 
 
 class Redelivery(Runtime):
-    targets: ClassVar[tuple[str, ...]] = ("echo",)
-    fault_kinds: ClassVar[tuple[str, ...]] = ("duplicate",)
-    fault_types: ClassVar[tuple[str, ...]] = ("TASK",)
+    targets = ("echo",)
+    fault_kinds = ("duplicate",)
+    fault_types = ("TASK",)
 
 
 class Abandoned(Runtime):
-    targets: ClassVar[tuple[str, ...]] = ("slow",)
+    targets = ("slow",)
     faults_enabled = False
     check_abandoned_calls = True
 
 
 class OrchestratorOutage(Runtime):
-    targets: ClassVar[tuple[str, ...]] = ("echo",)
-    fault_kinds: ClassVar[tuple[str, ...]] = ()
+    targets = ("echo",)
+    fault_kinds = ()
     disconnect_orchestrator = True
-    disconnectable: ClassVar[tuple[str, ...]] = ("orchestrator",)
+    disconnectable = ("orchestrator",)
 
 
 async def shielded(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
