@@ -7,6 +7,7 @@ import logging
 import click
 
 from .. import __version__
+from .conformance import conformance
 from .synapse import synapse
 
 __all__ = ["cli", "main"]
@@ -27,6 +28,7 @@ def cli(log_level: str) -> None:
 
 
 cli.add_command(synapse)
+cli.add_command(conformance)
 
 
 def main(argv: list[str] | None = None) -> None:
