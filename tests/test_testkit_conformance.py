@@ -27,7 +27,7 @@ from cosmonapse import (
     encode_signal,
 )
 from cosmonapse.testing import TestSynapse
-from cosmonapse.testing.conformance import RULES, ConformanceOptions, Frame, Transcript, judge, record
+from cosmonapse.testing.conformance import RULES, ConformanceOptions, Frame, Report, Transcript, judge, record
 
 T = SignalType
 HERE = Path(__file__).resolve().parent
@@ -138,6 +138,7 @@ async def test_a_run_on_an_in_process_bus() -> None:
 @pytest.mark.anyio
 async def test_a_peer_that_ignores_stop_and_replies_to_the_wrong_task_fails_those_rules() -> None:
     bus = TestSynapse()
+    reports: list[Report] = []
     async with bus.synapse("peer") as peer, bus.synapse("checker") as c, anyio.create_task_group() as tg:
         seen: list[Signal] = []
 
@@ -165,7 +166,7 @@ async def test_a_peer_that_ignores_stop_and_replies_to_the_wrong_task_fails_thos
 
         await peer.subscribe(["cosmonapse.ip.DISCOVER", "cosmonapse.ip.TASK"], on)
         options = ConformanceOptions(timeout_s=1, discover_wait_s=0.1, stop_after_s=0.1, quiet_s=0.5)
-        reports = [judge(await record(c, "ip", options))]
+        reports.append(judge(await record(c, "ip", options)))
         tg.cancel_scope.cancel()
     report = reports[0]
     got = {r.rule: r for r in report.results}
