@@ -31,18 +31,34 @@ __all__ = [
 ]
 
 
+def _test_runner_task(name: str) -> bool:
+    """The anyio pytest plugin runs each fixture step in a task of its own: never a test's leak."""
+    return "TestRunner." in name
+
+
 def running_task_names() -> dict[int, str]:
-    """Id → name of every task running in this event loop."""
-    return {t.id: t.name or "?" for t in anyio.get_running_tasks()}
+    """Id → name of every task running in this event loop (its coroutine when it has no name)."""
+    out = {}
+    for t in anyio.get_running_tasks():
+        name = t.name or "?"
+        if name.startswith("Task-"):  # asyncio's default name says nothing: show what it runs
+            name = f"{name} ({getattr(t.coro, '__qualname__', '?')})"
+        out[t.id] = name
+    return out
 
 
 @asynccontextmanager
-async def assert_no_leaked_tasks() -> AsyncIterator[None]:
-    """Fail if a task started inside the block is still running after it."""
+async def assert_no_leaked_tasks(*, ignore: Callable[[str], bool] | None = None) -> AsyncIterator[None]:
+    """Fail if a task started inside the block is still running after it (``ignore(name)``: not counted)."""
     before = set(running_task_names())
     yield
     after = running_task_names()
-    leaked = {tid: name for tid, name in after.items() if tid not in before}
+    after.pop(anyio.get_current_task().id, None)  # a fixture may end in another task than it began
+    leaked = {
+        tid: name
+        for tid, name in after.items()
+        if tid not in before and not _test_runner_task(name) and not (ignore and ignore(name))
+    }
     if leaked:
         raise AssertionError(f"tasks left running: {sorted(leaked.values())}")
 

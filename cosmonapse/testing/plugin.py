@@ -16,9 +16,9 @@ Fixtures
     ``cosmo_fake_llm``   a fresh :class:`~.fakellm.FakeLLM`
 
 Options
-    ``--cosmo-backends=asyncio,trio`` (or ini ``cosmo_backends``) parametrises the
-    anyio plugin's ``anyio_backend`` over those backends (opt-in: a conftest's own
-    ``anyio_backend`` still wins).
+    ``--cosmo-backends=trio`` (or ini ``cosmo_backends``) keeps only the async tests
+    of those backends (anyio's plugin runs them on every installed backend, asyncio
+    and trio; a conftest's own ``anyio_backend`` parametrisation is narrowed the same way).
     ``--cosmo-conformance=URL`` (with ``--cosmo-namespace``) adds one test per
     conformance rule, run against the agents on that live bus.
 """
@@ -53,27 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-class _Backends:
-    """Registered only when asked: ``anyio_backend`` over the chosen backends."""
-
-    def __init__(self, backends: list[str]) -> None:
-        @pytest.fixture(params=backends)
-        def anyio_backend(request: pytest.FixtureRequest) -> str:
-            return request.param
-
-        self.anyio_backend = anyio_backend
+_BACKENDS_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     raw = config.getoption("--cosmo-backends") or ",".join(config.getini("cosmo_backends") or ())
     backends = [b.strip() for b in raw.split(",") if b.strip()]
-    if backends:
-        unknown = sorted(set(backends) - {"asyncio", "trio"})
-        if unknown:
-            raise pytest.UsageError(
-                f"--cosmo-backends: unknown backend(s) {unknown}; use asyncio and/or trio"
-            )
-        config.pluginmanager.register(_Backends(backends), "cosmonapse-backends")
+    unknown = sorted(set(backends) - {"asyncio", "trio"})
+    if unknown:
+        raise pytest.UsageError(f"--cosmo-backends: unknown backend(s) {unknown}; use asyncio and/or trio")
+    config.stash[_BACKENDS_KEY] = backends
 
 
 # -- conformance as tests ------------------------------------------------------------------------
@@ -119,6 +108,17 @@ def _conformance_results(config: pytest.Config) -> dict[str, Any]:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    backends = config.stash.get(_BACKENDS_KEY, [])
+    if backends:
+        keep: list[pytest.Item] = []
+        drop: list[pytest.Item] = []
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            backend = callspec.params.get("anyio_backend") if callspec is not None else None
+            (drop if isinstance(backend, str) and backend not in backends else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     if not config.getoption("--cosmo-conformance", None):
         return
     from .conformance import RULES
