@@ -218,6 +218,9 @@ class TestSynapseHub:
         self.taps: list[Callable[[Published], None]] = []
         #: Called on the subscriber's loop after a subscription's handler returned.
         self.after_delivery: list[Callable[[InProcessSynapse, Signal], None]] = []
+        #: Called (on the publisher's loop) for each connection that is up but has no
+        #: subscription for a Signal the bus delivered: it chose not to hear it.
+        self.not_listening: list[Callable[[InProcessSynapse, Signal], None]] = []
 
     # -- connections ---------------------------------------------------------------
     def synapse(self, name: str | None = None, url: str = "memory://", **kw: Any) -> InProcessSynapse:
@@ -319,6 +322,8 @@ class TestSynapseHub:
         for loop, event in waiters:
             loop.soon(event.set)
         fault = self.faults.verdict(signal) if self.faults is not None else None
+        if self.not_listening and (fault is None or fault.kind is FaultKind.DUPLICATE):
+            self._tell_not_listening(origin, targets, signal)
         if fault is None:
             await self._deliver_all(origin, targets, signal)
         elif fault.kind is FaultKind.DUPLICATE:
@@ -335,6 +340,15 @@ class TestSynapseHub:
             with self._lock:
                 h_targets = self._index.targets(h_subject)
             await self._deliver_all(h_origin, h_targets, h_signal)
+
+    def _tell_not_listening(self, origin: InProcessSynapse, targets: list[_Route], signal: Signal) -> None:
+        listening = {route.client.name for route in targets}
+        with self._lock:
+            clients = list(self._clients.values())
+        for client in clients:
+            if client is not origin and client.up and client.name not in listening:
+                for fn in list(self.not_listening):
+                    fn(client, signal)
 
     async def release_held(self) -> int:
         """Deliver Signals a REORDER fault still holds (no later publish came); returns how many."""

@@ -8,9 +8,9 @@ subscriber has handled) and checks, as Signals arrive:
   a TASK of their own trace that was published before them and addressed to
   (or routed to) the neuron replying; FINAL and a neuron's ERROR are parented
   to an earlier Signal of their own trace;
-* **after STOP**: once a participant has handled a trace's STOP and the bus has
-  settled (the end of the step it arrived in), it publishes nothing more on
-  that trace but STOPPED.
+* **after STOP**: once a participant has handled a trace's STOP (or was on the
+  bus, not listening to STOP, when it went out) and the bus has settled (the end
+  of the step it arrived in), it publishes nothing more on that trace but STOPPED.
 
 Deadlines, abandoned calls and Engram rollback need to know about calls and
 engrams; the state machine reports those with :meth:`violation`.  Messages
@@ -89,6 +89,8 @@ class ProtocolLedger:
         """Listen to a :class:`~.bus.TestSynapseHub` (its ``taps`` and ``after_delivery``)."""
         hub.taps.append(self.on_publish)  # type: ignore[attr-defined]
         hub.after_delivery.append(self.on_delivered)  # type: ignore[attr-defined]
+        # A participant that does not even subscribe to STOP heard it as much as one that ignores it.
+        hub.not_listening.append(self.on_delivered)  # type: ignore[attr-defined]
 
     def violation(self, invariant: str, message: str) -> None:
         self.violations.append(Violation(invariant, message))

@@ -193,6 +193,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         machine.TestCase.settings = DEFAULT_SETTINGS
         return machine
 
+    @classmethod
+    def check(cls, backend: str | None = None, **overrides: Any) -> None:
+        """Run this machine as a test now (``DEFAULT_SETTINGS``, with *overrides*); raises on a bug."""
+        from hypothesis.stateful import run_state_machine_as_test
+
+        machine = cls.on(backend or cls.backend)
+        run_state_machine_as_test(machine, settings=settings(DEFAULT_SETTINGS, **overrides))
+
     # -- the world -----------------------------------------------------------------
     def __init__(self) -> None:
         super().__init__()
