@@ -121,6 +121,7 @@ class LoopBridge:
                 return self._loop
 
             options = {"loop_factory": factory}
+        # allowed: the example's loop thread, stopped and joined by close()
         self._portal_cm = anyio.from_thread.start_blocking_portal(self.backend, options, name="loop-bridge")
         self._portal = self._portal_cm.__enter__()
         return self

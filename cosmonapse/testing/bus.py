@@ -363,7 +363,7 @@ class TestSynapseHub:
     async def _deliver_later(
         self, origin: InProcessSynapse, targets: list[_Route], signal: Signal, fault: Fault
     ) -> None:
-        await anyio.sleep(fault.delay_s)
+        await anyio.sleep(fault.delay_s)  # allowed: the delay this fault injects
         await self._deliver_all(origin, targets, signal)
 
     async def _deliver_all(self, origin: InProcessSynapse, targets: list[_Route], signal: Signal) -> None:
@@ -487,6 +487,7 @@ class TestSynapse(TestSynapseHub):
         failed, its exception is raised there.
         """
         failure: BaseException | None = None
+        # allowed: a thread for the worker's own loop, cancelled and joined when the block ends
         with anyio.from_thread.start_blocking_portal(backend, name=f"testsynapse-{main.__name__}") as portal:
             future = portal.start_task_soon(main, *args)
             try:

@@ -203,9 +203,9 @@ class _Body(httpx.AsyncByteStream):
 async def _pause(delay_s: float, read_s: float | None) -> None:
     """Wait *delay_s*, or fail as the client would after its read timeout."""
     if read_s is not None and delay_s > read_s:
-        await anyio.sleep(read_s)
+        await anyio.sleep(read_s)  # allowed: the client's read timeout running out
         raise httpx.ReadTimeout(f"no data within the read timeout ({read_s:g}s)")
-    await anyio.sleep(delay_s)
+    await anyio.sleep(delay_s)  # allowed: the scripted latency
 
 
 def _sse(events: Iterable[Any], *, done: bool) -> list[bytes]:
@@ -278,7 +278,7 @@ class FakeLLM(httpx.AsyncBaseTransport):
         if isinstance(step, str):
             step = LLMReply(step)
         if isinstance(step, LLMTimeout):
-            await anyio.sleep(step.after_s)
+            await anyio.sleep(step.after_s)  # allowed: the scripted wait before the timeout
             if step.connect:
                 raise httpx.ConnectTimeout("fake connect timeout", request=request)
             raise httpx.ReadTimeout("fake read timeout", request=request)

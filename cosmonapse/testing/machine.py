@@ -583,13 +583,13 @@ def _probe_axons() -> list[Axon]:
         return {"echo": input}
 
     async def slow(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
-        await anyio.sleep(1.0)
+        await anyio.sleep(1.0)  # allowed: a slow Neuron (virtual time)
         return {"slow": True}
 
     async def scribe(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
         entry = {"content": f"written by {ctx.trace_id}", "tags": [ctx.trace_id]}
         await ctx.imprint(engram_id="mem", op="upsert", entry=entry, merge_key="shared", await_ack=True)
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.5)  # allowed: work after the write (virtual time)
         return {"wrote": True}
 
     async def asker(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
