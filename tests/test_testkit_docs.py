@@ -28,6 +28,12 @@ def test_every_python_block_of_the_testing_guide_runs(tmp_path: Path) -> None:
     assert len(files) >= 8, "the guide lost its examples"
     for name, source in files:
         (tmp_path / name).write_text(source, encoding="utf-8")
+    # A user's own Hypothesis profile applies to the machines of the guide: keep the run short.
+    (tmp_path / "conftest.py").write_text(
+        "from hypothesis import settings\n"
+        "settings.register_profile('docs', max_examples=50)\n"
+        "settings.load_profile('docs')\n"
+    )
     done = subprocess.run(
         [
             sys.executable,

@@ -73,10 +73,10 @@ DEFAULT_FAULT_TYPES: tuple[SignalType, ...] = (
 
 
 #: What ``Machine.on(backend).TestCase`` runs with: no per-example deadline (steps use virtual
-#: time; a hang is caught by ``step_timeout_s``), one bug reported (the shortest), a budget
-#: that takes seconds.
+#: time; a hang is caught by ``step_timeout_s``), one bug reported (the shortest), up to 10
+#: steps an example.  ``max_examples`` comes from the Hypothesis profile loaded when this
+#: module is first imported (100 by default; a conftest's profile applies).
 DEFAULT_SETTINGS = settings(
-    max_examples=100,
     stateful_step_count=10,
     deadline=None,
     report_multiple_bugs=False,
