@@ -441,16 +441,7 @@ class TestSynapse(TestSynapseHub):
     """
 
     __test__ = False
-
-    def __init__(
-        self,
-        *,
-        wire: bool = True,
-        faults: FaultInjector | None = None,
-        publish_timeout_s: float = 5.0,
-    ) -> None:
-        super().__init__(wire=wire, faults=faults, publish_timeout_s=publish_timeout_s)
-        self._active = False
+    _active = False  # inside its ``with`` block
 
     def _factory(self, url: str, **kw: Any) -> Synapse:
         # Adapter options (reconnect_delay=, tls=...) mean nothing in-process: ignored.
