@@ -24,7 +24,7 @@ from cosmonapse import (
     connect_synapse,
 )
 from cosmonapse.synapse.connect import OVERRIDES
-from cosmonapse.testing import Fault, FaultInjector, TestSynapse
+from cosmonapse.testing import Fault, FaultInjector, SignalRecorder, TestSynapse
 from cosmonapse.testing.bus import InProcessSynapse
 
 T = SignalType
@@ -111,12 +111,12 @@ async def test_the_wire_copy_refuses_what_a_network_bus_refuses() -> None:
 async def test_faults_drop_duplicate_reorder_and_disconnect() -> None:
     faults = FaultInjector()
     bus = TestSynapse(faults=faults, publish_timeout_s=0.5)
-    seen: list[Signal] = []
     async with bus.synapse("w") as w, bus.synapse("o") as o:
         worker = Dendrite(synapse=w, namespace="app", role="worker", heartbeat_s=0)
         worker.attach_axon(Axon("echo", echo))
         orch = Dendrite(synapse=o, namespace="app", heartbeat_s=0)
-        orch.on_agent_output(seen.append)
+        heard = SignalRecorder()  # straight on the connection: in delivery order
+        await o.subscribe("cosmonapse.app.>", heard)
         async with worker, orch:
             faults.arm(Fault.drop(T.TASK))
             with pytest.raises(DispatchTimeout):
@@ -131,12 +131,16 @@ async def test_faults_drop_duplicate_reorder_and_disconnect() -> None:
 
             faults.arm(Fault.reorder(T.AGENT_OUTPUT))
             first = await orch.dispatch(neuron="echo", input={"n": 3})
-            second = await orch.dispatch(neuron="echo", input={"n": 4})
+            held = await bus.wait_for(lambda sigs: sigs[-1].type is T.AGENT_OUTPUT)  # published, not heard
+            assert held[-1].trace_id == first.trace_id
+            assert T.AGENT_OUTPUT not in {s.type for s in heard.trace(first.trace_id)}
+            second = await orch.dispatch(neuron="echo", input={"n": 4})  # the next publish releases it
             with anyio.fail_after(2):
                 await first.wait()
                 await second.wait()
-            order = [s.trace_id for s in seen if s.trace_id in (first.trace_id, second.trace_id)]
-            assert order == [second.trace_id, first.trace_id], "the held reply is overtaken by the next"
+            heard_order = [(s.type, s.trace_id) for s in heard.signals]
+            overtaker = heard_order.index((T.TASK, second.trace_id))
+            assert overtaker < heard_order.index((T.AGENT_OUTPUT, first.trace_id))
             await first.close()
             await second.close()
 
