@@ -127,13 +127,15 @@ class LoopBridge:
         return self
 
     def close(self) -> None:
-        """Stop the loop; tasks still running are cancelled."""
-        cm, self._portal_cm, self._portal = self._portal_cm, None, None
-        if cm is not None:
+        """Stop the loop; tasks still running are cancelled; the thread is joined."""
+        cm, portal = self._portal_cm, self._portal
+        self._portal_cm = self._portal = None
+        if cm is not None and portal is not None:
             try:
-                raise _Closing
-            except _Closing as exc:  # cancel remaining tasks, as after a failure
-                cm.__exit__(type(exc), exc, exc.__traceback__)
+                portal.call(portal.stop, True)  # cancel what still runs
+            except RuntimeError:  # the loop is already gone
+                pass
+            cm.__exit__(None, None, None)
 
     def __enter__(self) -> LoopBridge:
         return self.start()
@@ -280,7 +282,3 @@ async def _settle_asyncio() -> None:
         if quiet >= 2:
             return
     raise RuntimeError("the event loop never settled (a task keeps running without blocking)")
-
-
-class _Closing(Exception):
-    """Raised into the portal's context manager so it cancels what is still running."""
