@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from .answer import answer
 from .completion import completion
+from .conformance import conformance
 from .dispatch import dispatch
 from .doppler import doppler
 from .prism import prism
@@ -46,7 +47,7 @@ cli.add_command(answer)
 # The protocol
 cli.add_command(validate)
 cli.add_command(schema)
-# (cosmo conformance, from cosmonapse/cli/conformance.py, registers here too.)
+cli.add_command(conformance)
 # The shell
 cli.add_command(completion)
 
