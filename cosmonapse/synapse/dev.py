@@ -3,7 +3,9 @@
 One TCP connection carries every subscription of the synapse.  A reader task
 matches each ``msg`` frame to its Subscription by ``sub_id``, decodes the
 Signal (a bad frame is logged and dropped) and files it in the subscription's
-bounded buffer.  Every line sent (pub, sub, unsub) goes through one bounded
+buffer without ever waiting: a subscription over its pending limits drops and
+counts (slow consumer), so no subscription — STOP's included — ever waits
+behind another one's backlog.  Every line sent (pub, sub, unsub) goes through one bounded
 outbox drained by a writer task, which coalesces what is queued into one write;
 ``publish`` itself never waits while the connection is up and the outbox has room.
 ``subscribe`` sends the ``sub`` followed by a ``ping`` and returns once the pong
@@ -37,7 +39,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
-from .base import DEFAULT_SUBSCRIPTION_BUFFER, Subscription, Synapse
+from .base import (
+    DEFAULT_PENDING_BYTES,
+    DEFAULT_PENDING_LIMIT,
+    DEFAULT_SUBSCRIPTION_BUFFER,
+    Subscription,
+    Synapse,
+)
 from .framing import LineReader, LineTooLong, encode_line, receive_batch
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
@@ -202,8 +210,12 @@ class DevSynapse(Synapse):
         max_line: int = CLIENT_MAX_LINE,
         outbox_size: int = DEFAULT_OUTBOX,
         subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> None:
-        super().__init__(subscription_buffer=subscription_buffer)
+        super().__init__(
+            subscription_buffer=subscription_buffer, pending_limit=pending_limit, pending_bytes=pending_bytes
+        )
         host, port, url_token = parse_cosmo_url(url)
         if token is not None and url_token is not None and token != url_token:
             raise ValueError("two different tokens given (URL ?token= and token=)")
@@ -377,14 +389,14 @@ class DevSynapse(Synapse):
                 continue
             op = msg.get("op")
             if op == "msg":
-                await self._on_msg(msg)
+                self._on_msg(msg)
             elif op == "pong":
                 if link.pending_pongs:
                     link.pending_pongs.popleft().set()
             elif op == "err":
                 log.warning("dev bus %s reported: %s", self.url, msg.get("message"))
 
-    async def _on_msg(self, msg: dict[str, Any]) -> None:
+    def _on_msg(self, msg: dict[str, Any]) -> None:
         sub_id = msg.get("sub_id")
         sub = self._subs.get(sub_id) if isinstance(sub_id, str) else None
         if sub is None:
@@ -398,7 +410,7 @@ class DevSynapse(Synapse):
         except SignalDecodeError as exc:
             log.warning("dropped a frame on %s: %s", msg.get("subject"), exc)
             return
-        await sub.deliver(sig)
+        self._offer(sub, sig, len(frame))
 
     # -- writing -------------------------------------------------------------
     async def _write_loop(self, outbox: MemoryObjectReceiveStream[_Line]) -> None:
@@ -473,7 +485,7 @@ class DevSynapse(Synapse):
     async def publish(self, subject: str, signal: Signal) -> None:
         """Queue *signal*; during an outage waits up to ``publish_timeout``, then ``SynapseError``."""
         if self._tg is None:
-            raise SynapseClosedError("DevSynapse is not connected; call connect() first")
+            self._check_open(f"publish to {subject!r}")
         frame = encode_signal(signal).decode()
         data = orjson.dumps(
             {"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE

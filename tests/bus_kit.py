@@ -1,0 +1,46 @@
+"""One bus of each kind for tests that must hold on all three: memory, cosmo:// and NATS.
+
+``open_bus(kind, nats_url)`` yields a factory of *unconnected* synapses on one
+bus: the shared in-process ``MemorySynapse``, a fresh ``DevSynapse`` per call
+on a dev bus served in this task, or a fresh ``NatsSynapse`` per call on a
+real nats-server.  ``settle(synapse)`` waits until everything the synapse sent
+so far has been handled by its bus (NATS: PING/PONG; cosmo://: ``subscribe``
+already waits for that; memory: nothing to wait for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from cosmonapse import MemorySynapse, Synapse
+from cosmonapse.synapse.dev import DevSynapse
+from cosmonapse.synapse.dev_server import DevSynapseServer
+from cosmonapse.synapse.nats import NatsSynapse
+
+KINDS = ("memory", "cosmo", "nats")
+
+
+@asynccontextmanager
+async def open_bus(
+    kind: str, nats_url: str | None = None, **options: Any
+) -> AsyncIterator[Callable[[], Synapse]]:
+    """A factory of unconnected synapses sharing one bus of *kind* (``options`` go to each)."""
+    if kind == "memory":
+        shared = MemorySynapse()
+        yield lambda: shared
+    elif kind == "cosmo":
+        async with DevSynapseServer() as server:
+            yield lambda: DevSynapse(server.url, **options)
+    elif kind == "nats":
+        assert nats_url is not None, "a NATS test needs the nats_url fixture"
+        yield lambda: NatsSynapse(nats_url, **options)
+    else:
+        raise ValueError(kind)
+
+
+async def settle(synapse: Synapse) -> None:
+    """Everything *synapse* sent so far (subscriptions included) has reached its bus."""
+    if isinstance(synapse, NatsSynapse):
+        await synapse.flush()
