@@ -18,6 +18,7 @@ from cosmonapse import MemorySynapse, Synapse
 from cosmonapse.synapse.dev import DevSynapse
 from cosmonapse.synapse.dev_server import DevSynapseServer
 from cosmonapse.synapse.nats import NatsSynapse
+from cosmonapse.testing.harness import running_task_names
 
 KINDS = ("memory", "cosmo", "nats")
 
@@ -38,6 +39,15 @@ async def open_bus(
         yield lambda: NatsSynapse(nats_url, **options)
     else:
         raise ValueError(kind)
+
+
+@asynccontextmanager
+async def no_client_tasks_left() -> AsyncIterator[None]:
+    """Fail if a task started in the block outlives it (the dev bus server's own tasks aside)."""
+    before = set(running_task_names())
+    yield
+    left = {n for tid, n in running_task_names().items() if tid not in before and not n.startswith("dev-bus")}
+    assert not left, f"tasks left running: {sorted(left)}"
 
 
 async def settle(synapse: Synapse) -> None:
