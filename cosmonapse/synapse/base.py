@@ -75,6 +75,7 @@ DEFAULT_PENDING_LIMIT = 65536
 DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
 #: A slow consumer's drops are logged at most this often (seconds).
 DROP_LOG_INTERVAL = 5.0
+_UNDO_TIMEOUT = 1.0  # how long a failed subscribe() spends taking its subscription back
 #: A pump hands this many queued Signals to its handler, then lets other tasks run.
 _PUMP_BATCH = 32
 
@@ -305,8 +306,14 @@ class Synapse(abc.ABC):
         try:
             await self._on_subscribe(sub)
         except BaseException:
+            # Cancelled or failed half-way (the bus may already have it): take it back.
             self._active_subs.discard(sub)
             sub._close()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_UNDO_TIMEOUT):
+                try:
+                    await self._on_unsubscribe(sub)
+                except Exception:
+                    log.debug("undoing the subscription to %s failed", sub.subject, exc_info=True)
             raise
         return sub
 
