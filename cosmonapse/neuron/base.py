@@ -57,6 +57,10 @@ class NeuronSource:
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def scrub_secrets(self, value: Any) -> Any:
+        """*value* without this Neuron's credentials (the Axon applies it to replies and errors)."""
+        return value
+
     async def aclose(self) -> None:
         """Release what the Neuron holds; calling it again, or using the Neuron after, is fine."""
 
@@ -138,10 +142,22 @@ class LLMNeuron(NeuronSource):
         return attrs.evolve(prompt, system=system, tools=tools)
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
+        """One TASK; the output, the deltas it streams and any error it raises carry no credential."""
+        secrets = self.http.secrets
+        try:
+            output = await self._answer(input, context)
+        except Exception as exc:
+            clean = secrets.scrub_error(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+        return secrets.scrub(output)
+
+    async def _answer(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         prompt = self.read(input)
         stream = bool(input.get("stream", self.stream))
         exchange = self.build(prompt, stream)
-        emitter = Emitter(context)
+        emitter = Emitter(context, self.http.secrets)
         if exchange.stream is not None and exchange.state is not None:
             reply = await self._run_stream(exchange, emitter)
         else:
@@ -151,6 +167,9 @@ class LLMNeuron(NeuronSource):
         if reply.tool_calls:
             output["tool_calls"] = await run_tool_calls(reply.tool_calls, emitter, self.tools)
         return apply_intents(output) if self.apply_intents else output
+
+    def scrub_secrets(self, value: Any) -> Any:
+        return self.http.secrets.scrub(value)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -165,9 +184,11 @@ class LLMNeuron(NeuronSource):
             excerpt = orjson.dumps(raw).decode()
         except TypeError:
             excerpt = repr(raw)
+        excerpt = self.http.redact(excerpt)  # before cutting: a cut must not leave half a key
         if len(excerpt) > 300:
             excerpt = excerpt[:300] + "…"
-        got = f"; got {self.http.redact(excerpt)}" if raw is not None else ""
+        got = f"; got {excerpt}" if raw is not None else ""
+        problem = self.http.redact(problem)
         return NeuronResponseError(f"{self.source} at {self.http.safe_url(url)}: {problem}{got}")
 
     def _decode(self, exchange: Exchange, raw: Any) -> Reply:
@@ -195,6 +216,7 @@ class LLMNeuron(NeuronSource):
                     content = await resp.aread()
                 reply = self._decode(exchange, self.http.decode_json(url, resp, content))
                 await emitter.delta(reply.text)
+                await emitter.finish()
                 return reply
             try:
                 with self.http.reading(url, what="the stream"):
@@ -225,6 +247,7 @@ class LLMNeuron(NeuronSource):
                 raise NeuronResponseError(
                     f"{self.source} at {where}: malformed stream data: {self.http.redact(str(exc))}"
                 ) from None
+        await emitter.finish()
         if not state.finished:
             raise NeuronStreamError(
                 f"{self.source}: the stream from {self.http.safe_url(url)} ended before its end marker "
