@@ -235,6 +235,11 @@ class Synapse(abc.ABC):
     ) -> None:
         await self.close()
 
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The active subscriptions (each has ``pending`` and ``dropped``, for monitoring)."""
+        return tuple(self._active_subs)
+
     def _on_host_failure(self, failure: BaseException) -> None:
         self._tg = None  # the group is gone: the next call sees it and raises
 
