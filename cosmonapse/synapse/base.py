@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_PENDING_LIMIT",
     "DEFAULT_SUBSCRIPTION_BUFFER",
     "Handler",
+    "LogThrottle",
     "Subscription",
     "Synapse",
 ]
@@ -78,6 +79,31 @@ DROP_LOG_INTERVAL = 5.0
 _UNDO_TIMEOUT = 1.0  # how long a failed subscribe() spends taking its subscription back
 #: A pump hands this many queued Signals to its handler, then lets other tasks run.
 _PUMP_BATCH = 32
+
+
+class LogThrottle:
+    """The first of a run of like events is logged, then at most one summary per ``interval``.
+
+    ``hit()`` counts one event and returns how many happened since the last report when
+    it is time to log (else None), so a flood of bad frames costs a few lines, not one each.
+    """
+
+    __slots__ = ("_next", "_reported", "count", "interval")
+
+    def __init__(self, interval: float = DROP_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.count = 0
+        self._reported = 0
+        self._next = 0.0
+
+    def hit(self) -> int | None:
+        self.count += 1
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        since, self._reported = self.count - self._reported, self.count
+        self._next = now + self.interval
+        return since
 
 
 @attrs.define(eq=False)
@@ -157,6 +183,7 @@ class Synapse(abc.ABC):
         self.pending_bytes = pending_bytes
         #: Signals dropped by this synapse's reader because a subscription was over its limits.
         self.dropped = 0
+        self._bad_frames = LogThrottle()
         self._host: TaskHost | None = None
         self._tg: TaskGroup | None = None
         self._failure_reported = False
@@ -234,6 +261,25 @@ class Synapse(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def bad_frames(self) -> int:
+        """Frames the reader dropped because they were not Signals (or not the bus's protocol)."""
+        return self._bad_frames.count
+
+    def _bad_frame(self, what: str, subject: object, problem: object) -> None:
+        """Drop a frame that is not a Signal: counted, logged at most every few seconds."""
+        since = self._bad_frames.hit()
+        if since is not None:
+            log.warning(
+                "%s: dropped %s on %s: %s (%d dropped since the last report, %d in all)",
+                self._name(),
+                what,
+                subject,
+                problem,
+                since,
+                self._bad_frames.count,
+            )
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:

@@ -43,6 +43,7 @@ from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
     DEFAULT_SUBSCRIPTION_BUFFER,
+    LogThrottle,
     Subscription,
     Synapse,
 )
@@ -241,6 +242,7 @@ class DevSynapse(Synapse):
         self._outbox_receive: MemoryObjectReceiveStream[_Line] | None = None
         self._writer_done: anyio.Event | None = None
         self._closing = False
+        self._server_errors = LogThrottle()
 
     @property
     def url(self) -> str:
@@ -371,7 +373,7 @@ class DevSynapse(Synapse):
             try:
                 line = await reader.receive_line()
             except LineTooLong as exc:
-                log.warning("dropped a message from %s: %s", self.url, exc)
+                self._bad_frame("a line", self.url, exc)
                 continue
             except anyio.EndOfStream:
                 return "the server closed the connection"
@@ -382,10 +384,10 @@ class DevSynapse(Synapse):
             try:
                 msg = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                log.warning("dev bus %s sent a line that is not JSON (%s); dropped", self.url, exc)
+                self._bad_frame("a line that is not JSON", self.url, exc)
                 continue
             if not isinstance(msg, dict):
-                log.warning("dev bus %s sent a non-object message; dropped", self.url)
+                self._bad_frame("a line that is not a JSON object", self.url, type(msg).__name__)
                 continue
             op = msg.get("op")
             if op == "msg":
@@ -394,7 +396,14 @@ class DevSynapse(Synapse):
                 if link.pending_pongs:
                     link.pending_pongs.popleft().set()
             elif op == "err":
-                log.warning("dev bus %s reported: %s", self.url, msg.get("message"))
+                since = self._server_errors.hit()
+                if since is not None:
+                    log.warning(
+                        "dev bus %s reported: %s (%d err lines since the last report)",
+                        self.url,
+                        msg.get("message"),
+                        since,
+                    )
 
     def _on_msg(self, msg: dict[str, Any]) -> None:
         sub_id = msg.get("sub_id")
@@ -403,12 +412,12 @@ class DevSynapse(Synapse):
             return  # unsubscribed while in flight
         frame = msg.get("frame")
         if not isinstance(frame, str):
-            log.warning("dropped a msg on %s: frame is not a string", msg.get("subject"))
+            self._bad_frame("a msg", msg.get("subject"), "its frame is not a string")
             return
         try:
             sig = decode_signal(frame)
         except SignalDecodeError as exc:
-            log.warning("dropped a frame on %s: %s", msg.get("subject"), exc)
+            self._bad_frame("a frame that is not a Signal", msg.get("subject"), exc)
             return
         self._offer(sub, sig, len(frame))
 

@@ -481,7 +481,7 @@ class NatsSynapse(Synapse):
                     try:
                         sig = decode_signal(ev.payload)
                     except SignalDecodeError as exc:
-                        log.warning("dropped a frame on %s that is not a Signal: %s", ev.subject, exc)
+                        self._bad_frame("a frame that is not a Signal", ev.subject, exc)
                         continue
                     self._offer(sub, sig, len(ev.payload))  # never waits; over the limits: drop, count
                 elif ev is PING:
