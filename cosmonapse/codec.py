@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -230,25 +231,21 @@ def _check(value: Any, depth: int) -> None:
     if depth <= 0:
         raise _NotJson(f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
-        for key, item in value.items():
+        for key in value:
             if not (key is None or isinstance(key, str | int | float)):
                 raise _NotJson(f"has a key of type {type(key).__name__} ({key!r}); JSON keys are strings")
-            try:
-                _check(item, depth - 1)
-            except _NotJson as exc:
-                exc.path.append(f"[{key!r}]")
-                raise
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            try:
-                _check(item, depth - 1)
-            except _NotJson as exc:
-                exc.path.append(f"[{i}]")
-                raise
-        return
-    kind = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    raise _NotJson(f"is of type {kind}, which is not JSON")
+        entries: Iterable[tuple[object, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        entries = enumerate(value)
+    else:
+        kind = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+        raise _NotJson(f"is of type {kind}, which is not JSON")
+    for key, item in entries:
+        try:
+            _check(item, depth - 1)
+        except _NotJson as exc:
+            exc.path.append(f"[{key!r}]")
+            raise
 
 
 def json_problem(value: Any, *, name: str = "output") -> str | None:

@@ -14,13 +14,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+from nats_util import nats_server_binary
+
 from cosmonapse import MemorySynapse, Synapse
 from cosmonapse.synapse.dev import DevSynapse
 from cosmonapse.synapse.dev_server import DevSynapseServer
 from cosmonapse.synapse.nats import NatsSynapse
 from cosmonapse.testing.harness import running_task_names
 
-KINDS = ("memory", "cosmo", "nats")
+_needs_nats = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
+#: ``@pytest.mark.parametrize("kind", ...)`` values: the network buses, and all three.
+NETWORK = ["cosmo", pytest.param("nats", marks=_needs_nats)]
+KINDS = ["memory", *NETWORK]
 
 
 @asynccontextmanager

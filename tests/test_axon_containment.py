@@ -12,36 +12,19 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.from_thread
 import pytest
-from bus_kit import open_bus, settle
-from nats_util import Inbox, NatsServer, nats_server_binary
+from bus_kit import KINDS, open_bus, settle
+from nats_util import Inbox
 
 from cosmonapse import Axon, Dendrite, NeuronContext, SignalType
 
 pytestmark = pytest.mark.anyio
-
-KINDS = [
-    "memory",
-    "cosmo",
-    pytest.param(
-        "nats", marks=pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def nats_url() -> Iterator[str | None]:
-    if nats_server_binary() is None:
-        yield None
-        return
-    with NatsServer() as srv:
-        yield srv.url
 
 
 class Custom(BaseException):
@@ -189,75 +172,63 @@ class DroppedLog(logging.Handler):
             self.event.set()
 
 
-async def wait_dropped(stuck: StuckSync) -> None:
-    with anyio.fail_after(10):
-        await anyio.to_thread.run_sync(stuck.dropped.wait, 10)
-    assert stuck.dropped.is_set()
+@asynccontextmanager
+async def stuck_axon() -> AsyncIterator[tuple[StuckSync, Axon]]:
+    """An Axon around a StuckSync; on the way out its thread is let go and its late result awaited."""
+    stuck = StuckSync()
+    axon = Axon("stuck", stuck)
+    handler = DroppedLog(stuck.dropped)
+    logging.getLogger("cosmonapse.axon").addHandler(handler)
+    try:
+        yield stuck, axon
+        stuck.release.set()
+        with anyio.fail_after(10):
+            await anyio.to_thread.run_sync(stuck.dropped.wait, 10)
+        assert stuck.dropped.is_set() and axon.late_results == 1  # dropped, logged, counted
+    finally:
+        stuck.release.set()
+        logging.getLogger("cosmonapse.axon").removeHandler(handler)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_stuck_sync_neuron_is_abandoned_at_stop(kind: str, nats_url: str | None) -> None:
-    stuck = StuckSync()
-    axon = Axon("stuck", stuck)
-    handler = DroppedLog(stuck.dropped)
-    logging.getLogger("cosmonapse.axon").addHandler(handler)
-    try:
-        async with pair(kind, nats_url, [axon]) as orch:
-            pw = await orch.dispatch(neuron="stuck", input={})
-            with anyio.fail_after(10):
-                await stuck.entered.wait()
-            acks = await orch.stop_trace(pw.trace_id, collect_acks=True, timeout_s=1)
-            assert [a.payload["cancelled"] for a in acks if a.payload["node"] == "worker"] == [1]
-            assert axon.abandoned_calls == 1
-            stuck.release.set()
-            await wait_dropped(stuck)
-            assert axon.late_results == 1
-    finally:
-        stuck.release.set()
-        logging.getLogger("cosmonapse.axon").removeHandler(handler)
+    async with stuck_axon() as (stuck, axon), pair(kind, nats_url, [axon]) as orch:
+        pw = await orch.dispatch(neuron="stuck", input={})
+        with anyio.fail_after(10):
+            await stuck.entered.wait()
+        acks = await orch.stop_trace(pw.trace_id, collect_acks=True, timeout_s=1)
+        assert [a.payload["cancelled"] for a in acks if a.payload["node"] == "worker"] == [1]
+        assert axon.abandoned_calls == 1
 
 
 async def test_a_stuck_sync_neuron_does_not_hold_up_dendrite_stop() -> None:
-    stuck = StuckSync()
-    axon = Axon("stuck", stuck)
-    handler = DroppedLog(stuck.dropped)
-    logging.getLogger("cosmonapse.axon").addHandler(handler)
-    try:
-        async with open_bus("memory") as make:
-            bus = make()
-            async with bus:
-                worker = Dendrite(
-                    synapse=bus, namespace="stuck", role="worker", heartbeat_s=0, shutdown_timeout_s=1.0
-                )
-                worker.attach_axon(axon)
-                orch = Dendrite(synapse=bus, namespace="stuck", heartbeat_s=0)
-                started, go_stop, stopped = anyio.Event(), anyio.Event(), anyio.Event()
+    async with stuck_axon() as (stuck, axon), open_bus("memory") as make, make() as bus:
+        worker = Dendrite(
+            synapse=bus, namespace="stuck", role="worker", heartbeat_s=0, shutdown_timeout_s=1.0
+        )
+        worker.attach_axon(axon)
+        orch = Dendrite(synapse=bus, namespace="stuck", heartbeat_s=0)
+        started, go_stop, stopped = anyio.Event(), anyio.Event(), anyio.Event()
 
-                async def host() -> None:  # the worker's lifetime in a task of its own
-                    async with worker:
-                        started.set()
-                        await go_stop.wait()
-                    stopped.set()
+        async def host() -> None:  # the worker's lifetime in a task of its own
+            async with worker:
+                started.set()
+                await go_stop.wait()
+            stopped.set()
 
-                async with orch, anyio.create_task_group() as tg:
-                    tg.start_soon(host)
-                    with anyio.fail_after(10):
-                        await started.wait()
-                    await orch.dispatch_task(neuron="stuck", input={})
-                    with anyio.fail_after(10):
-                        await stuck.entered.wait()
-                    t0 = time.monotonic()
-                    go_stop.set()
-                    with anyio.fail_after(10):
-                        await stopped.wait()
-                    assert time.monotonic() - t0 < 1.0 + 1.0  # shutdown_timeout_s plus slack
-                    assert axon.abandoned_calls == 1
-        stuck.release.set()
-        await wait_dropped(stuck)
-        assert axon.late_results == 1
-    finally:
-        stuck.release.set()
-        logging.getLogger("cosmonapse.axon").removeHandler(handler)
+        async with orch, anyio.create_task_group() as tg:
+            tg.start_soon(host)
+            with anyio.fail_after(10):
+                await started.wait()
+            await orch.dispatch_task(neuron="stuck", input={})
+            with anyio.fail_after(10):
+                await stuck.entered.wait()
+            t0 = time.monotonic()
+            go_stop.set()
+            with anyio.fail_after(10):
+                await stopped.wait()
+            assert time.monotonic() - t0 < 1.0 + 1.0  # shutdown_timeout_s plus slack
+            assert axon.abandoned_calls == 1
 
 
 async def test_a_neuron_that_swallows_its_cancellation_and_returns_gets_no_reply() -> None:

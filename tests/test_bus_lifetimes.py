@@ -8,34 +8,16 @@ A synapse's task group is hosted by a root task of its own, so ``connect()`` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import anyio
 import pytest
-from bus_kit import no_client_tasks_left, open_bus, settle
-from nats_util import Inbox, NatsServer, nats_server_binary
+from bus_kit import KINDS, no_client_tasks_left, open_bus, settle
+from nats_util import Inbox
 
 from cosmonapse import Signal, SignalType, Synapse, SynapseClosedError, SynapseFailedError, connect_synapse
 from cosmonapse.synapse.dev_server import DevSynapseServer
 
 pytestmark = pytest.mark.anyio
-
-KINDS = [
-    "memory",
-    "cosmo",
-    pytest.param(
-        "nats", marks=pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def nats_url() -> Iterator[str | None]:
-    if nats_server_binary() is None:
-        yield None
-        return
-    with NatsServer() as srv:
-        yield srv.url
 
 
 def sig(n: int = 0) -> Signal:

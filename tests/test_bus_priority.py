@@ -11,35 +11,19 @@ subscription gets it at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import pytest
-from bus_kit import open_bus, settle
-from nats_util import Inbox, NatsServer, nats_server_binary
+from bus_kit import NETWORK, open_bus, settle
+from nats_util import Inbox
 
 from cosmonapse import Axon, Dendrite, NeuronContext, Signal, SignalType
 
 pytestmark = pytest.mark.anyio
 
-NETWORK = [
-    "cosmo",
-    pytest.param(
-        "nats", marks=pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
-    ),
-]
 BACKLOG = 3000  # the figure; the subscription buffer holds 1024
-
-
-@pytest.fixture(scope="module")
-def nats_url() -> Iterator[str | None]:
-    if nats_server_binary() is None:
-        yield None
-        return
-    with NatsServer() as srv:
-        yield srv.url
 
 
 def task(n: int) -> Signal:

@@ -32,6 +32,20 @@ def reset(client: RawClient) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+async def subscribers_that_never_read(port: int, count: int) -> list[RawClient]:
+    clients = [await RawClient.connect(port) for _ in range(count)]
+    for i, client in enumerate(clients):
+        await client.sub(f"v{i}", "cosmonapse.flood.TASK")
+        await client.sync()
+    return clients
+
+
+async def reset_all(clients: list[RawClient]) -> None:
+    for client in clients:
+        reset(client)
+        await client.aclose()
+
+
 async def still_serving(server: DevSynapseServer) -> None:
     """A new client gets the banner, a pong, and its own publish back."""
     async with await RawClient.connect(server.port) as fresh:
@@ -47,10 +61,7 @@ async def test_slow_subscribers_that_reset_do_not_end_the_bus(victims: int) -> N
         DevSynapseServer(outbox_size=8, outbox_bytes=256 * 1024) as server,
         await RawClient.connect(server.port) as publisher,
     ):
-        slow = [await RawClient.connect(server.port) for _ in range(victims)]
-        for i, client in enumerate(slow):
-            await client.sub(f"v{i}", "cosmonapse.flood.TASK")
-            await client.sync()
+        slow = await subscribers_that_never_read(server.port, victims)
         with anyio.fail_after(60):
             # They never read: flood until the server gives up on every one of them.  Its
             # goodbye err then waits on a full socket ... which the peer resets.
@@ -58,9 +69,7 @@ async def test_slow_subscribers_that_reset_do_not_end_the_bus(victims: int) -> N
                 for _ in range(16):
                     await publisher.pub("cosmonapse.flood.TASK", BLOB)
                 await publisher.sync()
-            for client in slow:
-                reset(client)
-                await client.aclose()
+            await reset_all(slow)
             await publisher.sync()  # the publisher's own connection kept working
             await still_serving(server)
             while server.stats.connections_open > 1:  # every victim was cleaned up
@@ -130,10 +139,7 @@ async def test_cli_bus_survives_a_resetting_slow_subscriber() -> None:
     async with cosmo_start() as (proc, url, _out):
         port = int(url.rsplit(":", 1)[1])
         async with await RawClient.connect(port) as publisher:
-            slow = [await RawClient.connect(port) for _ in range(4)]
-            for i, client in enumerate(slow):
-                await client.sub(f"v{i}", "cosmonapse.flood.TASK")
-                await client.sync()
+            slow = await subscribers_that_never_read(port, 4)
             with anyio.fail_after(60):
                 # Past the default outbox (64 MiB) plus what the sockets hold: the bus gives up on
                 # them and waits to say goodbye on their full sockets; then they reset.
@@ -141,9 +147,7 @@ async def test_cli_bus_survives_a_resetting_slow_subscriber() -> None:
                     for _ in range(160):
                         await publisher.pub("cosmonapse.flood.TASK", BLOB)
                     await publisher.sync()
-                for client in slow:
-                    reset(client)
-                    await client.aclose()
+                await reset_all(slow)
                 await publisher.sync()
             assert proc.returncode is None
             async with await RawClient.connect(port) as fresh:

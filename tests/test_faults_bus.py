@@ -17,51 +17,34 @@ from __future__ import annotations
 import signal
 import socket
 import struct
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import Process, SocketAttribute
-from devbus_util import RawClient, cosmo_start, expect_line
-from nats_util import NatsServer, free_port, nats_server_binary
+from bus_kit import NETWORK
+from dev_peer import quick_reconnect
+from devbus_util import RawClient, cosmo_start, expect_line, peer_process
+from nats_util import NatsServer, free_port
 
 from cosmonapse import Dendrite, DispatchTimeout, RetryStrategy, Signal, SignalType, Synapse, connect_synapse
 from cosmonapse.synapse.framing import LineReader
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults, pytest.mark.slow]
 
-PEER = Path(__file__).with_name("fault_peer.py")
-needs_nats = pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed")
-KINDS = ["cosmo", pytest.param("nats", marks=needs_nats)]
-
-
-def quick(url: str) -> dict[str, Any]:
-    """Reconnect options that keep outages short in tests."""
-    if url.startswith("cosmo"):
-        return {"reconnect_delay": 0.02, "reconnect_max_delay": 0.2}
-    return {"reconnect_wait": 0.02, "max_reconnect_wait": 0.2}
-
 
 @asynccontextmanager
 async def worker_process(url: str, ns: str) -> AsyncIterator[tuple[Process, LineReader]]:
-    """``fault_peer.py`` hosting Axon "echo"; yields once it printed "ready"."""
-    cmd = [sys.executable, str(PEER), url, ns]
-    async with await anyio.open_process(cmd, stderr=None) as proc:
-        assert proc.stdout is not None
-        out = LineReader(proc.stdout)
+    """``dev_peer.py worker`` hosting Axon "echo"; yields once it printed "ready"."""
+    async with peer_process("worker", url, ns) as (proc, out):
         try:
             await expect_line(out, "ready")
             yield proc, out
         finally:
             if proc.returncode is None:
-                for sig in (signal.SIGCONT, signal.SIGKILL):
-                    proc.send_signal(sig)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                await proc.wait()
+                proc.send_signal(signal.SIGCONT)  # a frozen one must be able to die
 
 
 class Bus:
@@ -98,7 +81,7 @@ class Bus:
 
 
 async def orchestrator(stack: AsyncExitStack, url: str, ns: str) -> tuple[Dendrite, Synapse]:
-    syn = await connect_synapse(url, **quick(url))
+    syn = await connect_synapse(url, **quick_reconnect(url))
     stack.push_async_callback(syn.close)
     orch = Dendrite(synapse=syn, namespace=ns, dendrite_id="orch", heartbeat_s=0)
     await stack.enter_async_context(orch)
@@ -126,7 +109,7 @@ class Counter:
             self.seen.append(n)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", NETWORK)
 async def test_bus_killed_and_restarted_under_load(kind: str, record_property: Any) -> None:
     calls, callers = 120, 6
     ns = "faultkill"
@@ -139,9 +122,9 @@ async def test_bus_killed_and_restarted_under_load(kind: str, record_property: A
         await stack.enter_async_context(worker_process(bus.url, ns))
         orch, _orch_syn = await orchestrator(stack, bus.url, ns)
         # Plain Signals on the side, between two more connections: counted, not retried.
-        side_pub = await connect_synapse(bus.url, **quick(bus.url))
+        side_pub = await connect_synapse(bus.url, **quick_reconnect(bus.url))
         stack.push_async_callback(side_pub.close)
-        side_sub = await connect_synapse(bus.url, **quick(bus.url))
+        side_sub = await connect_synapse(bus.url, **quick_reconnect(bus.url))
         stack.push_async_callback(side_sub.close)
         counter = Counter()
         await side_sub.subscribe(f"cosmonapse.{ns}.AUDIT", counter)
@@ -206,7 +189,7 @@ async def serving_bus(kind: str) -> AsyncIterator[str]:
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", NETWORK)
 async def test_worker_killed_or_frozen_mid_task(kind: str, how: str) -> None:
     ns = f"fault{how.lower()}"
     async with serving_bus(kind) as url, AsyncExitStack() as stack:

@@ -8,7 +8,8 @@ usable.  Tried against buses that stop reading and buses that go away.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import anyio
 import orjson
@@ -29,6 +30,18 @@ BIG = "b" * 256 * 1024
 
 def sig(n: int, blob: str = "") -> Signal:
     return Signal(type=SignalType.TASK, payload={"n": n, "blob": blob})
+
+
+@asynccontextmanager
+async def gated_dev_bus() -> AsyncIterator[tuple[GatedBus, str]]:
+    """A gated dev bus on loopback; yields it and its cosmo:// URL."""
+    bus = GatedBus(b'{"op":"welcome"}\n', b'{"op":"pong"}\n', b'{"op":"ping"}\n')
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, bus.handle)
+            yield bus, f"cosmo://127.0.0.1:{port}"
+            tg.cancel_scope.cancel()
 
 
 class GatedBus:
@@ -79,23 +92,18 @@ def check_order(got: list[int], returned: list[int], cancelled: list[int]) -> No
 
 
 async def test_dev_publish_cancelled_while_the_outbox_is_full() -> None:
-    bus = GatedBus(b'{"op":"welcome"}\n', b'{"op":"pong"}\n', b'{"op":"ping"}\n')
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = listener.extra(SocketAttribute.local_port)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(listener.serve, bus.handle)
-            syn = DevSynapse(f"cosmo://127.0.0.1:{port}", outbox_size=2, publish_timeout=60)
-            await syn.connect()
-            returned, cancelled = await fill_until_blocked(
-                lambda s: syn.publish("cosmonapse.c.TASK", s), lambda n: sig(n, BIG)
-            )
-            bus.gate.set()
-            await syn.publish("cosmonapse.c.TASK", sig(10_000))  # usable again once there is room
-            returned.append(10_000)
-            await syn.close()  # flushes what was accepted
-            with anyio.fail_after(30):
-                await bus.done.wait()
-            tg.cancel_scope.cancel()
+    async with gated_dev_bus() as (bus, url):
+        syn = DevSynapse(url, outbox_size=2, publish_timeout=60)
+        await syn.connect()
+        returned, cancelled = await fill_until_blocked(
+            lambda s: syn.publish("cosmonapse.c.TASK", s), lambda n: sig(n, BIG)
+        )
+        bus.gate.set()
+        await syn.publish("cosmonapse.c.TASK", sig(10_000))  # usable again once there is room
+        returned.append(10_000)
+        await syn.close()  # flushes what was accepted
+        with anyio.fail_after(30):
+            await bus.done.wait()
     lines = bytes(bus.received).split(b"\n")
     assert lines.pop() == b""  # the stream ends on a whole line
     messages = [orjson.loads(line) for line in lines]  # every line is whole JSON
@@ -200,21 +208,16 @@ async def test_nats_publish_cancelled_while_the_outbox_is_full() -> None:
 
 
 async def test_dev_subscribe_cancelled_before_the_bus_confirmed_is_taken_back() -> None:
-    bus = GatedBus(b'{"op":"welcome"}\n', b'{"op":"pong"}\n', b'{"op":"ping"}\n')
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-        port = listener.extra(SocketAttribute.local_port)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(listener.serve, bus.handle)
-            syn = DevSynapse(f"cosmo://127.0.0.1:{port}", publish_timeout=60)
-            await syn.connect()
-            with anyio.move_on_after(0.2) as scope:
-                await syn.subscribe("cosmonapse.c.TASK", Inbox())  # the gated bus never answers its ping
-            assert scope.cancelled_caught
-            bus.gate.set()
-            await syn.close()
-            with anyio.fail_after(30):
-                await bus.done.wait()
-            tg.cancel_scope.cancel()
+    async with gated_dev_bus() as (bus, url):
+        syn = DevSynapse(url, publish_timeout=60)
+        await syn.connect()
+        with anyio.move_on_after(0.2) as scope:
+            await syn.subscribe("cosmonapse.c.TASK", Inbox())  # the gated bus never answers its ping
+        assert scope.cancelled_caught
+        bus.gate.set()
+        await syn.close()
+        with anyio.fail_after(30):
+            await bus.done.wait()
     messages = [orjson.loads(line) for line in bytes(bus.received).split(b"\n") if line]
     subs = [m["sub_id"] for m in messages if m["op"] == "sub"]
     assert subs and [m["sub_id"] for m in messages if m["op"] == "unsub"] == subs

@@ -10,7 +10,7 @@ rest: the request, streaming into THOUGHT_DELTA Signals, tool calls, the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Literal, Protocol
 
@@ -21,6 +21,7 @@ from .errors import NeuronResponseError, NeuronStreamError
 from .httpclient import HttpClient
 from .intents import TEACH_INTENTS, apply_intents
 from .prompt import Prompt, read_input
+from .secrets import Secrets
 from .streaming import iter_ndjson, iter_sse
 from .tools import Emitter, ToolCall, ToolExecutor, run_tool_calls
 
@@ -32,6 +33,7 @@ __all__ = [
     "ShapeError",
     "StreamState",
     "join_url",
+    "scrubbed",
 ]
 
 
@@ -72,6 +74,18 @@ class NeuronSource:
 
     def __repr__(self) -> str:
         return f"<Neuron source={self.source!r}>"
+
+
+async def scrubbed(secrets: Secrets, answer: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await *answer*; its output, or the error it raises, without *secrets*."""
+    try:
+        output = await answer
+    except Exception as exc:
+        clean = secrets.scrub_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+    return secrets.scrub(output)
 
 
 @attrs.define
@@ -143,15 +157,7 @@ class LLMNeuron(NeuronSource):
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         """One TASK; the output, the deltas it streams and any error it raises carry no credential."""
-        secrets = self.http.secrets
-        try:
-            output = await self._answer(input, context)
-        except Exception as exc:
-            clean = secrets.scrub_error(exc)
-            if clean is exc:
-                raise
-            raise clean from None
-        return secrets.scrub(output)
+        return await scrubbed(self.http.secrets, self._answer(input, context))
 
     async def _answer(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         prompt = self.read(input)

@@ -25,7 +25,7 @@ import attrs
 import httpx
 import orjson
 
-from .base import NeuronSource
+from .base import NeuronSource, scrubbed
 from .errors import NeuronError, NeuronHTTPError, NeuronInputError
 from .httpclient import HttpClient, refuse_cookies
 
@@ -114,15 +114,7 @@ class HttpAppNeuron(NeuronSource):
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         """One TASK; an endpoint that echoes the credential gets it scrubbed from output and errors."""
-        secrets = self.http.secrets
-        try:
-            output = await self._answer(input)
-        except Exception as exc:
-            clean = secrets.scrub_error(exc)
-            if clean is exc:
-                raise
-            raise clean from None
-        return secrets.scrub(output)
+        return await scrubbed(self.http.secrets, self._answer(input))
 
     def scrub_secrets(self, value: Any) -> Any:
         return self.http.secrets.scrub(value)

@@ -78,7 +78,7 @@ DEFAULT_PENDING_BYTES = 64 * 1024 * 1024
 DROP_LOG_INTERVAL = 5.0
 _UNDO_TIMEOUT = 1.0  # how long a failed subscribe() spends taking its subscription back
 #: A pump hands this many queued Signals to its handler, then lets other tasks run.
-_PUMP_BATCH = 32
+_PUMP_BATCH = 64
 
 
 class LogThrottle:
@@ -377,10 +377,8 @@ class Synapse(abc.ABC):
         if self.connected:
             await self._on_unsubscribe(sub)
 
-    def _offer(self, sub: Subscription, sig: Signal, size: int) -> None:
-        """A network reader files *sig* for *sub*; never waits.  Over the limits: drop, count, log."""
-        if sub.offer(sig, size):
-            return
+    def _dropped(self, sub: Subscription, sig: Signal) -> None:
+        """A network reader could not file *sig* (``sub.offer`` refused): count it, say so now and then."""
         self.dropped += 1
         sub.dropped += 1
         now = time.monotonic()
@@ -411,13 +409,13 @@ class Synapse(abc.ABC):
         run = 0
         try:
             while True:
-                try:
+                if len(buffer):  # queued: take it without a scheduling round
                     sig = buffer.get_nowait()
                     run += 1
                     if run >= _PUMP_BATCH:
                         run = 0
                         await anyio.lowlevel.cancel_shielded_checkpoint()
-                except anyio.WouldBlock:
+                else:
                     run = 0
                     sig = await buffer.get()
                 try:

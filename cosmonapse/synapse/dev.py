@@ -419,7 +419,8 @@ class DevSynapse(Synapse):
         except SignalDecodeError as exc:
             self._bad_frame("a frame that is not a Signal", msg.get("subject"), exc)
             return
-        self._offer(sub, sig, len(frame))
+        if not sub.offer(sig, len(frame)):  # never waits
+            self._dropped(sub, sig)  # over its limits: drop, count
 
     # -- writing -------------------------------------------------------------
     async def _write_loop(self, outbox: MemoryObjectReceiveStream[_Line]) -> None:

@@ -483,7 +483,8 @@ class NatsSynapse(Synapse):
                     except SignalDecodeError as exc:
                         self._bad_frame("a frame that is not a Signal", ev.subject, exc)
                         continue
-                    self._offer(sub, sig, len(ev.payload))  # never waits; over the limits: drop, count
+                    if not sub.offer(sig, len(ev.payload)):  # never waits
+                        self._dropped(sub, sig)  # over its limits: drop, count
                 elif ev is PING:
                     conn.write(PONG_FRAME)
                 elif ev is PONG:
