@@ -61,6 +61,7 @@ _BATCH_BYTES = 256 * 1024
 _FLUSH_TIMEOUT = 5.0  # a closing connection's writer gets this long to drain its outbox
 _GOODBYE_TIMEOUT = 0.5  # best-effort err before closing a refused or slow connection
 _REFUSE_TIMEOUT = 0.05  # the err to a connection over the cap: its send buffer is empty, or we give up
+_SUBJECT_CACHE = 4096  # checked subjects remembered (cleared when full)
 _CONN_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
@@ -167,6 +168,7 @@ class DevSynapseServer:
         self.on_publish = on_publish
         self.stats = ServerStats()
         self._index: SubscriptionIndex[_Sub] = SubscriptionIndex()
+        self._good_subjects: set[str] = set()  # subjects already checked, so a pub checks once
         self._conns: set[_Conn] = set()
         self._namespaces: dict[str, _Namespace] = {}
         self._stack: AsyncExitStack | None = None
@@ -537,10 +539,14 @@ class DevSynapseServer:
         if not isinstance(subject, str):
             self._send_err(conn, "pub: subject must be a string")
             return
-        problem = subject_error(subject, publish=True)
-        if problem is not None:
-            self._send_err(conn, f"pub: {problem}")
-            return
+        if subject not in self._good_subjects:
+            problem = subject_error(subject, publish=True)
+            if problem is not None:
+                self._send_err(conn, f"pub: {problem}")
+                return
+            if len(self._good_subjects) >= _SUBJECT_CACHE:
+                self._good_subjects.clear()
+            self._good_subjects.add(subject)
         if isinstance(frame, str):
             encoded = orjson.dumps(frame)
         else:
