@@ -74,6 +74,7 @@ class Axon:
     neuron_kind: str = "neuron"
     context_fetcher: ContextFetcher | None = None
     _is_async: bool = attrs.field(init=False, repr=False)
+    _scrubber: Callable[[Any], Any] | None = attrs.field(init=False, repr=False, default=None)
     #: Sync Neuron calls left running in their thread when their TASK was cancelled.
     abandoned_calls: int = attrs.field(init=False, default=0)
     #: Of those, how many have since returned or raised (their result was dropped).
@@ -85,13 +86,12 @@ class Axon:
         if not callable(self.neuron_fn):
             raise TypeError(f"neuron_fn of {self.neuron_id!r} is not callable")
         self._is_async = _is_async_callable(self.neuron_fn)
+        self._scrubber = getattr(self.neuron_fn, "scrub_secrets", None)
 
     def scrub(self, value: Any) -> Any:
         """*value* with the Neuron's own secrets replaced (when the Neuron knows them)."""
-        scrubber = getattr(self.neuron_fn, "scrub_secrets", None)
-        if scrubber is None:
-            return value
-        return scrubber(value)
+        scrubber = self._scrubber
+        return value if scrubber is None else scrubber(value)
 
     def serves(self, capabilities: list[str] | tuple[str, ...]) -> bool:
         """True when this Axon has every requested capability."""
@@ -224,7 +224,8 @@ class Axon:
             self._log_failure(task, exc)
             return [_error(task, self.neuron_id, "NEURON_EXCEPTION", message)]
         await anyio.lowlevel.checkpoint_if_cancelled()  # returned after its STOP: no reply
-        output = self.scrub(output)
+        if self._scrubber is not None:
+            output = self._scrubber(output)
         problem = json_problem(output)
         if problem is not None:
             message = f"neuron {self.neuron_id} returned an output that cannot go on the wire: {problem}"

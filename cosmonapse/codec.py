@@ -214,38 +214,47 @@ class _NotJson(Exception):
         self.path: list[str] = []
 
 
+_PLAIN = frozenset({str, bool, type(None)})  # always JSON, nothing to look into
+
+
 def _check(value: Any, depth: int) -> None:
     t = type(value)
-    if t is str or t is bool or value is None:
+    if t in _PLAIN:
         return
-    if t is int or (isinstance(value, int) and not isinstance(value, bool)):
+    if t is dict or t is list or t is tuple:
+        if depth <= 0:
+            raise _NotJson(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+        if t is dict:
+            for key in value:
+                if type(key) is not str and not (key is None or isinstance(key, int | float)):
+                    raise _NotJson(f"has a key of type {type(key).__name__} ({key!r}); JSON keys are strings")
+            entries: Iterable[tuple[object, Any]] = value.items()
+        else:
+            entries = enumerate(value)
+        for key, item in entries:
+            if type(item) in _PLAIN:
+                continue  # the common case, checked without a call
+            try:
+                _check(item, depth - 1)
+            except _NotJson as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
+        return
+    if isinstance(value, int):  # bool was handled above; int subclasses (IntEnum) encode as ints
         if not _INT_MIN <= value <= _INT_MAX:
             raise _NotJson(f"is an integer out of JSON's 64-bit range ({value})")
         return
-    if t is float or isinstance(value, float):
+    if isinstance(value, float):
         if value != value or value in (math.inf, -math.inf):
             raise _NotJson(f"is {value!r}, which JSON cannot carry (it would become null)")
         return
     if isinstance(value, str):
         return
-    if depth <= 0:
-        raise _NotJson(f"is nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, dict):
-        for key in value:
-            if not (key is None or isinstance(key, str | int | float)):
-                raise _NotJson(f"has a key of type {type(key).__name__} ({key!r}); JSON keys are strings")
-        entries: Iterable[tuple[object, Any]] = value.items()
-    elif isinstance(value, list | tuple):
-        entries = enumerate(value)
-    else:
-        kind = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-        raise _NotJson(f"is of type {kind}, which is not JSON")
-    for key, item in entries:
-        try:
-            _check(item, depth - 1)
-        except _NotJson as exc:
-            exc.path.append(f"[{key!r}]")
-            raise
+    if isinstance(value, dict | list | tuple):  # subclasses: checked like their base
+        _check(dict(value) if isinstance(value, dict) else list(value), depth)
+        return
+    kind = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    raise _NotJson(f"is of type {kind}, which is not JSON")
 
 
 def json_problem(value: Any, *, name: str = "output") -> str | None:

@@ -167,6 +167,10 @@ class Subscription:
 class Synapse(abc.ABC):
     """A bus: publish Signals on subjects, subscribe handlers to patterns."""
 
+    #: A network bus's reader files with ``offer`` (pending limits); the in-process bus
+    #: puts with backpressure and needs neither the limits nor the byte accounting.
+    _files_by_offer = True
+
     def __init__(
         self,
         *,
@@ -346,8 +350,12 @@ class Synapse(abc.ABC):
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         if not subjects or not all(subjects):
             raise ValueError("subject must not be empty")
-        buffer: SignalBuffer[Signal] = SignalBuffer(
-            self.subscription_buffer, max_pending=self.pending_limit, max_pending_bytes=self.pending_bytes
+        buffer: SignalBuffer[Signal] = (
+            SignalBuffer(
+                self.subscription_buffer, max_pending=self.pending_limit, max_pending_bytes=self.pending_bytes
+            )
+            if self._files_by_offer
+            else SignalBuffer(self.subscription_buffer)
         )
         sub = Subscription(
             subject=subjects[0], handler=handler, queue_group=queue_group, buffer=buffer, subjects=subjects
@@ -409,7 +417,7 @@ class Synapse(abc.ABC):
         run = 0
         try:
             while True:
-                if len(buffer):  # queued: take it without a scheduling round
+                if buffer._items:  # queued: take it without a scheduling round (no call: hot path)
                     sig = buffer.get_nowait()
                     run += 1
                     if run >= _PUMP_BATCH:

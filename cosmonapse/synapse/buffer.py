@@ -57,7 +57,8 @@ class SignalBuffer(Generic[T]):
         if self.max_pending_bytes < 1:
             raise ValueError("max_pending_bytes must be >= 1")
         self._items: deque[T] = deque()
-        self._sizes: deque[int] = deque()  # the size of each queued item (0 when put without one)
+        # The size of each queued item (0 when put without one), kept only with a byte limit.
+        self._sizes: deque[int] | None = deque() if max_pending_bytes is not None else None
         self._bytes = 0
         self._getter: anyio.Event | None = None
         self._putters: deque[anyio.Event] = deque()
@@ -82,7 +83,8 @@ class SignalBuffer(Generic[T]):
         if len(self._items) >= self.max_items:
             return False
         self._items.append(item)
-        self._sizes.append(0)
+        if self._sizes is not None:
+            self._sizes.append(0)
         getter = self._getter
         if getter is not None:
             self._getter = None
@@ -100,8 +102,9 @@ class SignalBuffer(Generic[T]):
         if len(items) >= self.max_pending or (self._bytes and self._bytes + size > self.max_pending_bytes):
             return False
         items.append(item)
-        self._sizes.append(size)
-        self._bytes += size
+        if self._sizes is not None:
+            self._sizes.append(size)
+            self._bytes += size
         getter = self._getter
         if getter is not None:
             self._getter = None
@@ -130,7 +133,8 @@ class SignalBuffer(Generic[T]):
         """The oldest item; ``WouldBlock`` when empty, ``EndOfStream`` when empty and closed."""
         if self._items:
             item = self._items.popleft()
-            self._bytes -= self._sizes.popleft()
+            if self._sizes is not None:
+                self._bytes -= self._sizes.popleft()
             if self._putters:
                 self._wake_putter()
             return item

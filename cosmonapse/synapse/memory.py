@@ -22,6 +22,7 @@ class MemorySynapse(Synapse):
     """An in-process bus; several Dendrites in one process share one instance."""
 
     url = "memory://"
+    _files_by_offer = False
 
     def __init__(self, *, subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER) -> None:
         super().__init__(subscription_buffer=subscription_buffer)
