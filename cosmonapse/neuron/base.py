@@ -10,9 +10,9 @@ rest: the request, streaming into THOUGHT_DELTA Signals, tool calls, the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import attrs
 import orjson
@@ -104,6 +104,7 @@ class StreamState(Protocol):
 
     def feed(self, item: Any) -> str:
         """Take one decoded item; return the new text (may be empty)."""
+        ...
 
     def reply(self) -> Reply: ...
 
@@ -206,7 +207,7 @@ class LLMNeuron(NeuronSource):
             )
             raise self._shape_error(exchange.url, problem, raw) from None
 
-    def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncIterator[Any]:
+    def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncGenerator[Any, None]:
         return iter_sse(lines) if exchange.stream == "sse" else iter_ndjson(lines)
 
     async def _run_stream(self, exchange: Exchange, emitter: Emitter) -> Reply:
@@ -228,7 +229,8 @@ class LLMNeuron(NeuronSource):
                 with self.http.reading(url, what="the stream"):
                     # aclosing: leaving early (an error) closes our generators here and now.
                     async with (
-                        aclosing(resp.aiter_lines()) as lines,
+                        # httpx types it an AsyncIterator; it is an async generator (it has aclose)
+                        aclosing(cast(AsyncGenerator[str, None], resp.aiter_lines())) as lines,
                         aclosing(self._items(exchange, lines)) as items,
                     ):
                         async for item in items:
