@@ -11,13 +11,13 @@ already waits for that; memory: nothing to wait for).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 from nats_util import nats_server_binary
 
-from cosmonapse import MemorySynapse, Synapse
+from cosmonapse import Axon, Dendrite, MemorySynapse, Synapse
 from cosmonapse.synapse.dev import DevSynapse
 from cosmonapse.synapse.dev_server import DevSynapseServer
 from cosmonapse.synapse.nats import NatsSynapse
@@ -60,3 +60,31 @@ async def settle(synapse: Synapse) -> None:
     """Everything *synapse* sent so far (subscriptions included) has reached its bus."""
     if isinstance(synapse, NatsSynapse):
         await synapse.flush()
+
+
+@asynccontextmanager
+async def worker_and_orchestrator(
+    kind: str, nats_url: str | None, namespace: str, worker_axons: list[Axon], **worker_kw: Any
+) -> AsyncIterator[Dendrite]:
+    """A worker Dendrite ("worker") hosting *worker_axons* and an orchestrator ("orch"), each on
+    its own connection to one bus of *kind*; yields the orchestrator once the worker is live."""
+    async with open_bus(kind, nats_url) as make, AsyncExitStack() as stack:
+        worker_bus, orch_bus = make(), make()
+        for syn in (worker_bus, orch_bus):
+            await syn.connect()
+            stack.push_async_callback(syn.close)
+        worker = Dendrite(
+            synapse=worker_bus,
+            namespace=namespace,
+            role="worker",
+            dendrite_id="worker",
+            heartbeat_s=0,
+            **worker_kw,
+        )
+        for axon in worker_axons:
+            worker.attach_axon(axon)
+        orch = Dendrite(synapse=orch_bus, namespace=namespace, dendrite_id="orch", heartbeat_s=0)
+        await stack.enter_async_context(worker)
+        await stack.enter_async_context(orch)
+        await settle(worker_bus)
+        yield orch

@@ -13,13 +13,13 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.from_thread
 import pytest
-from bus_kit import KINDS, open_bus, settle
+from bus_kit import KINDS, open_bus, worker_and_orchestrator
 from nats_util import Inbox
 
 from cosmonapse import Axon, Dendrite, NeuronContext, SignalType
@@ -40,33 +40,6 @@ RAISED: dict[str, BaseException] = {
 }
 
 
-@asynccontextmanager
-async def pair(
-    kind: str, nats_url: str | None, worker_axons: list[Axon], **worker_kw: Any
-) -> AsyncIterator[Dendrite]:
-    """A worker hosting *worker_axons* and an orchestrator, on one bus of *kind*; yields the orchestrator."""
-    async with open_bus(kind, nats_url) as make, AsyncExitStack() as stack:
-        worker_bus, orch_bus = make(), make()
-        for syn in (worker_bus, orch_bus):
-            await syn.connect()
-            stack.push_async_callback(syn.close)
-        worker = Dendrite(
-            synapse=worker_bus,
-            namespace="contain",
-            role="worker",
-            dendrite_id="worker",
-            heartbeat_s=0,
-            **worker_kw,
-        )
-        for axon in worker_axons:
-            worker.attach_axon(axon)
-        orch = Dendrite(synapse=orch_bus, namespace="contain", dendrite_id="orch", heartbeat_s=0)
-        await stack.enter_async_context(worker)
-        await stack.enter_async_context(orch)
-        await settle(worker_bus)
-        yield orch
-
-
 @pytest.mark.parametrize("kind", KINDS)
 async def test_base_exceptions_become_error_replies_and_the_host_keeps_serving(
     kind: str, nats_url: str | None, caplog: pytest.LogCaptureFixture
@@ -83,7 +56,10 @@ async def test_base_exceptions_become_error_replies_and_the_host_keeps_serving(
         return {"slow": "done"}
 
     axons = [Axon("raiser", raiser), Axon("slow", slow)]
-    async with pair(kind, nats_url, axons) as orch, anyio.create_task_group() as tg:
+    async with (
+        worker_and_orchestrator(kind, nats_url, "contain", axons) as orch,
+        anyio.create_task_group() as tg,
+    ):
         slow_reply: list[Any] = []
 
         async def call_slow() -> None:
@@ -131,7 +107,9 @@ async def test_outputs_that_are_not_json_become_invalid_output_at_once(
     async def fine(input: dict[str, Any], ctx: NeuronContext) -> Any:
         return {"t": (1, 2), 3: "int key", "f": 1.5, "none": None}
 
-    async with pair(kind, nats_url, [Axon("bad", bad), Axon("fine", fine)]) as orch:
+    async with worker_and_orchestrator(
+        kind, nats_url, "contain", [Axon("bad", bad), Axon("fine", fine)]
+    ) as orch:
         for what, (_value, expected) in BAD_OUTPUTS.items():
             with anyio.fail_after(5):  # at once: no waiting for the caller's timeout
                 reply = await orch.dispatch_and_wait(neuron="bad", input={"what": what}, timeout_s=60)
@@ -192,7 +170,10 @@ async def stuck_axon() -> AsyncIterator[tuple[StuckSync, Axon]]:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_stuck_sync_neuron_is_abandoned_at_stop(kind: str, nats_url: str | None) -> None:
-    async with stuck_axon() as (stuck, axon), pair(kind, nats_url, [axon]) as orch:
+    async with (
+        stuck_axon() as (stuck, axon),
+        worker_and_orchestrator(kind, nats_url, "contain", [axon]) as orch,
+    ):
         pw = await orch.dispatch(neuron="stuck", input={})
         with anyio.fail_after(10):
             await stuck.entered.wait()
@@ -242,7 +223,7 @@ async def test_a_neuron_that_swallows_its_cancellation_and_returns_gets_no_reply
         returned.set()
         return {"too": "late"}
 
-    async with pair("memory", None, [Axon("stubborn", stubborn)]) as orch:
+    async with worker_and_orchestrator("memory", None, "contain", [Axon("stubborn", stubborn)]) as orch:
         outputs = Inbox()
         await orch.subscribe(SignalType.AGENT_OUTPUT, outputs)
         task = await orch.dispatch_task(neuron="stubborn", input={})

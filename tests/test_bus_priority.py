@@ -11,15 +11,14 @@ subscription gets it at once.
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import pytest
-from bus_kit import NETWORK, open_bus, settle
+from bus_kit import NETWORK, open_bus, settle, worker_and_orchestrator
 from nats_util import Inbox
 
-from cosmonapse import Axon, Dendrite, NeuronContext, Signal, SignalType
+from cosmonapse import Axon, NeuronContext, Signal, SignalType
 
 pytestmark = pytest.mark.anyio
 
@@ -53,19 +52,8 @@ class Hang:
 @pytest.mark.parametrize("kind", NETWORK)
 async def test_stop_lands_with_thousands_of_tasks_queued(kind: str, nats_url: str | None) -> None:
     hang = Hang()
-    async with open_bus(kind, nats_url) as make, AsyncExitStack() as stack:
-        worker_bus, orch_bus = make(), make()
-        for syn in (worker_bus, orch_bus):
-            await syn.connect()
-            stack.push_async_callback(syn.close)
-        worker = Dendrite(
-            synapse=worker_bus, namespace="prio", role="worker", heartbeat_s=0, max_concurrent_tasks=1
-        )
-        worker.attach_axon(Axon("hang", hang))
-        orch = Dendrite(synapse=orch_bus, namespace="prio", heartbeat_s=0)
-        await stack.enter_async_context(worker)
-        await stack.enter_async_context(orch)
-        await settle(worker_bus)
+    axons = [Axon("hang", hang)]
+    async with worker_and_orchestrator(kind, nats_url, "prio", axons, max_concurrent_tasks=1) as orch:
         first = await orch.dispatch_task(neuron="hang", input={})
         with anyio.fail_after(10):
             await hang.first_entered.wait()
