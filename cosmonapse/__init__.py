@@ -31,6 +31,7 @@ from .errors import (
     SignalDecodeError,
     SynapseClosedError,
     SynapseError,
+    SynapseFailedError,
 )
 from .handlers import HandlerSpec
 from .ids import new_event_id, new_trace_id
@@ -114,6 +115,7 @@ __all__ = [
     "Synapse",
     "SynapseClosedError",
     "SynapseError",
+    "SynapseFailedError",
     "TraceStoppedError",
     "connect_synapse",
     "converter",

@@ -3,6 +3,22 @@
 A Neuron is ``async fn(input, context) -> output``; a plain function is run in
 a worker thread.  The Axon turns what the Neuron returns into the reply
 Signal(s) — it never touches the Synapse; its Dendrite publishes them.
+
+Whatever the Neuron does, its host survives it:
+
+* any exception — ``BaseException`` included (``SystemExit``,
+  ``KeyboardInterrupt``, ``GeneratorExit``, custom subclasses) — other than the
+  runtime's own cancellation becomes ERROR ``NEURON_EXCEPTION``, logged once at
+  ERROR with its traceback and trace id;
+* an output that is not plain JSON (a set, bytes, an object, NaN, infinity, a
+  64-bit overflow, nesting too deep) becomes ERROR ``INVALID_OUTPUT`` naming
+  where and what, on every bus alike;
+* a Neuron cancelled (STOP, the Dendrite stopping) gets no reply, even if it
+  swallowed the cancellation and returned; a sync Neuron stuck in its thread is
+  abandoned at once (its late result is dropped, logged and counted in
+  ``abandoned_calls`` / ``late_results``), so shutdown is not held by it;
+* a Neuron that knows its secrets (``neuron_fn.scrub_secrets(value)``, as the
+  built-in sources do) has them scrubbed from its replies, errors and logs.
 """
 
 from __future__ import annotations
@@ -10,18 +26,25 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 import attrs
 
+from .codec import json_problem
 from .context import NeuronContext
 from .signal import Directed, Signal, SignalType
 
 __all__ = ["Axon", "NeuronFn", "reply_signals"]
 
 log = logging.getLogger("cosmonapse.axon")
+
+_counter_lock = threading.Lock()  # the Axon's counters are also bumped from Neuron threads
 
 NeuronFn = Callable[[dict[str, Any], NeuronContext], Any]
 ContextFetcher = Callable[[str], Awaitable[list[Any]]]
@@ -51,6 +74,11 @@ class Axon:
     neuron_kind: str = "neuron"
     context_fetcher: ContextFetcher | None = None
     _is_async: bool = attrs.field(init=False, repr=False)
+    _scrubber: Callable[[Any], Any] | None = attrs.field(init=False, repr=False, default=None)
+    #: Sync Neuron calls left running in their thread when their TASK was cancelled.
+    abandoned_calls: int = attrs.field(init=False, default=0)
+    #: Of those, how many have since returned or raised (their result was dropped).
+    late_results: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not self.neuron_id or not isinstance(self.neuron_id, str):
@@ -58,6 +86,12 @@ class Axon:
         if not callable(self.neuron_fn):
             raise TypeError(f"neuron_fn of {self.neuron_id!r} is not callable")
         self._is_async = _is_async_callable(self.neuron_fn)
+        self._scrubber = getattr(self.neuron_fn, "scrub_secrets", None)
+
+    def scrub(self, value: Any) -> Any:
+        """*value* with the Neuron's own secrets replaced (when the Neuron knows them)."""
+        scrubber = self._scrubber
+        return value if scrubber is None else scrubber(value)
 
     def serves(self, capabilities: list[str] | tuple[str, ...]) -> bool:
         """True when this Axon has every requested capability."""
@@ -87,13 +121,60 @@ class Axon:
             return []
 
     async def call_neuron(self, input: dict[str, Any], context: NeuronContext) -> Any:
-        """Run the Neuron: awaited if async, else in a worker thread."""
+        """Run the Neuron: awaited if async, else in a worker thread (abandoned if cancelled)."""
         if self._is_async:
             return await self.neuron_fn(input, context)
-        result = await anyio.to_thread.run_sync(self.neuron_fn, input, context)
+        result = await self._call_in_thread(input, context)
         if inspect.isawaitable(result):
             result = await result
         return result
+
+    async def _call_in_thread(self, input: dict[str, Any], context: NeuronContext) -> Any:
+        """A thread cannot be interrupted: on cancellation we stop waiting for it at once.
+
+        The thread runs on; when it ends, what it returned (or raised) is dropped,
+        logged and counted.  It keeps one worker thread busy until then.
+        """
+        state = {"finished": False, "abandoned": False}
+        lock = threading.Lock()
+        trace = context.trace_id if isinstance(context, NeuronContext) else "?"
+
+        def work() -> Any:
+            outcome = "returned"
+            try:
+                return self.neuron_fn(input, context)
+            except BaseException as exc:
+                outcome = f"raised {type(exc).__name__}"
+                raise
+            finally:
+                with lock:
+                    state["finished"] = True
+                    late = state["abandoned"]
+                if late:
+                    with _counter_lock:
+                        self.late_results += 1
+                    log.warning(
+                        "sync neuron %s %s after its TASK (trace %s) was cancelled; result dropped",
+                        self.neuron_id,
+                        outcome,
+                        trace,
+                    )
+
+        try:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            with lock:
+                abandoned = state["abandoned"] = not state["finished"]
+            if abandoned:
+                with _counter_lock:
+                    self.abandoned_calls += 1
+                log.warning(
+                    "sync neuron %s was still running when its TASK (trace %s) was cancelled; "
+                    "its thread is abandoned and its result will be dropped",
+                    self.neuron_id,
+                    trace,
+                )
+            raise
 
     async def serve_neuron(self, tg: Any) -> None:
         """Start the Neuron's long-lived service in *tg*, if it has one (``neuron_fn.serve``).
@@ -125,31 +206,57 @@ class Axon:
     async def run(self, task: Signal, context: NeuronContext) -> list[Signal]:
         """Run the Neuron on *task*; return the reply Signal(s) to publish.
 
-        An exception becomes ERROR ``NEURON_EXCEPTION``; cancellation propagates
-        (a cancelled Neuron publishes no reply).
+        Any exception but the runtime's cancellation becomes ERROR
+        ``NEURON_EXCEPTION``; an output that is not plain JSON becomes ERROR
+        ``INVALID_OUTPUT``.  When the TASK was cancelled, cancellation propagates
+        and there is no reply, whatever the Neuron returned.
         """
         input = task.payload.get("input")
         if not isinstance(input, dict):
             input = {}
         try:
             output = await self.call_neuron(input, context)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            log.debug("neuron %s raised", self.neuron_id, exc_info=True)
-            return [
-                _reply(
-                    task,
-                    self.neuron_id,
-                    SignalType.ERROR,
-                    {
-                        "code": "NEURON_EXCEPTION",
-                        "message": f"{type(exc).__name__}: {exc}",
-                        "recoverable": False,
-                    },
-                )
-            ]
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                raise
+            await anyio.lowlevel.checkpoint_if_cancelled()  # failed after its STOP: no reply
+            message = self.scrub(f"{type(exc).__name__}: {exc}")
+            self._log_failure(task, exc)
+            return [_error(task, self.neuron_id, "NEURON_EXCEPTION", message)]
+        await anyio.lowlevel.checkpoint_if_cancelled()  # returned after its STOP: no reply
+        if self._scrubber is not None:
+            output = self._scrubber(output)
+        problem = json_problem(output)
+        if problem is not None:
+            message = f"neuron {self.neuron_id} returned an output that cannot go on the wire: {problem}"
+            log.error("%s (TASK %s, trace %s)", message, task.id, task.trace_id)
+            return [_error(task, self.neuron_id, "INVALID_OUTPUT", message)]
         return reply_signals(task, self.neuron_id, output)
+
+    def _log_failure(self, task: Signal, exc: BaseException) -> None:
+        """Once, at ERROR, with the traceback and the trace id; secrets scrubbed."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        log.error(
+            "neuron %s raised on TASK %s (trace %s); answered ERROR NEURON_EXCEPTION\n%s",
+            self.neuron_id,
+            task.id,
+            task.trace_id,
+            self.scrub(text),
+        )
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """The runtime's own cancellation (alone, or inside an exception group)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda e: isinstance(e, cancelled)) is not None
+    return False
+
+
+def _error(task: Signal, neuron_id: str, code: str, message: str) -> Signal:
+    return _reply(task, neuron_id, SignalType.ERROR, {"code": code, "message": message, "recoverable": False})
 
 
 def _reply(task: Signal, neuron_id: str, stype: SignalType, payload: dict[str, Any]) -> Signal:

@@ -10,6 +10,8 @@ converter's generated hooks.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,10 +23,12 @@ from .ids import new_event_id, new_trace_id
 from .signal import Directed, Signal, SignalType, utc_now_iso
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "converter",
     "decode_signal",
     "dumps",
     "encode_signal",
+    "json_problem",
     "loads",
     "signal_from_dict",
     "signal_to_dict",
@@ -196,6 +200,78 @@ def decode_signal(data: bytes | bytearray | memoryview | str, *, strict: bool = 
     except orjson.JSONDecodeError as exc:
         raise SignalDecodeError(None, f"not JSON: {exc}") from exc
     return signal_from_dict(raw, strict=strict)
+
+
+#: Deepest nesting a value inside a payload may have: orjson encodes 254 levels and a
+#: Signal puts a few of its own around it (the payload, ``output``, a list...).
+MAX_JSON_DEPTH = 240
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson encodes
+
+
+class _NotJson(Exception):
+    def __init__(self, why: str) -> None:
+        self.why = why
+        self.path: list[str] = []
+
+
+_PLAIN = frozenset({str, bool, type(None)})  # always JSON, nothing to look into
+
+
+def _check(value: Any, depth: int) -> None:
+    t = type(value)
+    if t in _PLAIN:
+        return
+    if t is dict or t is list or t is tuple:
+        if depth <= 0:
+            raise _NotJson(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+        if t is dict:
+            for key in value:
+                if type(key) is not str and not (key is None or isinstance(key, int | float)):
+                    raise _NotJson(f"has a key of type {type(key).__name__} ({key!r}); JSON keys are strings")
+            entries: Iterable[tuple[object, Any]] = value.items()
+        else:
+            entries = enumerate(value)
+        for key, item in entries:
+            if type(item) in _PLAIN:
+                continue  # the common case, checked without a call
+            try:
+                _check(item, depth - 1)
+            except _NotJson as exc:
+                exc.path.append(f"[{key!r}]")
+                raise
+        return
+    if isinstance(value, int):  # bool was handled above; int subclasses (IntEnum) encode as ints
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise _NotJson(f"is an integer out of JSON's 64-bit range ({value})")
+        return
+    if isinstance(value, float):
+        if value != value or value in (math.inf, -math.inf):
+            raise _NotJson(f"is {value!r}, which JSON cannot carry (it would become null)")
+        return
+    if isinstance(value, str):
+        return
+    if isinstance(value, dict | list | tuple):  # subclasses: checked like their base
+        _check(dict(value) if isinstance(value, dict) else list(value), depth)
+        return
+    kind = t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    raise _NotJson(f"is of type {kind}, which is not JSON")
+
+
+def json_problem(value: Any, *, name: str = "output") -> str | None:
+    """Why *value* cannot go on the wire as JSON (naming where and what), or None if it can.
+
+    Plain JSON only: dicts (string keys, or the int/float/bool/None keys the
+    reference turns into strings), lists and tuples, strings, finite floats,
+    64-bit integers, booleans and None — so every bus, in-process included,
+    carries the same value.  NaN and the infinities are refused, not turned into null.
+    """
+    try:
+        _check(value, MAX_JSON_DEPTH)
+    except _NotJson as exc:
+        path = exc.path[::-1]
+        where = "".join(path) if len(path) <= 8 else "".join(path[:8]) + "[…]"
+        return f"{name}{where} {exc.why}"
+    return None
 
 
 def dumps(obj: Any) -> bytes:

@@ -12,6 +12,7 @@ __all__ = [
     "SignalDecodeError",
     "SynapseClosedError",
     "SynapseError",
+    "SynapseFailedError",
 ]
 
 
@@ -54,3 +55,10 @@ class SynapseError(CosmonapseError):
 
 class SynapseClosedError(SynapseError):
     """The Synapse is not connected (never connected, or closed)."""
+
+
+class SynapseFailedError(SynapseError):
+    """A background task of the Synapse (reader, writer, pump) failed; ``__cause__`` is what it raised.
+
+    Raised by the next call and by ``close()``; close the synapse and connect again.
+    """

@@ -57,10 +57,12 @@ class TaskHost:
     joins the root task (bounded by *timeout_s*) and re-raises a background failure.
     """
 
-    __slots__ = ("_closing", "_done", "_failure", "_name", "_reported", "_root", "_tg")
+    __slots__ = ("_closing", "_done", "_failure", "_name", "_on_failure", "_reported", "_root", "_tg")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        """*on_failure* (sync, quick) is called in the root task right after a background failure."""
         self._name = name
+        self._on_failure = on_failure
         self._tg: TaskGroup | None = None
         self._closing: anyio.Event | None = None
         self._done: anyio.Event | None = None
@@ -143,6 +145,11 @@ class TaskHost:
                 raise
             self._failure = _unwrap(exc)
             log.error("%s: a background task failed", self._name, exc_info=self._failure)
+            if self._on_failure is not None:
+                try:
+                    self._on_failure(self._failure)
+                except Exception:
+                    log.exception("%s: the on_failure callback raised", self._name)
         finally:
             self._tg = None
             ready.set()

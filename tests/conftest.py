@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from nats_util import NatsServer, nats_server_binary
 from pg_util import PostgresServer, fresh_database, session_server
 
 
@@ -26,3 +27,13 @@ def postgres_dsn(postgres_server: tuple[str, PostgresServer | None]) -> Iterator
     """A fresh database on the session's PostgreSQL, dropped after the test."""
     with fresh_database(postgres_server[0]) as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str | None]:
+    """One nats-server for the tests that run on every bus (None when it is not installed)."""
+    if nats_server_binary() is None:
+        yield None
+        return
+    with NatsServer() as srv:
+        yield srv.url

@@ -1,8 +1,9 @@
 """A peer process for cross-process tests over cosmo:// (run as a script, not collected).
 
 python tests/dev_peer.py worker URL NAMESPACE
-    hosts Axon "echo" (capability "echo"); prints "ready", then one line per
-    TASK that asks to sleep ("started <tag>"); exits 0 on SIGTERM.
+    hosts Axon "echo" (capability "echo") on cosmo:// or nats://, reconnecting
+    quickly; prints "ready", then one line per TASK that asks to sleep
+    ("started <tag>"); exits 0 on SIGTERM.
 python tests/dev_peer.py orchestrator URL NAMESPACE COUNT
     dispatches COUNT addressed and COUNT capability-routed TASKs, prints
     "ok <n> <pid of the worker>" for each reply, exits 0.
@@ -27,14 +28,24 @@ async def echo(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
     return {"echo": input, "pid": os.getpid()}
 
 
+def quick_reconnect(url: str) -> dict[str, Any]:
+    """Reconnect options that keep outages short in tests (cosmo:// or nats://)."""
+    if url.startswith("nats"):
+        return {"reconnect_wait": 0.02, "max_reconnect_wait": 0.2}
+    return {"reconnect_delay": 0.02, "reconnect_max_delay": 0.2}
+
+
 async def worker(url: str, namespace: str) -> None:
-    synapse = await connect_synapse(url, reconnect_delay=0.02)
+    synapse = await connect_synapse(url, **quick_reconnect(url))
     try:
         dendrite = Dendrite(
             synapse=synapse, namespace=namespace, role="worker", dendrite_id=f"worker-{os.getpid()}"
         )
         dendrite.attach_axon(Axon("echo", echo, ["echo"]))
         async with dendrite:
+            flush = getattr(synapse, "flush", None)
+            if flush is not None:
+                await flush()  # NATS: our subscriptions are live at the server before "ready"
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 print("ready", flush=True)
                 async for _ in signals:

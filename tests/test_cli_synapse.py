@@ -104,7 +104,7 @@ def test_view_and_stop_against_a_live_bus() -> None:
                 ["synapse", "view", "--url", srv.url, "-n", "n1"],
                 ["synapse", "view", "--url", srv.url, "-n", "n1", "--json"],
                 ["synapse", "stop", "--url", srv.url, "-n", "nope"],
-                ["synapse", "stop", "--url", srv.url, "-n", "n1"],
+                ["synapse", "stop", "--url", srv.url, "-n", "n1", "--timeout", "0.5"],
                 ["synapse", "view", "--url", srv.url],
             ):
                 result = await anyio.to_thread.run_sync(runner.invoke, cli, args)
@@ -117,7 +117,9 @@ def test_view_and_stop_against_a_live_bus() -> None:
     assert "client_count" in info and "transport     memory" in info
     assert '"op":"mgmt_ns_info"' in as_json
     assert unknown.startswith("1|") and "namespace 'nope' not found" in unknown
-    assert stopped.startswith("0|stopped namespace n1")
+    # The namespace is gone, but its owner (a raw client) keeps the bus up: stop says so and fails.
+    assert stopped.startswith("1|") and "namespace n1 was removed" in stopped
+    assert "the bus is still running" in stopped
     assert empty == "0|no namespaces registered\n"
 
 
@@ -148,3 +150,23 @@ def test_entry_points() -> None:
         assert result.returncode == 0, result.stderr
         for verb in ("start", "stop", "view"):
             assert verb in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_a_foreign_client_cannot_hijack_the_namespace_and_stop_tells_the_truth() -> None:
+    async with cosmo_start("-n", "owned") as (proc, url, out):
+        port = int(url.rsplit(":", 1)[1])
+        async with await RawClient.connect(port) as intruder:
+            await intruder.send({"op": "ns_register", "namespace": "owned"})
+            answer = await intruder.recv()
+            assert answer["op"] == "err" and "registered by another connection" in answer["message"]
+            stop = await anyio.run_process(
+                [*COSMO, "synapse", "stop", "--url", url, "-n", "owned"], check=False
+            )
+        assert stop.returncode == 0, stop.stderr
+        assert b"stopped namespace owned" in stop.stdout and b"the bus has shut down" in stop.stdout
+        with anyio.fail_after(30):
+            assert await proc.wait() == 0
+        assert "namespace owned stopped by a management request" in await rest_of(out)

@@ -10,9 +10,9 @@ rest: the request, streaming into THOUGHT_DELTA Signals, tool calls, the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import attrs
 import orjson
@@ -21,6 +21,7 @@ from .errors import NeuronResponseError, NeuronStreamError
 from .httpclient import HttpClient
 from .intents import TEACH_INTENTS, apply_intents
 from .prompt import Prompt, read_input
+from .secrets import Secrets
 from .streaming import iter_ndjson, iter_sse
 from .tools import Emitter, ToolCall, ToolExecutor, run_tool_calls
 
@@ -32,6 +33,7 @@ __all__ = [
     "ShapeError",
     "StreamState",
     "join_url",
+    "scrubbed",
 ]
 
 
@@ -57,6 +59,10 @@ class NeuronSource:
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def scrub_secrets(self, value: Any) -> Any:
+        """*value* without this Neuron's credentials (the Axon applies it to replies and errors)."""
+        return value
+
     async def aclose(self) -> None:
         """Release what the Neuron holds; calling it again, or using the Neuron after, is fine."""
 
@@ -68,6 +74,18 @@ class NeuronSource:
 
     def __repr__(self) -> str:
         return f"<Neuron source={self.source!r}>"
+
+
+async def scrubbed(secrets: Secrets, answer: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await *answer*; its output, or the error it raises, without *secrets*."""
+    try:
+        output = await answer
+    except Exception as exc:
+        clean = secrets.scrub_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+    return secrets.scrub(output)
 
 
 @attrs.define
@@ -86,6 +104,7 @@ class StreamState(Protocol):
 
     def feed(self, item: Any) -> str:
         """Take one decoded item; return the new text (may be empty)."""
+        ...
 
     def reply(self) -> Reply: ...
 
@@ -138,10 +157,14 @@ class LLMNeuron(NeuronSource):
         return attrs.evolve(prompt, system=system, tools=tools)
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
+        """One TASK; the output, the deltas it streams and any error it raises carry no credential."""
+        return await scrubbed(self.http.secrets, self._answer(input, context))
+
+    async def _answer(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
         prompt = self.read(input)
         stream = bool(input.get("stream", self.stream))
         exchange = self.build(prompt, stream)
-        emitter = Emitter(context)
+        emitter = Emitter(context, self.http.secrets)
         if exchange.stream is not None and exchange.state is not None:
             reply = await self._run_stream(exchange, emitter)
         else:
@@ -151,6 +174,9 @@ class LLMNeuron(NeuronSource):
         if reply.tool_calls:
             output["tool_calls"] = await run_tool_calls(reply.tool_calls, emitter, self.tools)
         return apply_intents(output) if self.apply_intents else output
+
+    def scrub_secrets(self, value: Any) -> Any:
+        return self.http.secrets.scrub(value)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -165,9 +191,11 @@ class LLMNeuron(NeuronSource):
             excerpt = orjson.dumps(raw).decode()
         except TypeError:
             excerpt = repr(raw)
+        excerpt = self.http.redact(excerpt)  # before cutting: a cut must not leave half a key
         if len(excerpt) > 300:
             excerpt = excerpt[:300] + "…"
-        got = f"; got {self.http.redact(excerpt)}" if raw is not None else ""
+        got = f"; got {excerpt}" if raw is not None else ""
+        problem = self.http.redact(problem)
         return NeuronResponseError(f"{self.source} at {self.http.safe_url(url)}: {problem}{got}")
 
     def _decode(self, exchange: Exchange, raw: Any) -> Reply:
@@ -179,7 +207,7 @@ class LLMNeuron(NeuronSource):
             )
             raise self._shape_error(exchange.url, problem, raw) from None
 
-    def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncIterator[Any]:
+    def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncGenerator[Any, None]:
         return iter_sse(lines) if exchange.stream == "sse" else iter_ndjson(lines)
 
     async def _run_stream(self, exchange: Exchange, emitter: Emitter) -> Reply:
@@ -195,12 +223,14 @@ class LLMNeuron(NeuronSource):
                     content = await resp.aread()
                 reply = self._decode(exchange, self.http.decode_json(url, resp, content))
                 await emitter.delta(reply.text)
+                await emitter.finish()
                 return reply
             try:
                 with self.http.reading(url, what="the stream"):
                     # aclosing: leaving early (an error) closes our generators here and now.
                     async with (
-                        aclosing(resp.aiter_lines()) as lines,
+                        # httpx types it an AsyncIterator; it is an async generator (it has aclose)
+                        aclosing(cast(AsyncGenerator[str, None], resp.aiter_lines())) as lines,
                         aclosing(self._items(exchange, lines)) as items,
                     ):
                         async for item in items:
@@ -225,6 +255,7 @@ class LLMNeuron(NeuronSource):
                 raise NeuronResponseError(
                     f"{self.source} at {where}: malformed stream data: {self.http.redact(str(exc))}"
                 ) from None
+        await emitter.finish()
         if not state.finished:
             raise NeuronStreamError(
                 f"{self.source}: the stream from {self.http.safe_url(url)} ended before its end marker "

@@ -25,7 +25,7 @@ import attrs
 import httpx
 import orjson
 
-from .base import NeuronSource
+from .base import NeuronSource, scrubbed
 from .errors import NeuronError, NeuronHTTPError, NeuronInputError
 from .httpclient import HttpClient, refuse_cookies
 
@@ -113,6 +113,13 @@ class HttpAppNeuron(NeuronSource):
         self._wsgi: httpx.Client | None = None
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:
+        """One TASK; an endpoint that echoes the credential gets it scrubbed from output and errors."""
+        return await scrubbed(self.http.secrets, self._answer(input))
+
+    def scrub_secrets(self, value: Any) -> Any:
+        return self.http.secrets.scrub(value)
+
+    async def _answer(self, input: dict[str, Any]) -> dict[str, Any]:
         req = request_from_input(input, self.method)
         if self.app is not None:
             if self._wsgi is None:
@@ -147,9 +154,10 @@ class HttpAppNeuron(NeuronSource):
                 headers=req.headers,
             )
         except Exception as exc:
-            raise NeuronError(f"{self.source}: the WSGI app raised {type(exc).__name__}: {exc}") from exc
+            text = self.http.redact(str(exc))
+            raise NeuronError(f"{self.source}: the WSGI app raised {type(exc).__name__}: {text}") from None
         if resp.status_code >= 500:
-            excerpt = resp.text.strip()[:300]
+            excerpt = self.http.redact(resp.text.strip())[:300]  # redacted before it is cut
             raise NeuronHTTPError(
                 f"{self.source}: the WSGI app answered HTTP {resp.status_code} for {req.method} "
                 f"/{req.path.lstrip('/')}: {excerpt}",

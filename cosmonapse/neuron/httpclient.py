@@ -32,6 +32,7 @@ from .errors import (
     NeuronStreamError,
     NeuronTimeout,
 )
+from .secrets import Secrets
 
 __all__ = ["HttpClient", "HttpPolicy", "parse_retry_after", "refuse_cookies"]
 
@@ -119,7 +120,7 @@ class HttpClient:
         self.source = source
         self.policy = policy or HttpPolicy()
         self._headers = dict(headers or {})
-        self._secrets = [s for s in secrets if s and len(s) >= 4]
+        self.secrets = Secrets(secrets)
         self.credential_hint = credential_hint
         self.unreachable_hint = unreachable_hint
         self._transport = transport
@@ -131,12 +132,10 @@ class HttpClient:
 
     @property
     def has_credential(self) -> bool:
-        return bool(self._secrets)
+        return bool(self.secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self.secrets.redact(text)
 
     def safe_url(self, url: httpx.URL | str) -> str:
         """The URL as shown in messages: no user-info, no secrets."""

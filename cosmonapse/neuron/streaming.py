@@ -7,7 +7,7 @@ Anthropic speak SSE; Ollama speaks NDJSON).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import Any
 
 import attrs
@@ -28,7 +28,7 @@ class SseEvent:
         return orjson.loads(self.data)
 
 
-async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SseEvent]:
+async def iter_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SseEvent, None]:
     """Turn SSE lines into events: ``data:`` lines accumulate, a blank line dispatches.
 
     Comment lines (``:``) are skipped; an event left unterminated at end of
@@ -58,7 +58,7 @@ async def iter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SseEvent]:
             last_id = value
 
 
-async def iter_ndjson(lines: AsyncIterable[str]) -> AsyncIterator[Any]:
+async def iter_ndjson(lines: AsyncIterable[str]) -> AsyncGenerator[Any, None]:
     """Decode one JSON document per non-blank line; a bad line raises ``ValueError`` naming it."""
     async for raw in lines:
         line = raw.strip()

@@ -20,6 +20,8 @@ import anyio
 import attrs
 import orjson
 
+from .secrets import Secrets
+
 __all__ = ["Emitter", "ToolCall", "parse_arguments", "run_tool_calls"]
 
 log = logging.getLogger("cosmonapse.neuron.tools")
@@ -64,10 +66,15 @@ class Emitter:
 
     A plain ``list`` context (or a NeuronContext not attached to a Dendrite)
     cannot emit; the Neuron then simply works without streaming Signals.
+    With *secrets*, nothing it emits carries them: deltas go through a stream
+    redactor (call ``finish()`` at the end of the text), tool calls and results
+    are scrubbed.
     """
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, secrets: Secrets | None = None) -> None:
         self._ctx = context if callable(getattr(context, "emit_thought_delta", None)) else None
+        self._secrets = secrets if secrets is not None else Secrets()
+        self._stream = self._secrets.stream()
 
     @property
     def enabled(self) -> bool:
@@ -85,13 +92,22 @@ class Emitter:
             return None
 
     async def delta(self, text: str) -> None:
-        if text:
-            await self._emit("emit_thought_delta", text)
+        safe = self._stream.feed(text)
+        if safe:
+            await self._emit("emit_thought_delta", safe)
+
+    async def finish(self) -> None:
+        """The text is complete: emit what the redactor held back."""
+        rest = self._stream.flush()
+        if rest:
+            await self._emit("emit_thought_delta", rest)
 
     async def tool_call(self, call: ToolCall) -> None:
-        await self._emit("emit_tool_call", call.tool, call.args, call_id=call.call_id)
+        args = self._secrets.scrub(call.args)
+        await self._emit("emit_tool_call", call.tool, args, call_id=call.call_id)
 
     async def tool_result(self, call: ToolCall, *, result: Any = None, error: str | None = None) -> None:
+        result, error = self._secrets.scrub(result), self._secrets.scrub(error)
         await self._emit("emit_tool_result", call.tool, result=result, error=error, call_id=call.call_id)
 
 

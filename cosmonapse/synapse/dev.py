@@ -3,7 +3,9 @@
 One TCP connection carries every subscription of the synapse.  A reader task
 matches each ``msg`` frame to its Subscription by ``sub_id``, decodes the
 Signal (a bad frame is logged and dropped) and files it in the subscription's
-bounded buffer.  Every line sent (pub, sub, unsub) goes through one bounded
+buffer without ever waiting: a subscription over its pending limits drops and
+counts (slow consumer), so no subscription — STOP's included — ever waits
+behind another one's backlog.  Every line sent (pub, sub, unsub) goes through one bounded
 outbox drained by a writer task, which coalesces what is queued into one write;
 ``publish`` itself never waits while the connection is up and the outbox has room.
 ``subscribe`` sends the ``sub`` followed by a ``ping`` and returns once the pong
@@ -37,7 +39,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
-from .base import DEFAULT_SUBSCRIPTION_BUFFER, Subscription, Synapse
+from .base import (
+    DEFAULT_PENDING_BYTES,
+    DEFAULT_PENDING_LIMIT,
+    DEFAULT_SUBSCRIPTION_BUFFER,
+    LogThrottle,
+    Subscription,
+    Synapse,
+)
 from .framing import LineReader, LineTooLong, encode_line, receive_batch
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
@@ -202,8 +211,12 @@ class DevSynapse(Synapse):
         max_line: int = CLIENT_MAX_LINE,
         outbox_size: int = DEFAULT_OUTBOX,
         subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> None:
-        super().__init__(subscription_buffer=subscription_buffer)
+        super().__init__(
+            subscription_buffer=subscription_buffer, pending_limit=pending_limit, pending_bytes=pending_bytes
+        )
         host, port, url_token = parse_cosmo_url(url)
         if token is not None and url_token is not None and token != url_token:
             raise ValueError("two different tokens given (URL ?token= and token=)")
@@ -229,6 +242,7 @@ class DevSynapse(Synapse):
         self._outbox_receive: MemoryObjectReceiveStream[_Line] | None = None
         self._writer_done: anyio.Event | None = None
         self._closing = False
+        self._server_errors = LogThrottle()
 
     @property
     def url(self) -> str:
@@ -359,7 +373,7 @@ class DevSynapse(Synapse):
             try:
                 line = await reader.receive_line()
             except LineTooLong as exc:
-                log.warning("dropped a message from %s: %s", self.url, exc)
+                self._bad_frame("a line", self.url, exc)
                 continue
             except anyio.EndOfStream:
                 return "the server closed the connection"
@@ -370,35 +384,43 @@ class DevSynapse(Synapse):
             try:
                 msg = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                log.warning("dev bus %s sent a line that is not JSON (%s); dropped", self.url, exc)
+                self._bad_frame("a line that is not JSON", self.url, exc)
                 continue
             if not isinstance(msg, dict):
-                log.warning("dev bus %s sent a non-object message; dropped", self.url)
+                self._bad_frame("a line that is not a JSON object", self.url, type(msg).__name__)
                 continue
             op = msg.get("op")
             if op == "msg":
-                await self._on_msg(msg)
+                self._on_msg(msg)
             elif op == "pong":
                 if link.pending_pongs:
                     link.pending_pongs.popleft().set()
             elif op == "err":
-                log.warning("dev bus %s reported: %s", self.url, msg.get("message"))
+                since = self._server_errors.hit()
+                if since is not None:
+                    log.warning(
+                        "dev bus %s reported: %s (%d err lines since the last report)",
+                        self.url,
+                        msg.get("message"),
+                        since,
+                    )
 
-    async def _on_msg(self, msg: dict[str, Any]) -> None:
+    def _on_msg(self, msg: dict[str, Any]) -> None:
         sub_id = msg.get("sub_id")
         sub = self._subs.get(sub_id) if isinstance(sub_id, str) else None
         if sub is None:
             return  # unsubscribed while in flight
         frame = msg.get("frame")
         if not isinstance(frame, str):
-            log.warning("dropped a msg on %s: frame is not a string", msg.get("subject"))
+            self._bad_frame("a msg", msg.get("subject"), "its frame is not a string")
             return
         try:
             sig = decode_signal(frame)
         except SignalDecodeError as exc:
-            log.warning("dropped a frame on %s: %s", msg.get("subject"), exc)
+            self._bad_frame("a frame that is not a Signal", msg.get("subject"), exc)
             return
-        await sub.deliver(sig)
+        if not sub.offer(sig, len(frame)):  # never waits
+            self._dropped(sub, sig)  # over its limits: drop, count
 
     # -- writing -------------------------------------------------------------
     async def _write_loop(self, outbox: MemoryObjectReceiveStream[_Line]) -> None:
@@ -473,7 +495,7 @@ class DevSynapse(Synapse):
     async def publish(self, subject: str, signal: Signal) -> None:
         """Queue *signal*; during an outage waits up to ``publish_timeout``, then ``SynapseError``."""
         if self._tg is None:
-            raise SynapseClosedError("DevSynapse is not connected; call connect() first")
+            self._check_open(f"publish to {subject!r}")
         frame = encode_signal(signal).decode()
         data = orjson.dumps(
             {"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE

@@ -13,7 +13,15 @@ peers cannot tell the difference:
   the connection keeps serving.
 * An optional shared token: the first line must then be
   ``{"op":"auth","token":"..."}`` (answered ``{"op":"auth_ok"}``); anything else,
-  or a wrong token, gets an ``err`` and the connection is closed.
+  or a wrong token, gets an ``err`` and the connection is closed.  Before it,
+  lines are short and the wait is bounded; failed attempts are throttled per
+  address (``dev_limits.py``).
+* A connection cap and a budget for all outboxes together; subjects checked
+  (no publishing to wildcards); a namespace belongs to the connection that
+  registered it until it disconnects.
+* One connection's failure stays its own: nothing that happens while a
+  connection is served or cleaned up (a reset, a refused goodbye, a bug in an
+  op) reaches the server's task group; it is logged and that connection ends.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
@@ -33,10 +41,11 @@ import orjson
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
 
-__all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevSynapseServer", "ServerStats"]
+__all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevBusLimits", "DevSynapseServer", "ServerStats"]
 
 log = logging.getLogger("cosmonapse.synapse.dev_server")
 
@@ -51,6 +60,9 @@ _AUTH_OK = encode_line({"op": "auth_ok"})
 _BATCH_BYTES = 256 * 1024
 _FLUSH_TIMEOUT = 5.0  # a closing connection's writer gets this long to drain its outbox
 _GOODBYE_TIMEOUT = 0.5  # best-effort err before closing a refused or slow connection
+_REFUSE_TIMEOUT = 0.05  # the err to a connection over the cap: its send buffer is empty, or we give up
+_SUBJECT_CACHE = 4096  # checked subjects remembered (cleared when full)
+_CONN_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
 def _err(message: str) -> bytes:
@@ -69,6 +81,11 @@ class ServerStats:
     oversized_lines: int = 0
     slow_consumer_disconnects: int = 0
     auth_failures: int = 0
+    auth_timeouts: int = 0
+    auth_throttled: int = 0
+    connections_refused: int = 0
+    connection_failures: int = 0
+    queued_bytes: int = 0  # in every outbox together, now
 
 
 @attrs.define(eq=False)
@@ -94,6 +111,7 @@ class _Conn:
     scope: anyio.CancelScope | None = None
     closing: bool = False  # stop reading, flush the outbox, close
     kill_reason: str | None = None  # set when dropped at once (slow consumer)
+    host: str = "?"  # the peer's address, for the auth throttle
 
 
 @attrs.define
@@ -131,11 +149,15 @@ class DevSynapseServer:
         outbox_size: int = DEFAULT_OUTBOX_SIZE,
         outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
         on_publish: Callable[[str, Any], None] | None = None,
+        limits: DevBusLimits = DEFAULT_LIMITS,
     ) -> None:
         if max_line < 1 or outbox_size < 1 or outbox_bytes < 1:
             raise ValueError("max_line, outbox_size and outbox_bytes must be >= 1")
         if token == "":
             raise ValueError("token must not be empty (pass None for no token)")
+        self.limits = limits
+        self._auth_throttle = AuthThrottle(limits.auth_attempts_burst, limits.auth_attempts_per_s)
+        self._max_conns = limits.max_connections
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -146,6 +168,7 @@ class DevSynapseServer:
         self.on_publish = on_publish
         self.stats = ServerStats()
         self._index: SubscriptionIndex[_Sub] = SubscriptionIndex()
+        self._good_subjects: set[str] = set()  # subjects already checked, so a pub checks once
         self._conns: set[_Conn] = set()
         self._namespaces: dict[str, _Namespace] = {}
         self._stack: AsyncExitStack | None = None
@@ -188,8 +211,13 @@ class DevSynapseServer:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._port = listener.extra(SocketAttribute.local_port)
             self._stack = stack
-            for one in listener.listeners:
-                self._tg.start_soon(self._accept_loop, one, self._tg, name="dev-bus-accept")
+            self._max_conns = self.limits.connection_cap()
+            if self._max_conns < self.limits.max_connections:
+                log.info("dev bus: connection cap lowered to %d by the descriptor limit", self._max_conns)
+            for one in listener.listeners:  # TCP listeners: each is a SocketListener
+                self._tg.start_soon(
+                    self._accept_loop, cast(SocketListener, one), self._tg, name="dev-bus-accept"
+                )
         except BaseException:
             self._tg = None
             await stack.aclose()
@@ -235,19 +263,46 @@ class DevSynapseServer:
                 stream = await listener.accept()
             except OSError as exc:
                 log.error("dev bus: accept failed: %s", exc)
-                await anyio.sleep(0.1)
+                await anyio.sleep(0.1)  # allowed: back off while the process is out of descriptors
+                continue
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the listener is closing
+            if len(self._conns) >= self._max_conns:
+                await self._refuse_over_cap(stream)
                 continue
             tg.start_soon(self._serve_conn, stream, name="dev-bus-connection")
 
+    async def _refuse_over_cap(self, stream: SocketStream) -> None:
+        """Over ``max_connections``: a short ``err`` (never waited for long) and close."""
+        self.stats.connections_refused += 1
+        if self.stats.connections_refused % 100 == 1:
+            log.warning(
+                "dev bus: connection refused: %d open, the cap is %d", len(self._conns), self._max_conns
+            )
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_REFUSE_TIMEOUT):
+            try:
+                await stream.send(_err(f"too many connections (the cap is {self._max_conns})"))
+            except _CONN_ERRORS:
+                pass
+        await anyio.aclose_forcefully(stream)
+
     # -- one connection --------------------------------------------------------
     async def _serve_conn(self, stream: SocketStream) -> None:
+        """Serve one connection; whatever happens stays here (it never fails the server)."""
+        try:
+            await self._serve_conn_inner(stream)
+        except Exception:
+            self.stats.connection_failures += 1
+            log.exception("dev bus: a connection failed")
+
+    async def _serve_conn_inner(self, stream: SocketStream) -> None:
         try:
             host, port = stream.extra(SocketAttribute.remote_address)[:2]
             peer = f"{host}:{port}"
         except Exception:
-            peer = "?"
+            host, peer = "?", "?"
         send, receive = anyio.create_memory_object_stream[bytes](self.outbox_size)
-        conn = _Conn(peer=peer, outbox=send, authed=self.token is None)
+        conn = _Conn(peer=peer, outbox=send, authed=self.token is None, host=str(host))
         self._conns.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
@@ -258,25 +313,38 @@ class DevSynapseServer:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._write_loop, conn, stream, receive, name="dev-bus-writer")
                     self._push(conn, _WELCOME)
-                    await self._read_loop(conn, LineReader(stream, self.max_line))
+                    await self._read_loop(conn, stream)
                     # Peer finished sending (or was refused): flush what is queued, bounded.
                     send.close()
                     scope.deadline = anyio.current_time() + _FLUSH_TIMEOUT
         except Exception:
+            self.stats.connection_failures += 1
             log.exception("dev bus: connection %s failed", peer)
         finally:
             self._forget(conn)
             send.close()
+            self.stats.connections_open -= 1  # before the peer can see the close
             with anyio.CancelScope(shield=True):
-                if conn.kill_reason is not None:
-                    with anyio.move_on_after(_GOODBYE_TIMEOUT):
-                        await stream.send(_err(conn.kill_reason))
-                await stream.aclose()
-            self.stats.connections_open -= 1
+                await self._hang_up(conn, stream)
             log.debug("dev bus: %s disconnected", peer)
+
+    async def _hang_up(self, conn: _Conn, stream: SocketStream) -> None:
+        """Best-effort goodbye (``err`` with the reason) and close; a dead peer is fine."""
+        if conn.kill_reason is not None:
+            with anyio.move_on_after(_GOODBYE_TIMEOUT):
+                try:
+                    await stream.send(_err(conn.kill_reason))
+                except _CONN_ERRORS:
+                    pass  # reset, or already closed: the peer is gone
+        try:
+            await stream.aclose()
+        except _CONN_ERRORS:
+            await anyio.aclose_forcefully(stream)
 
     def _forget(self, conn: _Conn) -> None:
         self._conns.discard(conn)
+        self.stats.queued_bytes -= conn.queued_bytes  # freed with its outbox
+        conn.queued_bytes = 0
         for sub in conn.subs.values():
             self._index.remove(sub.subject, sub)
         conn.subs.clear()
@@ -285,12 +353,22 @@ class DevSynapseServer:
             log.debug("dev bus: namespace %r removed (owner disconnected)", name)
 
     def _push(self, conn: _Conn, data: bytes) -> None:
-        """Queue *data* for *conn* without waiting; overflow disconnects *conn*."""
+        """Queue *data* for *conn* without waiting; overflow disconnects *conn*.
+
+        Over the budget of all outboxes together, the connection holding the most
+        is dropped first (it may be *conn*).
+        """
         if conn.kill_reason is not None:
             return
-        if conn.queued_bytes and conn.queued_bytes + len(data) > self.outbox_bytes:
+        size = len(data)
+        if conn.queued_bytes and conn.queued_bytes + size > self.outbox_bytes:
             self._overflow(conn)
             return
+        if self.stats.queued_bytes + size > self.limits.max_outbox_total:
+            hog = max(self._conns, key=lambda c: c.queued_bytes, default=conn)
+            self._overflow(hog, "the outboxes of all connections are over their budget")
+            if hog is conn or conn.kill_reason is not None:
+                return
         try:
             conn.outbox.send_nowait(data)
         except anyio.WouldBlock:
@@ -298,19 +376,28 @@ class DevSynapseServer:
             return
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
-        conn.queued_bytes += len(data)
+        conn.queued_bytes += size
+        self.stats.queued_bytes += size
 
-    def _overflow(self, conn: _Conn) -> None:
+    def _overflow(self, conn: _Conn, why: str = "outbox overflow") -> None:
         """Drop a slow consumer at once; it is sent an ``err`` on the way out (best effort)."""
+        if conn.kill_reason is not None:
+            return
         self.stats.slow_consumer_disconnects += 1
         log.warning(
-            "dev bus: disconnecting slow consumer %s (%d bytes queued, outbox limits %d messages / %d bytes)",
+            "dev bus: disconnecting slow consumer %s: %s (%d bytes queued, outbox limits %d messages / "
+            "%d bytes, %d bytes for all)",
             conn.peer,
+            why,
             conn.queued_bytes,
             self.outbox_size,
             self.outbox_bytes,
+            self.limits.max_outbox_total,
         )
-        conn.kill_reason = "slow consumer: outbox overflow, disconnecting"
+        conn.kill_reason = f"slow consumer: {why}, disconnecting"
+        self.stats.queued_bytes -= conn.queued_bytes  # its outbox is dropped with it
+        conn.queued_bytes = 0
+        conn.outbox.close()
         if conn.scope is not None:
             conn.scope.cancel()
 
@@ -322,7 +409,9 @@ class DevSynapseServer:
             async with receive:
                 while True:
                     batch, size = await receive_batch(receive, len, _BATCH_BYTES)
-                    conn.queued_bytes -= size
+                    if conn.kill_reason is None:  # else its bytes were written off at once
+                        conn.queued_bytes -= size
+                        self.stats.queued_bytes -= size
                     await stream.send(batch[0] if len(batch) == 1 else b"".join(batch))
         except anyio.EndOfStream:
             return
@@ -330,15 +419,32 @@ class DevSynapseServer:
             if conn.scope is not None:
                 conn.scope.cancel()  # the peer is gone; stop reading too
 
-    async def _read_loop(self, conn: _Conn, reader: LineReader) -> None:
-        while not conn.closing:
+    async def _read_loop(self, conn: _Conn, stream: SocketStream) -> None:
+        if conn.authed:
+            reader = LineReader(stream, self.max_line)
+        else:
+            # Before auth: short lines, and not for long.
+            reader = LineReader(stream, min(self.max_line, self.limits.max_line_before_auth))
+            with anyio.move_on_after(self.limits.auth_timeout):
+                await self._read_lines(conn, reader, until_authed=True)
+            if not conn.authed:
+                if not conn.closing:
+                    self.stats.auth_timeouts += 1
+                    self._refuse(conn, f"auth timeout: no auth within {self.limits.auth_timeout:g}s")
+                return
+            reader.max_line = self.max_line
+        await self._read_lines(conn, reader, until_authed=False)
+
+    async def _read_lines(self, conn: _Conn, reader: LineReader, *, until_authed: bool) -> None:
+        while not conn.closing and not (until_authed and conn.authed):
             try:
                 line = await reader.receive_line()
             except LineTooLong as exc:
                 self.stats.oversized_lines += 1
                 self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
                 continue
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            except _CONN_ERRORS:
+                conn.closing = True
                 return
             try:
                 msg = orjson.loads(line)
@@ -348,7 +454,11 @@ class DevSynapseServer:
             if not isinstance(msg, dict):
                 self._reject_line(conn, f"bad message: expected a JSON object, got {type(msg).__name__}")
             elif conn.authed:
-                self._handle(conn, msg)
+                try:
+                    self._handle(conn, msg)
+                except Exception as exc:  # a bug must not end the connection (or the server)
+                    log.exception("dev bus: op %r from %s failed", msg.get("op"), conn.peer)
+                    self._send_err(conn, f"internal error in op {str(msg.get('op'))[:50]!r}: {exc!r}"[:500])
             elif msg.get("op") == "auth":
                 self._check_token(conn, msg)
             else:
@@ -374,6 +484,11 @@ class DevSynapseServer:
         conn.closing = True
 
     def _check_token(self, conn: _Conn, msg: dict[str, Any]) -> None:
+        if not self._auth_throttle.allowed(conn.host):
+            # Over its failure budget: refused without looking, so guessing gains nothing.
+            self.stats.auth_throttled += 1
+            self._refuse(conn, f"auth: too many failed attempts from {conn.host}; try again later")
+            return
         given = msg.get("token")
         expected = self.token
         if (
@@ -384,6 +499,7 @@ class DevSynapseServer:
             conn.authed = True
             self._push(conn, _AUTH_OK)
         else:
+            self._auth_throttle.failed(conn.host)
             self._refuse(conn, "auth: bad token")
 
     def _handle(self, conn: _Conn, msg: dict[str, Any]) -> None:
@@ -423,6 +539,22 @@ class DevSynapseServer:
         if not isinstance(subject, str):
             self._send_err(conn, "pub: subject must be a string")
             return
+        if subject not in self._good_subjects:
+            problem = subject_error(subject, publish=True)
+            if problem is not None:
+                self._send_err(conn, f"pub: {problem}")
+                return
+            if len(self._good_subjects) >= _SUBJECT_CACHE:
+                self._good_subjects.clear()
+            self._good_subjects.add(subject)
+        if isinstance(frame, str):
+            encoded = orjson.dumps(frame)
+        else:
+            try:  # forwarded as-is (§17.4); too deep to encode is refused, not a dead connection
+                encoded = orjson.dumps(frame)
+            except TypeError as exc:
+                self._send_err(conn, f"pub: frame cannot be forwarded: {exc}")
+                return
         self.stats.published += 1
         if subject.startswith("cosmonapse."):
             parts = subject.split(".", 2)
@@ -438,7 +570,7 @@ class DevSynapseServer:
         if not targets:
             return
         # Encode the frame once; each copy only differs in its sub_id tail.
-        head = b'{"op":"msg","subject":' + orjson.dumps(subject) + b',"frame":' + orjson.dumps(frame)
+        head = b'{"op":"msg","subject":' + orjson.dumps(subject) + b',"frame":' + encoded
         for sub in targets:
             self._push(sub.conn, head + sub.tail)
         self.stats.delivered += len(targets)
@@ -456,6 +588,10 @@ class DevSynapseServer:
         if group is not None and not isinstance(group, str):
             self._send_err(conn, "sub: queue_group must be a string or null")
             return
+        problem = subject_error(subject, publish=False)
+        if problem is not None:
+            self._send_err(conn, f"sub: {problem}")
+            return
         old = conn.subs.get(sub_id)
         if old is not None:
             self._index.remove(old.subject, old)
@@ -472,10 +608,21 @@ class DevSynapseServer:
         if not isinstance(name, str):
             self._send_err(conn, "ns_register: namespace must be a string")
             return
+        transport = msg.get("transport", "memory")
+        if not isinstance(transport, str):
+            self._send_err(conn, "ns_register: transport must be a string")
+            return
+        current = self._namespaces.get(name)
+        if current is not None and current.owner is not conn:
+            # Ours until our connection ends: a foreign client cannot take over (and then
+            # swallow the ns_stopping meant for the `cosmo synapse start` that owns it).
+            self._send_err(conn, f"ns_register: namespace {name!r} is registered by another connection")
+            return
         self._namespaces[name] = _Namespace(
             owner=conn,
-            transport=msg.get("transport", "memory"),
-            started_at=datetime.now(UTC).isoformat(),
+            transport=transport,
+            started_at=current.started_at if current is not None else datetime.now(UTC).isoformat(),
+            signal_count=current.signal_count if current is not None else 0,
         )
         log.debug("dev bus: namespace %r registered by %s", name, conn.peer)
         self._push(conn, encode_line({"op": "ns_registered", "namespace": name}))

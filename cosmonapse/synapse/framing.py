@@ -65,6 +65,13 @@ class LineReader:
     def max_line(self) -> int:
         return self._max
 
+    @max_line.setter
+    def max_line(self, value: int) -> None:
+        """Change the limit for the lines still to come (a server raises it after authentication)."""
+        if value < 1:
+            raise ValueError("max_line must be >= 1")
+        self._max = value
+
     async def receive_line(self) -> bytes:
         while not self._lines:
             if self._eof:

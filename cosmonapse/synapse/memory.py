@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from anyio.abc import TaskGroup
 
-from ..errors import SynapseClosedError
 from ..signal import Signal
 from .base import DEFAULT_SUBSCRIPTION_BUFFER, Subscription, Synapse
 from .index import SubscriptionIndex
@@ -23,6 +22,7 @@ class MemorySynapse(Synapse):
     """An in-process bus; several Dendrites in one process share one instance."""
 
     url = "memory://"
+    _files_by_offer = False
 
     def __init__(self, *, subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER) -> None:
         super().__init__(subscription_buffer=subscription_buffer)
@@ -42,7 +42,7 @@ class MemorySynapse(Synapse):
 
     async def publish(self, subject: str, signal: Signal) -> None:
         if self._tg is None:
-            raise SynapseClosedError("MemorySynapse is not connected; call connect() first")
+            self._check_open(f"publish to {subject!r}")
         for sub in self._index.targets(subject):
             if not sub.deliver_nowait(signal):
                 await sub.deliver(signal)

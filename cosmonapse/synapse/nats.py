@@ -11,9 +11,10 @@ Tasks, all in the synapse's task group:
 * the connection loop: serves one connection at a time and reconnects with
   backoff across the configured and the discovered (INFO ``connect_urls``) servers;
 * per connection: a reader (parses, answers PING, files each MSG into its
-  subscription's bounded buffer — it never awaits a handler, but waits when a
-  buffer is full: that is the backpressure), a writer (drains the outbox, so many
-  small publishes go out in one write) and a pinger (finds dead peers).
+  subscription's buffer — it never awaits a handler and never waits for a
+  subscription: one over its pending limits drops and counts, as NATS clients
+  do for a slow consumer), a writer (drains the outbox, so many small publishes
+  go out in one write) and a pinger (finds dead peers).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import random
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -33,7 +35,14 @@ from anyio.abc import ByteStream, TaskGroup
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
-from .base import DEFAULT_SUBSCRIPTION_BUFFER, Handler, Subscription, Synapse
+from .base import (
+    DEFAULT_PENDING_BYTES,
+    DEFAULT_PENDING_LIMIT,
+    DEFAULT_SUBSCRIPTION_BUFFER,
+    Handler,
+    Subscription,
+    Synapse,
+)
 from .nats_protocol import (
     PING,
     PING_FRAME,
@@ -135,7 +144,6 @@ class _Conn:
         # One entry per PING we sent: an Event to set (flush) or None (pinger).
         self.pongs: deque[anyio.Event | None] = deque()
         self.outstanding_pings = 0
-        self.reader_blocked = False
         self.leftover: list[Event] = []
         self.sent_sids: set[int] = set()
         self.scope: CancelScope | None = None
@@ -186,8 +194,12 @@ class NatsSynapse(Synapse):
         drain_timeout: float = 2.0,
         echo: bool = True,
         subscription_buffer: int = DEFAULT_SUBSCRIPTION_BUFFER,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> None:
-        super().__init__(subscription_buffer=subscription_buffer)
+        super().__init__(
+            subscription_buffer=subscription_buffer, pending_limit=pending_limit, pending_bytes=pending_bytes
+        )
         self._pool = parse_servers(servers)
         for server in self._pool:
             server.user = server.user or user
@@ -469,17 +481,10 @@ class NatsSynapse(Synapse):
                     try:
                         sig = decode_signal(ev.payload)
                     except SignalDecodeError as exc:
-                        log.warning("dropped a frame on %s that is not a Signal: %s", ev.subject, exc)
+                        self._bad_frame("a frame that is not a Signal", ev.subject, exc)
                         continue
-                    if not sub.deliver_nowait(sig):
-                        # The buffer is full: the reader waits (backpressure).  Unread
-                        # PONGs are not a dead server then, so the pinger holds off.
-                        conn.reader_blocked = True
-                        try:
-                            await sub.deliver(sig)
-                        finally:
-                            conn.reader_blocked = False
-                            conn.outstanding_pings = 0
+                    if not sub.offer(sig, len(ev.payload)):  # never waits
+                        self._dropped(sub, sig)  # over its limits: drop, count
                 elif ev is PING:
                     conn.write(PONG_FRAME)
                 elif ev is PONG:
@@ -510,7 +515,7 @@ class NatsSynapse(Synapse):
                 continue
             data = conn.outbox
             conn.outbox = bytearray()
-            await stream.send(data)
+            await stream.send(cast(bytes, data))  # a bytearray: the socket takes any buffer, no copy
             if conn.room_waiters:
                 room, conn.room = conn.room, anyio.Event()
                 room.set()
@@ -518,8 +523,6 @@ class NatsSynapse(Synapse):
     async def _pinger(self, conn: _Conn) -> None:
         while True:
             await anyio.sleep(self.ping_interval)
-            if conn.reader_blocked:
-                continue
             if conn.outstanding_pings >= self.max_outstanding_pings:
                 conn.kill(f"stale connection: {conn.outstanding_pings} PINGs without a PONG")
                 return
@@ -575,7 +578,7 @@ class NatsSynapse(Synapse):
     async def publish_bytes(self, subject: str, payload: bytes, *, reply: str | None = None) -> None:
         """Publish raw bytes: the layer under ``publish`` (tools, benchmarks, foreign frames)."""
         if self._tg is None:
-            raise SynapseClosedError("NatsSynapse is not connected; call connect() first")
+            self._check_open(f"publish to {subject!r}")
         if reply is None:
             head = self._pub_head(subject)
         else:
