@@ -19,10 +19,11 @@ import attrs
 
 from cosmonapse.axon import Axon, _is_async_callable
 from cosmonapse.context import NeuronContext
+from cosmonapse.signal import Signal
 
+from ._generated_context import NeuronContextTwins
 from .portal import CURRENT_LOOP, PortalLoop
 from .workers import run_in_worker
-from .wrapping import install_sync_methods
 
 __all__ = ["SyncNeuronContext", "ThreadedNeuron", "adapt_axon", "to_async"]
 
@@ -47,7 +48,7 @@ def to_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return in_worker_thread
 
 
-class SyncNeuronContext(list[Any]):
+class SyncNeuronContext(list[Any], NeuronContextTwins):
     """What a plain-function Neuron gets under the facade: ``NeuronContext`` with blocking emitters.
 
     ``cancelled`` is set when the TASK is cancelled (a STOP, a timeout, shutdown): a
@@ -60,22 +61,28 @@ class SyncNeuronContext(list[Any]):
         self.cancelled = threading.Event()
         self._loop = loop
 
-    task = property(lambda self: self.aio.task)
-    neuron_id = property(lambda self: self.aio.neuron_id)
-    dendrite_id = property(lambda self: self.aio.dendrite_id)
-    trace_id = property(lambda self: self.aio.trace_id)
-    task_id = property(lambda self: self.aio.task_id)
-    input = property(lambda self: self.aio.input)
+    @property
+    def task(self) -> Signal:
+        """The TASK being run."""
+        return self.aio.task
+
+    @property
+    def neuron_id(self) -> str:
+        return self.aio.neuron_id
+
+    @property
+    def dendrite_id(self) -> str | None:
+        return self.aio.dendrite_id
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._loop.call(_call_method, self.aio, name, args, kwargs, what=f"{name}()")
 
+    def _read(self, name: str) -> Any:
+        return getattr(self.aio, name)
+
 
 async def _call_method(obj: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return await getattr(obj, name)(*args, **kwargs)
-
-
-install_sync_methods(SyncNeuronContext, NeuronContext, lambda self, n, a, k: self._invoke(n, a, k))
 
 
 class ThreadedNeuron:

@@ -1,7 +1,6 @@
 """Engrams: shared memory served over RECALL / IMPRINT, with a saga journal per trace (§14)."""
 
 from .base import Engram
-from .client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
 from .errors import EngramCancelled, EngramError, EngramNotBound, EngramOverloaded, EngramTimeout
 from .host import EngramHost
 from .memory import InMemoryEngram
@@ -9,14 +8,12 @@ from .model import IMPRINT_OPS, RECALL_MODES, Hit, Hits, ImprintReceipt, RecallR
 from .sqlite import SqliteEngram
 
 __all__ = [
-    "DEFAULT_ENGRAM_DEADLINE_MS",
     "IMPRINT_OPS",
     "RECALL_MODES",
     "Engram",
     "EngramCancelled",
     "EngramError",
     "EngramHost",
-    "EngramMixin",
     "EngramNotBound",
     "EngramOverloaded",
     "EngramTimeout",

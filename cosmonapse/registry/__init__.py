@@ -1,7 +1,6 @@
-"""The neuron registry: records, stores (memory, SQLite), the presence mirror and liveness sweep (§21)."""
+"""The neuron registry: records and stores (memory, SQLite) (§21); the Dendrite's side is ``mirror``."""
 
 from .memory import MemoryRegistryStore
-from .mirror import RegistryMixin, is_neuron_register
 from .record import STATUSES, NeuronRecord
 from .sqlite import SqliteRegistryStore
 from .store import RegistryStore
@@ -10,8 +9,6 @@ __all__ = [
     "STATUSES",
     "MemoryRegistryStore",
     "NeuronRecord",
-    "RegistryMixin",
     "RegistryStore",
     "SqliteRegistryStore",
-    "is_neuron_register",
 ]

@@ -110,7 +110,7 @@ class SqliteRegistryStore:
 
         return await self._run(read)
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
         rows = await self._run(lambda conn: conn.execute("SELECT * FROM neurons").fetchall())

@@ -35,10 +35,13 @@ class RegistryStore(Protocol):
 
     async def get(self, neuron_id: str) -> NeuronRecord | None: ...
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
-        """Records, optionally only those with *capability*; deregistered ones only if asked."""
+        """Records sorted by id, optionally only those with *capability*; deregistered ones only if asked.
+
+        (Named ``records``, not ``list``: a method named ``list`` shadows the builtin in the class.)
+        """
 
     async def mark_stale(self, cutoff: datetime, keep: frozenset[str] = frozenset()) -> list[str]:
         """Deregister live records last seen before *cutoff* (except *keep*); returns their ids."""
