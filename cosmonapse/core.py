@@ -29,7 +29,6 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
-from contextlib import contextmanager
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -137,6 +136,7 @@ class Core:
         # routing and subscriptions
         self._table: dict[SignalType, tuple[Route, ...]] = {}
         self._sticky: set[SignalType] = set()  # wanted for good once asked (ops, Pathways)
+        self._pathways_wanted = False
         self._wanted: set[SignalType] = set()
         #: Handlers want the plain copy of capability-routed TASKs too.
         self.routed_copies = False
@@ -235,7 +235,8 @@ class Core:
 
     async def want_pathways(self) -> None:
         """Every Pathway type, subscribed (workers need it to open a Pathway)."""
-        if not self._sticky >= PATHWAY_TYPES:
+        if not self._pathways_wanted:
+            self._pathways_wanted = True
             await self.want(*PATHWAY_TYPES)
 
     async def settle(self) -> None:
@@ -398,18 +399,20 @@ class Core:
                 pass  # stopping: the clock is cancelled next
 
     # ------------------------------------------------------------------ trace scopes
-    @contextmanager
-    def trace_scope(self, trace_id: str) -> Iterator[anyio.CancelScope]:
-        """A cancel scope filed under *trace_id*, cancelled by ``cancel_trace``."""
-        with anyio.CancelScope() as scope:
-            scopes = self._trace_scopes.setdefault(trace_id, set())
+    def file_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+        """File *scope* under *trace_id*: ``cancel_trace`` cancels it (call ``unfile_scope`` after)."""
+        scopes = self._trace_scopes.get(trace_id)
+        if scopes is None:
+            self._trace_scopes[trace_id] = {scope}
+        else:
             scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                scopes.discard(scope)
-                if not scopes and self._trace_scopes.get(trace_id) is scopes:
-                    del self._trace_scopes[trace_id]
+
+    def unfile_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+        scopes = self._trace_scopes.get(trace_id)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self._trace_scopes[trace_id]
 
     def cancel_trace(self, trace_id: str) -> int:
         """Cancel every scope of *trace_id*; returns how many."""

@@ -194,21 +194,26 @@ class AxonHosting(Service):
         trace = task.trace_id
         if trace in core.tombstones:
             return  # STOPped while it waited for a runner
-        with core.trace_scope(trace) as scope:
-            token = current_task.set(task)
-            try:
-                ctx = NeuronContext(
-                    task,
-                    axon.neuron_id,
-                    publish=core.publish,
-                    entries=await axon.fetch_context(task),
-                    dendrite_id=core.dendrite_id,
-                    dendrite=self._context_host,
-                )
-                for reply in await axon.run(task, ctx):
-                    await core.publish(reply)
-            finally:
-                current_task.reset(token)
+        scope = anyio.CancelScope()
+        core.file_scope(trace, scope)  # STOP cancels it
+        try:
+            with scope:
+                token = current_task.set(task)
+                try:
+                    ctx = NeuronContext(
+                        task,
+                        axon.neuron_id,
+                        publish=core.publish,
+                        entries=await axon.fetch_context(task),
+                        dendrite_id=core.dendrite_id,
+                        dendrite=self._context_host,
+                    )
+                    for reply in await axon.run(task, ctx):
+                        await core.publish(reply)
+                finally:
+                    current_task.reset(token)
+        finally:
+            core.unfile_scope(trace, scope)
         if scope.cancelled_caught:
             log.debug("TASK %s on trace %s was cancelled", task.id, trace)
 

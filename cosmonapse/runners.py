@@ -192,6 +192,8 @@ class RunnerPool:
                 job = slot.job
         finally:
             self.runners -= 1
+            if not self._closed:
+                self._wake_waiter()  # a retiring runner leaves room for a new one
 
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""
