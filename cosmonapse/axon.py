@@ -23,7 +23,9 @@ __all__ = ["Axon", "NeuronFn", "reply_signals"]
 
 log = logging.getLogger("cosmonapse.axon")
 
-NeuronFn = Callable[[dict[str, Any], NeuronContext], Any]
+#: ``fn(input, context) -> output``: the context is a ``NeuronContext`` (a ``SyncNeuronContext``
+#: when a plain function runs under the sync facade), so it is typed loosely here.
+NeuronFn = Callable[[dict[str, Any], Any], Any]
 ContextFetcher = Callable[[str], Awaitable[list[Any]]]
 
 

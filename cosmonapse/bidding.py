@@ -69,7 +69,7 @@ class BidLedger:
     __slots__ = ("_by_trace", "max_traces")
 
     def __init__(self, max_traces: int = MAX_REMEMBERED_BID_TRACES) -> None:
-        self.max_traces = max_traces
+        self.max_traces: int = max_traces
         self._by_trace: OrderedDict[str, set[str]] = OrderedDict()
 
     def record(self, bid: Signal) -> None:
@@ -96,8 +96,8 @@ class Bidding(Service):
         self._hosting = hosting
         self._has_offer_handler = has_offer_handler
         #: Bid on offers for hosted Axons unless a TASK_OFFER handler does it.
-        self.auto_bid = auto_bid
-        self.ledger = BidLedger()  # bids we placed, so only the winning host runs an award
+        self.auto_bid: bool = auto_bid
+        self.ledger: BidLedger = BidLedger()  # bids we placed, so only the winning host runs an award
 
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
         return ((T.TASK_OFFER, self._on_task_offer), (T.TASK_AWARDED, self._on_task_awarded))

@@ -21,7 +21,7 @@ import anyio
 
 __all__ = ["Clock", "Tick"]
 
-log = logging.getLogger("cosmonapse.clock")
+log: logging.Logger = logging.getLogger("cosmonapse.clock")
 
 Launch = Callable[[Callable[[], Awaitable[Any]]], Awaitable[None]]
 
@@ -34,13 +34,14 @@ class Tick:
     def __init__(self, every_s: float, fn: Callable[[], Awaitable[Any]], name: str) -> None:
         if every_s <= 0:
             raise ValueError("every_s must be > 0")
-        self.every_s = float(every_s)
-        self.fn = fn
-        self.name = name
-        self.due = 0.0
-        self.busy = False
+        self.every_s: float = float(every_s)
+        self.fn: Callable[[], Awaitable[Any]] = fn
+        self.name: str = name
+        self.due: float = 0.0
+        self.busy: bool = False
 
     async def run_once(self) -> None:
+        """Run the job once; the tick is free again when it ends."""
         try:
             await self.fn()
         finally:

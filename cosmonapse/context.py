@@ -45,9 +45,9 @@ class NeuronContext(list[Any]):
     ) -> None:
         super().__init__(entries)
         self._dendrite = dendrite  # the hosting Dendrite: recall/imprint go through it
-        self.task = task
-        self.neuron_id = neuron_id
-        self.dendrite_id = dendrite_id
+        self.task: Signal = task
+        self.neuron_id: str = neuron_id
+        self.dendrite_id: str | None = dendrite_id
         self._publish = publish
         self._seq = 0
 

@@ -47,7 +47,7 @@ from .taskhost import TaskHost
 
 __all__ = ["Core", "Role", "Route", "Service", "TombstoneStore"]
 
-log = logging.getLogger("cosmonapse.core")
+log: logging.Logger = logging.getLogger("cosmonapse.core")
 
 T = SignalType
 Role = Literal["orchestrator", "worker"]
@@ -112,21 +112,21 @@ class Core:
         shutdown_timeout_s: float,
         tombstones: TombstoneStore,
     ) -> None:
-        self.synapse = synapse
-        self.namespace = namespace
-        self.dendrite_id = dendrite_id
+        self.synapse: Synapse = synapse
+        self.namespace: str = namespace
+        self.dendrite_id: str = dendrite_id
         self.role: Role = role
-        self.max_concurrent_tasks = max_concurrent_tasks
-        self.max_concurrent_handlers = max_concurrent_handlers
-        self.pathway_buffer = pathway_buffer
-        self.shutdown_timeout_s = shutdown_timeout_s
+        self.max_concurrent_tasks: int = max_concurrent_tasks
+        self.max_concurrent_handlers: int = max_concurrent_handlers
+        self.pathway_buffer: int = pathway_buffer
+        self.shutdown_timeout_s: float = shutdown_timeout_s
         #: Traces seen STOPped: their work never starts again here.
-        self.tombstones = tombstones
+        self.tombstones: TombstoneStore = tombstones
         #: Open request/reply ops (recall, imprint, decisions, bids, acks), by request id.
-        self.ops = OpTable()
-        self.running = False
+        self.ops: OpTable = OpTable()
+        self.running: bool = False
         self.deadlines: Deadlines | None = None
-        self.clock = Clock(self._launch_tick)
+        self.clock: Clock = Clock(self._launch_tick)
         self._services: list[Service] = []
         self._pathways: dict[str, list[Pathway]] = {}
         self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
@@ -139,7 +139,7 @@ class Core:
         self._pathways_wanted = False
         self._wanted: set[SignalType] = set()
         #: Handlers want the plain copy of capability-routed TASKs too.
-        self.routed_copies = False
+        self.routed_copies: bool = False
         self._subs: dict[tuple[str, str | None], Subscription] = {}
         self._raw_subs: list[Subscription] = []
         self._sub_lock: anyio.Lock | None = None

@@ -41,7 +41,7 @@ class DecisionCache:
     __slots__ = ("_by_parent", "size")
 
     def __init__(self, size: int = DECISION_CACHE_SIZE) -> None:
-        self.size = size
+        self.size: int = size
         self._by_parent: OrderedDict[str, Signal] = OrderedDict()
 
     def put(self, answer: Signal) -> None:
@@ -75,7 +75,7 @@ class Decisions(Service):
         self._core = core
         self._emit = emit  # the guarded public emit()
         self._dispatch_task = dispatch_task  # the guarded public dispatch_task()
-        self.cache = DecisionCache()
+        self.cache: DecisionCache = DecisionCache()
 
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
         return ((T.CLARIFICATION_ANSWER, self._remember), (T.PERMISSION_DECISION, self._remember))

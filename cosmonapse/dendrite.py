@@ -59,7 +59,7 @@ from .synapse.base import Subscription, Synapse
 
 __all__ = ["Dendrite", "current_task"]
 
-log = logging.getLogger("cosmonapse.dendrite")
+log: logging.Logger = logging.getLogger("cosmonapse.dendrite")
 
 T = SignalType
 _ROLES = ("orchestrator", "worker")

@@ -152,7 +152,7 @@ class BoundDecorator:
         self, owner: HandlerDecorators, signal_type: SignalType, deprecated: tuple[str, str] | None
     ) -> None:
         self._owner = owner
-        self.signal_type = signal_type
+        self.signal_type: SignalType = signal_type
         self._deprecated = deprecated  # (alias, the name to use instead)
 
     @overload
@@ -189,9 +189,9 @@ class SignalDecorator:
     """The class attribute behind each named decorator (``Dendrite.on_final``...)."""
 
     def __init__(self, signal_type: SignalType, *, alias_of: str | None = None) -> None:
-        self.signal_type = signal_type
-        self.alias_of = alias_of
-        self.name = ""
+        self.signal_type: SignalType = signal_type
+        self.alias_of: str | None = alias_of
+        self.name: str = ""
         if alias_of is None:
             self.__doc__ = (
                 f"Register a handler for every {signal_type.value} (filters: neuron, capability, trace_id)."
@@ -199,16 +199,16 @@ class SignalDecorator:
         else:
             self.__doc__ = f"Deprecated alias of {alias_of}."
 
-    def __set_name__(self, owner: type, name: str) -> None:
+    def __set_name__(self, owner: type[Any], name: str) -> None:
         self.name = name
 
     @overload
-    def __get__(self, obj: None, objtype: type | None = None) -> SignalDecorator: ...
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> SignalDecorator: ...
     @overload
-    def __get__(self, obj: HandlerDecorators, objtype: type | None = None) -> BoundDecorator: ...
+    def __get__(self, obj: HandlerDecorators, objtype: type[Any] | None = None) -> BoundDecorator: ...
 
     def __get__(
-        self, obj: HandlerDecorators | None, objtype: type | None = None
+        self, obj: HandlerDecorators | None, objtype: type[Any] | None = None
     ) -> SignalDecorator | BoundDecorator:
         if obj is None:
             return self
@@ -318,7 +318,7 @@ class Handlers(Service):
     def __init__(self, core: Core, has_capability: Callable[[Signal, str], bool]) -> None:
         self._core = core
         self._has_capability = has_capability
-        self.registry = HandlerRegistry()
+        self.registry: HandlerRegistry = HandlerRegistry()
 
     def add(self, spec: HandlerSpec) -> None:
         """File *spec*; on a running Dendrite its subscriptions follow before the next publish."""

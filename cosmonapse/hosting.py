@@ -26,7 +26,7 @@ from .signal import Directed, Signal, SignalType
 
 __all__ = ["AxonHosting", "is_routed_task"]
 
-log = logging.getLogger("cosmonapse.hosting")
+log: logging.Logger = logging.getLogger("cosmonapse.hosting")
 T = SignalType
 
 
@@ -49,8 +49,8 @@ class AxonHosting(Service):
         context_host: object = None,
     ) -> None:
         self._core = core
-        self.heartbeat_s = heartbeat_s
-        self.reregister_on_heartbeat = reregister_on_heartbeat
+        self.heartbeat_s: float = heartbeat_s
+        self.reregister_on_heartbeat: bool = reregister_on_heartbeat
         self._answers_discover = answers_discover  # False when a DISCOVER handler answers instead
         self._refreshed = refreshed  # after each heartbeat round and each change of the Axons
         self._context_host = context_host  # what NeuronContext.recall/imprint go through

@@ -19,7 +19,7 @@ from .core import Core, Service
 
 __all__ = ["HookFn", "HookKind", "Hooks", "LifecycleHooks"]
 
-log = logging.getLogger("cosmonapse.lifecycle")
+log: logging.Logger = logging.getLogger("cosmonapse.lifecycle")
 
 HookFn = Callable[[], Awaitable[Any] | Any]
 F = TypeVar("F", bound=HookFn)

@@ -33,7 +33,7 @@ from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, Si
 
 __all__ = ["DEFAULT_PATHWAY_BUFFER", "Callback", "Pathway", "PathwayHost", "PathwayRole", "PathwayScope"]
 
-log = logging.getLogger("cosmonapse.pathway")
+log: logging.Logger = logging.getLogger("cosmonapse.pathway")
 
 PathwayRole = Literal["originator", "observer"]
 PathwayScope = Literal["all", "terminal"]
@@ -90,7 +90,7 @@ class Pathway:
         if scope not in ("all", "terminal"):
             raise ValueError(f"scope must be 'all' or 'terminal', not {scope!r}")
         self._host = host
-        self.trace_id = trace_id
+        self.trace_id: str = trace_id
         self.role: PathwayRole = role
         self.scope: PathwayScope = scope
         self._max = max_buffer
@@ -98,7 +98,7 @@ class Pathway:
         self._waiters: list[anyio.Event] | None = None
         self._callbacks: dict[SignalType, list[Callback]] | None = None
         self._closed = False
-        self.dropped = 0
+        self.dropped: int = 0
         #: The TASK this Pathway's originator dispatched (None for observers).
         self.task: Signal | None = None
 

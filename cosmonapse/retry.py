@@ -25,7 +25,7 @@ from .signal import Signal, SignalType
 
 __all__ = ["Attempt", "RetryStrategy", "default_retry_on", "retry_loop", "run_with_retry"]
 
-log = logging.getLogger("cosmonapse.retry")
+log: logging.Logger = logging.getLogger("cosmonapse.retry")
 
 #: One dispatch + wait on the given trace with the given meta; raises on timeout / early close.
 Attempt = Callable[[str, dict[str, Any]], Awaitable[Signal]]

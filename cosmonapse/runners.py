@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 
 __all__ = ["Job", "JobFn", "RunnerPool"]
 
-log = logging.getLogger("cosmonapse.runners")
+log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
 JobFn = Callable[..., Awaitable[Any]]
 Job = tuple[JobFn, tuple[Any, ...]]
@@ -95,11 +95,11 @@ class RunnerPool:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self._tg = tg
-        self.limit = limit
-        self.max_idle = limit if max_idle is None else max_idle
-        self.name = name
-        self.runners = 0
-        self.busy = 0
+        self.limit: int = limit
+        self.max_idle: int = limit if max_idle is None else max_idle
+        self.name: str = name
+        self.runners: int = 0
+        self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
         self._waiters: deque[anyio.Event] = deque()  # submitters waiting for a free runner
         self._closed = False

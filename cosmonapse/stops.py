@@ -41,7 +41,7 @@ __all__ = [
     "refuse_stopped",
 ]
 
-log = logging.getLogger("cosmonapse.stops")
+log: logging.Logger = logging.getLogger("cosmonapse.stops")
 T = SignalType
 
 #: How many stopped traces a Dendrite remembers, and for how long.
@@ -71,8 +71,8 @@ class StopTombstones:
     def __init__(self, max_entries: int = DEFAULT_STOP_MEMORY, ttl_s: float = DEFAULT_STOP_TTL_S) -> None:
         if max_entries < 1 or ttl_s <= 0:
             raise ValueError("max_entries must be >= 1 and ttl_s > 0")
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
+        self.max_entries: int = max_entries
+        self.ttl_s: float = ttl_s
         self._seen: OrderedDict[str, float] = OrderedDict()
 
     def add(self, trace_id: str) -> bool:

@@ -57,8 +57,8 @@ class SyncNeuronContext(list[Any], NeuronContextTwins):
 
     def __init__(self, context: NeuronContext, loop: PortalLoop) -> None:
         super().__init__(context)
-        self.aio = context
-        self.cancelled = threading.Event()
+        self.aio: NeuronContext = context
+        self.cancelled: threading.Event = threading.Event()
         self._loop = loop
 
     @property
@@ -89,8 +89,8 @@ class ThreadedNeuron:
     """A plain-function Neuron run in the portal's worker threads, given a ``SyncNeuronContext``."""
 
     def __init__(self, fn: Callable[[dict[str, Any], Any], Any]) -> None:
-        self.fn = fn
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.fn: Callable[[dict[str, Any], Any], Any] = fn
+        self.__name__: str = getattr(fn, "__name__", type(fn).__name__)
 
     async def __call__(self, input: dict[str, Any], context: NeuronContext) -> Any:
         sync_context = SyncNeuronContext(context, CURRENT_LOOP.get())

@@ -54,7 +54,7 @@ from .portal import CURRENT_LOOP, Portal, PortalLoop, _running_async_library
 
 __all__ = ["SyncDendrite", "SyncSubscription"]
 
-log = logging.getLogger("cosmonapse_sync.facade")
+log: logging.Logger = logging.getLogger("cosmonapse_sync.facade")
 
 SynapseFactory = Callable[[], Synapse | Awaitable[Synapse]]
 #: Extra seconds the caller of dispatch_and_wait waits beyond its own timeout before the backstop.

@@ -27,7 +27,7 @@ from .portal import CURRENT_LOOP, PortalLoop
 
 __all__ = ["SyncPathway", "confirm_stop"]
 
-log = logging.getLogger("cosmonapse_sync.pathway")
+log: logging.Logger = logging.getLogger("cosmonapse_sync.pathway")
 
 _END = object()
 C = TypeVar("C", bound=Callable[[Signal], Any])
@@ -70,7 +70,7 @@ class SyncPathway(PathwayTwins):
     __slots__ = ("_ack_timeout_s", "_loop", "aio")
 
     def __init__(self, pathway: Pathway, loop: PortalLoop, stop_ack_timeout_s: float = 1.0) -> None:
-        self.aio = pathway
+        self.aio: Pathway = pathway
         self._loop = loop
         self._ack_timeout_s = stop_ack_timeout_s
 

@@ -29,7 +29,7 @@ from .model import IMPRINT_OPS, RECALL_MODES, Hit, ImprintReceipt, RecallResult
 
 __all__ = ["DEFAULT_ENGRAM_DEADLINE_MS", "EngramService"]
 
-log = logging.getLogger("cosmonapse.engram")
+log: logging.Logger = logging.getLogger("cosmonapse.engram")
 T = SignalType
 
 #: Deadline of a recall, or an imprint that awaits its ack, when the call gives none.
@@ -57,7 +57,7 @@ class EngramService(Service):
 
     def __init__(self, core: Core) -> None:
         self._core = core
-        self.host = EngramHost(lambda trace_id: trace_id in core.tombstones)
+        self.host: EngramHost = EngramHost(lambda trace_id: trace_id in core.tombstones)
         #: Deadline of recall / acknowledged imprint calls that give none.
         self.deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
 

@@ -22,7 +22,7 @@ from .model import Hit, ImprintReceipt
 
 __all__ = ["EngramHost"]
 
-log = logging.getLogger("cosmonapse.engram")
+log: logging.Logger = logging.getLogger("cosmonapse.engram")
 T = SignalType
 #: Traces whose settlement (commit or rollback) a host remembers.
 MAX_DECISIONS = 10_000

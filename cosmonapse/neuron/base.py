@@ -86,6 +86,7 @@ class StreamState(Protocol):
 
     def feed(self, item: Any) -> str:
         """Take one decoded item; return the new text (may be empty)."""
+        ...
 
     def reply(self) -> Reply: ...
 
@@ -200,8 +201,8 @@ class LLMNeuron(NeuronSource):
                 with self.http.reading(url, what="the stream"):
                     # aclosing: leaving early (an error) closes our generators here and now.
                     async with (
-                        aclosing(resp.aiter_lines()) as lines,
-                        aclosing(self._items(exchange, lines)) as items,
+                        aclosing(resp.aiter_lines()) as lines,  # pyright: ignore[reportArgumentType]
+                        aclosing(self._items(exchange, lines)) as items,  # pyright: ignore[reportArgumentType]
                     ):
                         async for item in items:
                             if exchange.stream == "sse":

@@ -32,7 +32,7 @@ from .store import RegistryStore
 
 __all__ = ["RegistryService", "is_neuron_register"]
 
-log = logging.getLogger("cosmonapse.registry")
+log: logging.Logger = logging.getLogger("cosmonapse.registry")
 T = SignalType
 #: Presence Signals waiting to be applied before the router waits (backpressure).
 PRESENCE_BUFFER = 1024
@@ -59,9 +59,9 @@ class RegistryService(Service):
     ) -> None:
         self._core = core
         self._hosting = hosting
-        self.store = store
-        self.heartbeat_s = heartbeat_s
-        self.stale_after_s = stale_after_s
+        self.store: RegistryStore | None = store
+        self.heartbeat_s: float = heartbeat_s
+        self.stale_after_s: float | None = stale_after_s
         self._refreshed = refreshed
         #: Capabilities of the neurons we heard REGISTER (and the store's, at start), by id.
         self.peer_caps: dict[str, tuple[str, ...]] = {}

@@ -26,12 +26,15 @@ class RegistryStore(Protocol):
 
     async def upsert(self, record: NeuronRecord) -> None:
         """Insert or replace; an existing record keeps its ``registered_at``."""
+        ...
 
     async def mark_deregistered(self, neuron_id: str) -> None:
         """Status ``deregistered``; unknown ids are ignored."""
+        ...
 
     async def touch_heartbeat(self, neuron_id: str, ts: datetime, status: str | None = None) -> None:
         """Refresh ``last_heartbeat`` (a thin record for an unknown id; deregistered ones stay so)."""
+        ...
 
     async def get(self, neuron_id: str) -> NeuronRecord | None: ...
 
@@ -42,9 +45,11 @@ class RegistryStore(Protocol):
 
         (Named ``records``, not ``list``: a method named ``list`` shadows the builtin in the class.)
         """
+        ...
 
     async def mark_stale(self, cutoff: datetime, keep: frozenset[str] = frozenset()) -> list[str]:
         """Deregister live records last seen before *cutoff* (except *keep*); returns their ids."""
+        ...
 
 
 def filter_records(

@@ -26,7 +26,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import attrs
@@ -55,7 +55,7 @@ class Subscription:
     handler: Handler
     queue_group: str | None = None
     sub_id: str = attrs.field(factory=lambda: new_ulid().lower())
-    _buffer: SignalBuffer[Signal] | None = attrs.field(default=None, repr=False)
+    _buffer: SignalBuffer[Signal] | None = attrs.field(default=None, repr=False, alias="buffer")
     active: bool = True
     #: Every subject this subscription listens on (``subject`` is the first).  One
     #: subscription over several subjects has one buffer and one pump, so Signals
@@ -141,7 +141,7 @@ class Synapse(abc.ABC):
             tg.cancel_scope.cancel()
             await stack.aclose()
 
-    async def __aenter__(self) -> Synapse:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

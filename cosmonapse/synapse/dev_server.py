@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import attrs
@@ -188,8 +188,10 @@ class DevSynapseServer:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._port = listener.extra(SocketAttribute.local_port)
             self._stack = stack
-            for one in listener.listeners:
-                self._tg.start_soon(self._accept_loop, one, self._tg, name="dev-bus-accept")
+            for one in listener.listeners:  # TCP listeners: SocketListener, typed as Listener
+                self._tg.start_soon(
+                    self._accept_loop, cast(SocketListener, one), self._tg, name="dev-bus-accept"
+                )
         except BaseException:
             self._tg = None
             await stack.aclose()

@@ -510,7 +510,7 @@ class NatsSynapse(Synapse):
                 continue
             data = conn.outbox
             conn.outbox = bytearray()
-            await stream.send(data)
+            await stream.send(data)  # pyright: ignore[reportArgumentType]  (a bytearray: no copy)
             if conn.room_waiters:
                 room, conn.room = conn.room, anyio.Event()
                 room.set()
