@@ -28,13 +28,9 @@ from .workers import run_in_worker
 __all__ = ["SyncNeuronContext", "ThreadedNeuron", "adapt_axon", "to_async"]
 
 
-def is_async(fn: Any) -> bool:
-    return _is_async_callable(fn)
-
-
 def to_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """*fn* itself if it is async, else a coroutine function running it in a worker thread."""
-    if is_async(fn):
+    if _is_async_callable(fn):
         return fn
 
     @functools.wraps(fn)
@@ -107,6 +103,6 @@ class ThreadedNeuron:
 
 def adapt_axon(axon: Axon) -> Axon:
     """*axon* itself if its Neuron is async, else a copy whose Neuron runs in worker threads."""
-    if is_async(axon.neuron_fn):
+    if _is_async_callable(axon.neuron_fn):
         return axon
     return attrs.evolve(axon, neuron_fn=ThreadedNeuron(axon.neuron_fn))

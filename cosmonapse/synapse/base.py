@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -247,6 +246,3 @@ class Synapse(abc.ABC):
                 cb()
             except Exception:
                 log.exception("reconnect callback raised")
-
-
-INFINITE = math.inf
