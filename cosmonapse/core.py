@@ -136,7 +136,8 @@ class Core:
         # routing and subscriptions
         self._table: dict[SignalType, tuple[Route, ...]] = {}
         self._sticky: set[SignalType] = set()  # wanted for good once asked (ops, Pathways)
-        self._pathways_wanted = False
+        #: Every Pathway type is subscribed (``want_pathways`` was called).
+        self.pathways_wanted: bool = False
         self._wanted: set[SignalType] = set()
         #: Handlers want the plain copy of capability-routed TASKs too.
         self.routed_copies: bool = False
@@ -235,8 +236,8 @@ class Core:
 
     async def want_pathways(self) -> None:
         """Every Pathway type, subscribed (workers need it to open a Pathway)."""
-        if not self._pathways_wanted:
-            self._pathways_wanted = True
+        if not self.pathways_wanted:
+            self.pathways_wanted = True
             await self.want(*PATHWAY_TYPES)
 
     async def settle(self) -> None:

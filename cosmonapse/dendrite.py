@@ -393,7 +393,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             capabilities=capabilities, finalize=scope == "terminal" if finalize is None else finalize,
             meta=meta,
         )  # fmt: skip
-        await core.want_pathways()
+        if not core.pathways_wanted:
+            await core.want_pathways()
         pw = core.open_pathway(task.trace_id, "originator", scope)
         pw.task = task
         try:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -45,39 +47,32 @@ class _Slot:
         self.job: Job | None = None
 
 
-class _InContext:
-    """Await a coroutine with every step of it run inside *context*.
+@types.coroutine
+def _in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
+    """Await *coro* with every step of it run inside *context*.
 
-    A task runs its coroutine steps in the task's own context; stepping the job's
+    A task runs its coroutine's steps in the task's own context; stepping the job's
     coroutine through ``context.run`` instead gives each job a context of its own
     on a shared runner task.  Cancellation and other exceptions are thrown in the
     same way, so the job sees exactly what the runner task sees.
     """
-
-    __slots__ = ("_context", "_coro")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> None:
-        self._coro = coro
-        self._context = context
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        run = self._context.run
-        send, throw = self._coro.send, self._coro.throw
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                if error is None:
-                    yielded = run(send, value)
-                else:
-                    exc, error = error, None
-                    yielded = run(throw, exc)
-            except StopIteration as done:
-                return done.value
-            try:
-                value = yield yielded
-            except BaseException as exc:  # cancellation, GeneratorExit: handed to the job
-                error = exc
+    run = context.run
+    send, throw = coro.send, coro.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                yielded = run(send, value)
+            else:
+                exc, error = error, None
+                yielded = run(throw, exc)
+        except StopIteration as done:
+            return done.value
+        try:
+            value = yield yielded
+        except BaseException as exc:  # cancellation, GeneratorExit: handed to the job
+            error = exc
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
@@ -172,8 +167,8 @@ class RunnerPool:
                 self.busy += 1
                 try:
                     awaitable = fn(*args)
-                    coro = awaitable if isinstance(awaitable, Coroutine) else _as_coroutine(awaitable)
-                    await _InContext(coro, base.copy())
+                    coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
+                    await _in_context(coro, base.copy())
                 except Exception:
                     log.exception("%s job %r raised", self.name, fn)
                 finally:
