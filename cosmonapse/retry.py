@@ -144,18 +144,8 @@ def _resolve(outcome: Signal | BaseException) -> Signal:
 class Retrying(Protocol):
     """Anything with ``run_with_retry`` (a Dendrite)."""
 
-    async def run_with_retry(
-        self,
-        *,
-        retry: RetryStrategy,
-        neuron: str | None = None,
-        input: dict[str, Any],
-        capabilities: list[str] | None = None,
-        timeout_s: float | None = 30.0,
-        scope: PathwayScope = "all",
-        finalize: bool | None = None,
-        **kw: Any,
-    ) -> Signal: ...
+    @property
+    def run_with_retry(self) -> Callable[..., Awaitable[Signal]]: ...
 
 
 async def run_with_retry(
