@@ -1,12 +1,14 @@
 """cosmonapse: a structured-concurrency Cosmonapse agent runtime on anyio."""
 
+from typing import TYPE_CHECKING
+
 from .__about__ import __version__ as __version__
 from .axon import Axon, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
-from .context import NeuronContext
+from .context import NeuronContext, current_task
 from .decisions import DecisionTimeout
-from .dendrite import Dendrite, current_task
+from .dendrite import Dendrite
 from .engram import (
     Engram,
     EngramCancelled,
@@ -60,6 +62,9 @@ from .signal import (
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
 from .synapse.nats import NatsSynapse
+
+if TYPE_CHECKING:  # loaded on first use at run time (it pulls in httpx); typed like any import
+    from .neuron import Neuron
 
 __all__ = [
     "AXON_TYPES",
@@ -130,7 +135,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # ``Neuron`` (the source factory, cosmonapse.neuron) is loaded on first use: it pulls in httpx.
+    """``Neuron`` (the source factory, ``cosmonapse.neuron``) is imported on first use."""
     if name == "Neuron":
         from .neuron import Neuron
 

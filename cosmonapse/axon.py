@@ -42,11 +42,13 @@ from .signal import Directed, Signal, SignalType
 
 __all__ = ["Axon", "NeuronFn", "reply_signals"]
 
-log = logging.getLogger("cosmonapse.axon")
+log: logging.Logger = logging.getLogger("cosmonapse.axon")
 
 _counter_lock = threading.Lock()  # the Axon's counters are also bumped from Neuron threads
 
-NeuronFn = Callable[[dict[str, Any], NeuronContext], Any]
+#: ``fn(input, context) -> output``: the context is a ``NeuronContext`` (a ``SyncNeuronContext``
+#: when a plain function runs under the sync facade), so it is typed loosely here.
+NeuronFn = Callable[[dict[str, Any], Any], Any]
 ContextFetcher = Callable[[str], Awaitable[list[Any]]]
 
 

@@ -14,23 +14,21 @@ idle.  A host that did not bid at all (someone bid for it) still runs it.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 
+from .core import Core, Route, Service
+from .dispatching import request_signal, task_payload
 from .errors import CosmonapseError
-from .ids import new_trace_id
+from .hosting import AxonHosting
+from .pathway import Pathway, PathwayScope
 from .signal import Directed, Signal, SignalType
 
-if TYPE_CHECKING:
-    from .axon import Axon
-    from .dendrite import Dendrite
-    from .pathway import Pathway, PathwayScope
-
-__all__ = ["SELECTIONS", "BidLedger", "BiddingMixin", "BiddingTimeout", "choose_bid"]
+__all__ = ["SELECTIONS", "BidLedger", "Bidding", "BiddingTimeout", "choose_bid"]
 
 T = SignalType
 SELECTIONS = ("first_bid", "lowest_cost", "highest_confidence")
@@ -71,7 +69,7 @@ class BidLedger:
     __slots__ = ("_by_trace", "max_traces")
 
     def __init__(self, max_traces: int = MAX_REMEMBERED_BID_TRACES) -> None:
-        self.max_traces = max_traces
+        self.max_traces: int = max_traces
         self._by_trace: OrderedDict[str, set[str]] = OrderedDict()
 
     def record(self, bid: Signal) -> None:
@@ -88,11 +86,32 @@ class BidLedger:
         return award.parent_id in mine
 
 
-class BiddingMixin:
+class Bidding(Service):
     """``dispatch_offer``, ``bid``, the auto-bidder and award execution."""
 
+    def __init__(
+        self, core: Core, hosting: AxonHosting, has_offer_handler: Callable[[], bool], *, auto_bid: bool
+    ) -> None:
+        self._core = core
+        self._hosting = hosting
+        self._has_offer_handler = has_offer_handler
+        #: Bid on offers for hosted Axons unless a TASK_OFFER handler does it.
+        self.auto_bid: bool = auto_bid
+        self.ledger: BidLedger = BidLedger()  # bids we placed, so only the winning host runs an award
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        return ((T.TASK_OFFER, self._on_task_offer), (T.TASK_AWARDED, self._on_task_awarded))
+
+    def wanted(self) -> Iterable[SignalType]:
+        wanted = []
+        if self._hosting.axons:
+            wanted.append(T.TASK_AWARDED)
+        if self._auto_bids():
+            wanted.append(T.TASK_OFFER)
+        return wanted
+
     async def dispatch_offer(
-        self: Dendrite,
+        self,
         *,
         input: dict[str, Any],
         capabilities: list[str] | None = None,
@@ -111,47 +130,39 @@ class BiddingMixin:
         ``highest_confidence`` wait the whole window.  Raises ``BiddingTimeout``
         when nobody bids in time.
         """
-        from .dendrite import current_task
-
-        self._require_orchestrator("dispatch_offer()")
-        self._require_running("dispatch_offer()")
+        core = self._core
+        core.require_orchestrator("dispatch_offer()")
+        core.require_running("dispatch_offer()")
         if select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, not {select!r}")
         if deadline_ms <= 0:
             raise ValueError("deadline_ms must be > 0")
-        if not isinstance(input, dict):
-            raise TypeError(f"input must be a dict, got {type(input).__name__}")
         if finalize is None:
             finalize = scope == "terminal"
-        trace_id = trace_id or new_trace_id()
-        self._refuse_stopped(trace_id, "dispatch_offer()")
-        if parent_id is None and (ambient := current_task.get()) is not None:
-            parent_id = ambient.id
-        payload: dict[str, Any] = {"input": input}
-        if capabilities:
-            payload["capabilities"] = list(capabilities)
-        payload["deadline_ms"] = int(deadline_ms)
-        offer = Signal(
-            type=T.TASK_OFFER, trace_id=trace_id, parent_id=parent_id, payload=payload, meta=dict(meta or {})
-        )
-        await self._ensure_pathway_subscriptions()
-        await self._ensure_sub(self._subject(T.BID), self._route)
-        pw = self._open_pathway(trace_id, "originator", scope)
+        extra: dict[str, Any] = {"capabilities": list(capabilities)} if capabilities else {}
+        extra["deadline_ms"] = int(deadline_ms)
+        offer = request_signal(
+            core, T.TASK_OFFER, input=input, payload=extra, neuron=None, trace_id=trace_id,
+            parent_id=parent_id, meta=meta, what="dispatch_offer()",
+        )  # fmt: skip
+        await core.want_pathways()
+        await core.want(T.BID)
+        pw = core.open_pathway(offer.trace_id, "originator", scope)
         pw.task = offer
         try:
             bids = await self._collect_bids(offer, deadline_ms, select)
             if not bids:
                 raise BiddingTimeout(
-                    f"no BID for offer {offer.id} (trace {trace_id}) within {deadline_ms} ms"
+                    f"no BID for offer {offer.id} (trace {offer.trace_id}) within {deadline_ms} ms"
                 )
             winner = choose_bid(bids, select)
-            await self._publish(_award(offer, winner, context_ref, finalize))
+            await core.publish(_award(offer, winner, context_ref, finalize))
             for bid in bids:
                 if bid is not winner:
-                    await self._publish(
+                    await core.publish(
                         Signal(
                             type=T.TASK_DECLINED,
-                            trace_id=trace_id,
+                            trace_id=offer.trace_id,
                             parent_id=bid.id,
                             directed=Directed(bid.neuron),
                             payload={"reason": "not selected"},
@@ -162,10 +173,10 @@ class BiddingMixin:
             raise
         return pw
 
-    async def _collect_bids(self: Dendrite, offer: Signal, deadline_ms: int, select: str) -> list[Signal]:
+    async def _collect_bids(self, offer: Signal, deadline_ms: int, select: str) -> list[Signal]:
         bids: list[Signal] = []
-        with self._ops.open(offer.id, offer.trace_id, {T.BID}, bound_to_trace=False) as op:
-            await self._publish(offer)
+        with self._core.ops.open(offer.id, offer.trace_id, {T.BID}, bound_to_trace=False) as op:
+            await self._core.publish(offer)
             deadline = anyio.current_time() + deadline_ms / 1000
             while (bid := await op.next(deadline)) is not None:
                 if not bid.neuron:
@@ -177,7 +188,7 @@ class BiddingMixin:
         return bids
 
     async def bid(
-        self: Dendrite,
+        self,
         offer: Signal,
         *,
         neuron: str,
@@ -187,7 +198,7 @@ class BiddingMixin:
         meta: dict[str, Any] | None = None,
     ) -> Signal:
         """Answer *offer* with a BID for *neuron* (any role may bid); returns the BID."""
-        self._require_running("bid()")
+        self._core.require_running("bid()")
         if offer.type is not T.TASK_OFFER:
             raise ValueError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
         payload: dict[str, Any] = {"cost": float(cost)}
@@ -203,39 +214,34 @@ class BiddingMixin:
             payload=payload,
             meta=dict(meta or {}),
         )
-        self._bids.record(sig)
-        await self._publish(sig)  # the private path: workers may bid
+        self.ledger.record(sig)
+        await self._core.publish(sig)  # not emit(): workers may bid
         return sig
 
     # -- router side (no user code, no publishing inline) ------------------------------------
-    def _auto_bids(self: Dendrite) -> bool:
-        return self.auto_bid and bool(self._axons) and not self._handlers.has(T.TASK_OFFER)
+    def _auto_bids(self) -> bool:
+        return self.auto_bid and bool(self._hosting.axons) and not self._has_offer_handler()
 
-    async def _subscribe_bidding(self: Dendrite) -> None:
-        if self._auto_bids():
-            await self._ensure_sub(self._subject(T.TASK_OFFER), self._route)
-
-    async def _on_task_offer(self: Dendrite, offer: Signal) -> None:
-        if not self._auto_bids() or offer.trace_id in self._stops:
+    async def _on_task_offer(self, offer: Signal) -> None:
+        if not self._auto_bids() or offer.trace_id in self._core.tombstones:
             return
         wanted = offer.payload.get("capabilities") or []
-        axon = next((a for a in self._axons.values() if a.serves(wanted)), None)
+        axon = next((a for a in self._hosting.axons.values() if a.serves(wanted)), None)
         if axon is not None:
-            await self._start_internal(functools.partial(self._send_auto_bid, neuron=axon.neuron_id), offer)
+            await self._core.run_job(self._send_auto_bid, offer, axon.neuron_id)
 
-    async def _send_auto_bid(self: Dendrite, offer: Signal, *, neuron: str) -> None:
+    async def _send_auto_bid(self, offer: Signal, neuron: str) -> None:
         await self.bid(offer, neuron=neuron, cost=0.0, confidence=1.0, meta={"auto_bid": True})
 
-    async def _on_task_awarded(self: Dendrite, award: Signal) -> None:
+    async def _on_task_awarded(self, award: Signal) -> None:
         neuron = award.neuron
-        axon: Axon | None = self._axons.get(neuron) if neuron else None
-        if axon is None or award.trace_id in self._stops or not self._bids.should_run(award):
+        axon = self._hosting.axons.get(neuron) if neuron else None
+        if axon is None or award.trace_id in self._core.tombstones or not self.ledger.should_run(award):
             return
         payload: dict[str, Any] = {"input": award.payload.get("input") or {}}
-        if award.payload.get("context_ref"):
-            payload["context_ref"] = award.payload["context_ref"]
-        if award.payload.get("finalize") is True:
-            payload["finalize"] = True
+        payload.update(
+            task_payload(award.payload.get("context_ref"), None, award.payload.get("finalize") is True)
+        )
         task = Signal(
             type=T.TASK,
             trace_id=award.trace_id,
@@ -243,7 +249,7 @@ class BiddingMixin:
             directed=Directed(neuron),
             payload=payload,
         )
-        await self._start_task(axon, task)
+        await self._core.run_task(self._hosting.run, axon, task)
 
 
 def _award(offer: Signal, winner: Signal, context_ref: str | None, finalize: bool) -> Signal:

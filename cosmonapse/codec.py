@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from cattrs.preconf.orjson import make_converter
+from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
 from .errors import SignalDecodeError
 from .ids import new_event_id, new_trace_id
@@ -34,9 +34,9 @@ __all__ = [
     "signal_to_dict",
 ]
 
-log = logging.getLogger("cosmonapse.codec")
+log: logging.Logger = logging.getLogger("cosmonapse.codec")
 
-converter = make_converter()
+converter: OrjsonConverter = make_converter()
 
 _TYPES: dict[str, SignalType] = {t.value: t for t in SignalType}
 

@@ -5,18 +5,28 @@ TASK's ``context_ref``, empty by default — what reference Neurons expect) that
 also carries the trace and task ids and can emit cognition Signals on the
 Neuron's own trace.  Emitting goes through the hosting Dendrite; the Neuron
 never touches the Synapse.
+
+``current_task`` is the TASK the current task is running: a dispatch, recall or
+imprint made from inside a Neuron takes its trace and parent from it.
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from .engram.model import ImprintReceipt, RecallResult
 from .signal import Directed, Signal, SignalType
 
-__all__ = ["NeuronContext", "Publish"]
+__all__ = ["NeuronContext", "Publish", "current_task"]
 
 Publish = Callable[[Signal], Awaitable[None]]
+
+#: The TASK being run by the current task (the ambient parent of dispatches made from a Neuron).
+current_task: contextvars.ContextVar[Signal | None] = contextvars.ContextVar(
+    "cosmonapse_current_task", default=None
+)
 
 
 class NeuronContext(list[Any]):
@@ -35,9 +45,9 @@ class NeuronContext(list[Any]):
     ) -> None:
         super().__init__(entries)
         self._dendrite = dendrite  # the hosting Dendrite: recall/imprint go through it
-        self.task = task
-        self.neuron_id = neuron_id
-        self.dendrite_id = dendrite_id
+        self.task: Signal = task
+        self.neuron_id: str = neuron_id
+        self.dendrite_id: str | None = dendrite_id
         self._publish = publish
         self._seq = 0
 
@@ -113,19 +123,21 @@ class NeuronContext(list[Any]):
     async def recall(
         self, *, query: dict[str, Any], engram_id: str | None = None, engram_kind: str | None = None,
         **kw: Any,
-    ) -> Any:  # fmt: skip
-        """Recall from an engram on this TASK's trace (see ``Dendrite.recall``); returns a RecallResult."""
-        return await self._host("recall()").recall(
+    ) -> RecallResult:  # fmt: skip
+        """Recall from an engram on this TASK's trace (see ``Dendrite.recall``)."""
+        result: RecallResult = await self._host("recall()").recall(
             engram_id=engram_id, engram_kind=engram_kind, query=query, trace_id=self.trace_id,
             parent_id=self.task_id, **kw,
         )  # fmt: skip
+        return result
 
     async def imprint(
         self, *, op: str, entry: dict[str, Any], engram_id: str | None = None, engram_kind: str | None = None,
         **kw: Any,
-    ) -> Any:  # fmt: skip
+    ) -> ImprintReceipt | None:  # fmt: skip
         """Write to an engram, journaled under this TASK's trace (see ``Dendrite.imprint``)."""
-        return await self._host("imprint()").imprint(
+        receipt: ImprintReceipt | None = await self._host("imprint()").imprint(
             engram_id=engram_id, engram_kind=engram_kind, op=op, entry=entry, trace_id=self.trace_id,
             parent_id=self.task_id, **kw,
         )  # fmt: skip
+        return receipt

@@ -26,16 +26,18 @@ class Timer:
 
     def __init__(self, owner: Deadlines, key: int) -> None:
         self._owner = owner
-        self.key = key
-        self.expired = False
+        self.key: int = key
+        self.expired: bool = False
         self.target: anyio.Event | None = None
 
     def fire(self) -> None:
+        """Mark expired and wake the waiter."""
         self.expired = True
         if self.target is not None:
             self.target.set()
 
     def cancel(self) -> None:
+        """Never fire (the wait ended first)."""
         self._owner._discard(self)
 
 
@@ -45,7 +47,7 @@ class Deadlines:
     __slots__ = ("_buckets", "_heap", "_sleeping_until", "_wake", "resolution")
 
     def __init__(self, resolution: float = 0.002) -> None:
-        self.resolution = resolution
+        self.resolution: float = resolution
         self._buckets: dict[int, set[Timer]] = {}
         self._heap: list[int] = []
         self._wake = anyio.Event()

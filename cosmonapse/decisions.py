@@ -11,17 +11,16 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import anyio
 
+from .core import Core, Route, Service
 from .errors import CosmonapseError
 from .signal import Directed, Signal, SignalType
 
-if TYPE_CHECKING:
-    from .dendrite import Dendrite
-
-__all__ = ["ANSWER_TYPES", "DecisionCache", "DecisionTimeout", "DecisionsMixin"]
+__all__ = ["ANSWER_TYPES", "DecisionCache", "DecisionTimeout", "Decisions"]
 
 T = SignalType
 #: What answers each request type.
@@ -42,7 +41,7 @@ class DecisionCache:
     __slots__ = ("_by_parent", "size")
 
     def __init__(self, size: int = DECISION_CACHE_SIZE) -> None:
-        self.size = size
+        self.size: int = size
         self._by_parent: OrderedDict[str, Signal] = OrderedDict()
 
     def put(self, answer: Signal) -> None:
@@ -65,25 +64,41 @@ def _expect(request: Signal, stype: SignalType, what: str) -> None:
         raise ValueError(f"{what} answers a {stype.value}, not {request.type.value}")
 
 
-class DecisionsMixin:
-    """``await_decision`` and the answer / respond helpers."""
+Emit = Callable[[Signal], Awaitable[None]]
+DispatchTask = Callable[..., Awaitable[Signal]]
 
-    async def await_decision(self: Dendrite, request: Signal, *, timeout_s: float | None = 30.0) -> Signal:
+
+class Decisions(Service):
+    """``await_decision`` and the answer / respond helpers; remembers recent answers."""
+
+    def __init__(self, core: Core, emit: Emit, dispatch_task: DispatchTask) -> None:
+        self._core = core
+        self._emit = emit  # the guarded public emit()
+        self._dispatch_task = dispatch_task  # the guarded public dispatch_task()
+        self.cache: DecisionCache = DecisionCache()
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        return ((T.CLARIFICATION_ANSWER, self._remember), (T.PERMISSION_DECISION, self._remember))
+
+    async def _remember(self, sig: Signal) -> None:
+        self.cache.put(sig)  # so a late await_decision still resolves
+
+    async def await_decision(self, request: Signal, *, timeout_s: float | None = 30.0) -> Signal:
         """The CLARIFICATION_ANSWER / PERMISSION_DECISION whose parent is *request*.
 
         Raises ``DecisionTimeout`` after *timeout_s*, ``OpCancelled`` if the trace
         ends or is STOPped first.
         """
-        self._require_running("await_decision()")
+        core = self._core
+        core.require_running("await_decision()")
         answer_type = ANSWER_TYPES.get(request.type)
         types = frozenset({answer_type} if answer_type else ANSWER_TYPES.values())
-        for t in types:
-            await self._ensure_sub(self._subject(t), self._route)
-        cached = self._decisions.get(request.id, types)
+        await core.want(*types)
+        cached = self.cache.get(request.id, types)
         if cached is not None:
             return cached
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
-        with self._ops.open(request.id, request.trace_id, types) as op:
+        with core.ops.open(request.id, request.trace_id, types) as op:
             answer = await op.next(deadline)
         if answer is None:
             raise DecisionTimeout(
@@ -92,29 +107,27 @@ class DecisionsMixin:
             )
         return answer
 
-    def _answer(
-        self: Dendrite, request: Signal, stype: SignalType, payload: dict[str, Any], meta: Any
-    ) -> Signal:
+    def _answer(self, request: Signal, stype: SignalType, payload: dict[str, Any], meta: Any) -> Signal:
         return Signal(
             type=stype,
             trace_id=request.trace_id,
             parent_id=request.id,
-            directed=Directed(self.dendrite_id),
+            directed=Directed(self._core.dendrite_id),
             payload=payload,
             meta=dict(meta or {}),
         )
 
     async def answer_clarification(
-        self: Dendrite, request: Signal, *, answer: Any, meta: dict[str, Any] | None = None
+        self, request: Signal, *, answer: Any, meta: dict[str, Any] | None = None
     ) -> Signal:
         """Publish CLARIFICATION_ANSWER for *request* (any role); returns it."""
         _expect(request, T.CLARIFICATION, "answer_clarification()")
         sig = self._answer(request, T.CLARIFICATION_ANSWER, {"answer": answer}, meta)
-        await self.emit(sig)
+        await self._emit(sig)
         return sig
 
     async def _decide(
-        self: Dendrite,
+        self,
         request: Signal,
         granted: bool,
         reason: str | None,
@@ -128,11 +141,11 @@ class DecisionsMixin:
         if ttl_ms is not None:
             payload["ttl_ms"] = int(ttl_ms)
         sig = self._answer(request, T.PERMISSION_DECISION, payload, meta)
-        await self.emit(sig)
+        await self._emit(sig)
         return sig
 
     async def grant_permission(
-        self: Dendrite,
+        self,
         request: Signal,
         *,
         reason: str | None = None,
@@ -143,13 +156,13 @@ class DecisionsMixin:
         return await self._decide(request, True, reason, ttl_ms, meta)
 
     async def deny_permission(
-        self: Dendrite, request: Signal, *, reason: str | None = None, meta: dict[str, Any] | None = None
+        self, request: Signal, *, reason: str | None = None, meta: dict[str, Any] | None = None
     ) -> Signal:
         """Publish PERMISSION_DECISION ``granted: false`` for *request* (any role)."""
         return await self._decide(request, False, reason, None, meta)
 
     async def _redispatch(
-        self: Dendrite,
+        self,
         request: Signal,
         neuron: str | None,
         input: dict[str, Any],
@@ -158,12 +171,12 @@ class DecisionsMixin:
         target = neuron or request.neuron
         if not target:
             raise ValueError(f"{request.type.value} {request.id} names no neuron to answer; pass neuron=")
-        return await self.dispatch_task(
+        return await self._dispatch_task(
             neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
         )
 
     async def respond_to_clarification(
-        self: Dendrite,
+        self,
         request: Signal,
         *,
         answer: Any,
@@ -177,7 +190,7 @@ class DecisionsMixin:
         return await self._redispatch(request, neuron, {"clarification": body}, meta)
 
     async def respond_to_permission(
-        self: Dendrite,
+        self,
         request: Signal,
         *,
         granted: bool,
@@ -198,7 +211,7 @@ class DecisionsMixin:
         return await self._redispatch(request, neuron, {"permission": body}, meta)
 
     async def respond_to_escalation(
-        self: Dendrite,
+        self,
         escalation: Signal,
         *,
         neuron: str | None = None,
@@ -218,6 +231,6 @@ class DecisionsMixin:
                     "from": escalation.neuron,
                 }
             }
-        return await self.dispatch_task(
+        return await self._dispatch_task(
             neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
         )

@@ -1,92 +1,83 @@
-"""``Dendrite``: the only thing that touches the Synapse (seed 004).
+"""``Dendrite``: the only thing that touches the Synapse (seed 004), as a face over a small core.
 
-It hosts Axons, announces them, runs inbound TASKs, and offers the
-orchestration API.  Structured concurrency is the point:
+A Dendrite is composed, not inherited: one ``Core`` (publish, subscriptions and
+the routing table, bounded pools, per-trace cancel scopes, Pathway and op
+tables, guards) and services built on it, each owning its state and declaring
+the Signal types it handles:
 
-* one task group per running Dendrite, opened by ``start()``/``__aenter__``
-  and closed by ``stop()``/``__aexit__``; every inbound TASK, handler call,
-  heartbeat and schedule runs in it, so nothing of ours outlives the block;
-* each inbound TASK runs in its own cancel scope filed under its trace id
-  (``_trace_scopes``) — STOP cancels exactly those;
-* concurrent TASKs and concurrent handler calls are bounded by semaphores that
-  the router acquires *before* starting work, so a flood slows the bus
-  (backpressure) instead of piling up tasks;
-* the router runs on the synapse's delivery path and never runs user code or
-  publishes there: it files Signals into Pathways and starts tasks.
+=====================  ================================================
+``AxonHosting``        Axons: REGISTER/HEARTBEAT/DEREGISTER, TASK → run
+``Handlers``           every ``on_*`` decorator, ``on_trace``
+``Hooks``              ``on_connect``, ``on_refresh``, ``on_schedule``
+``StopService``        STOP/STOPPED, tombstones, cancellation
+``EngramService``      hosted Engrams (RECALL/IMPRINT, sagas), recall/imprint
+``RegistryService``    presence mirror, liveness sweep, registry reads
+``Bidding``            offers, bids, awards, the auto-bidder
+``Decisions``          clarification / permission answers
+=====================  ================================================
+
+Every public method of the seed is here; most delegate to the service that
+owns the work.  The dispatch family is the core's own: one path from TASK to
+reply, used by ``dispatch_and_wait`` and by every retry attempt.
+
+``start()`` and ``stop()`` may be called from any task (a fixture, an ASGI
+lifespan hook, inside ``fail_after``): the core's task group belongs to a root
+task of its own, joined by ``stop()``.  ``async with dendrite:`` is still the
+recommended form.
 """
 
 from __future__ import annotations
 
-import contextvars
-import inspect
 import logging
-import random
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .axon import Axon
-from .bidding import BiddingMixin, BidLedger
-from .context import NeuronContext
-from .deadlines import Deadlines
-from .decisions import DecisionCache, DecisionsMixin
+from .bidding import Bidding
+from .context import current_task
+from .core import Core, Role
+from .decisions import Decisions
+from .dispatching import describe_target, request_signal, task_payload
 from .emitters import CognitionEmitters
-from .engram.client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
-from .engram.host import EngramHost
-from .errors import DendriteProtocolError, DispatchTimeout, PathwayBusyError, PathwayTimeout
-from .handlers import HandlerDecorators, HandlerFn, HandlerRegistry, HandlerSpec
-from .ids import new_trace_id
-from .lifecycle import HookFn, LifecycleHooks
-from .ops import OpTable
+from .engram.base import Engram
+from .engram.client import EngramService
+from .engram.model import ImprintReceipt, RecallResult
+from .errors import DendriteProtocolError, DispatchTimeout, PathwayTimeout, SynapseClosedError
+from .handlers import HandlerDecorators, HandlerFn, Handlers, HandlerSpec
+from .hosting import AxonHosting
+from .lifecycle import HookFn, HookKind, Hooks, LifecycleHooks
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
-from .registry.mirror import RegistryMixin
-from .retry import RetryMixin, RetryStrategy
-from .runners import RunnerPool
-from .signal import PATHWAY_TYPES, ROLE_GATED_TYPES, SYNAPSE_TYPES, Directed, Signal, SignalType
-from .stops import StopMixin, StopTombstones
-from .subjects import signal_subject, subject_for
+from .registry.mirror import RegistryService
+from .registry.record import NeuronRecord
+from .registry.store import RegistryStore
+from .retry import RetryStrategy, retry_loop
+from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
+from .stops import StopService, StopTombstones
 from .synapse.base import Subscription, Synapse
 
 __all__ = ["Dendrite", "current_task"]
 
-log = logging.getLogger("cosmonapse.dendrite")
+log: logging.Logger = logging.getLogger("cosmonapse.dendrite")
 
 T = SignalType
 _ROLES = ("orchestrator", "worker")
 
-#: The TASK being run by the current task (the ambient parent of dispatches made from a Neuron).
-current_task: contextvars.ContextVar[Signal | None] = contextvars.ContextVar(
-    "cosmonapse_current_task", default=None
-)
 
-
-class Dendrite(
-    CognitionEmitters,
-    HandlerDecorators,
-    LifecycleHooks,
-    StopMixin,
-    RetryMixin,
-    EngramMixin,
-    BiddingMixin,
-    DecisionsMixin,
-    RegistryMixin,
-):
+class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     """Hosts Axons and exposes every orchestration primitive."""
 
     def __init__(
         self,
         *,
         synapse: Synapse,
-        registry_store: Any | None = None,
+        registry_store: RegistryStore | None = None,
         namespace: str = "default",
         dendrite_id: str = "dendrite",
         heartbeat_s: float = 30.0,
         reregister_on_heartbeat: bool = True,
-        role: str = "orchestrator",
+        role: Literal["orchestrator", "worker"] = "orchestrator",
         auto_bid: bool = True,
         stale_after_s: float | None = None,
         max_concurrent_tasks: int = 64,
@@ -94,7 +85,6 @@ class Dendrite(
         pathway_buffer: int = DEFAULT_PATHWAY_BUFFER,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
-        LifecycleHooks.__init__(self)
         if role not in _ROLES:
             raise ValueError(f"role must be 'orchestrator' or 'worker', not {role!r}")
         if not namespace or any(c in namespace for c in ".*> \t"):
@@ -107,146 +97,168 @@ class Dendrite(
         self.dendrite_id = dendrite_id
         self.heartbeat_s = heartbeat_s
         self.reregister_on_heartbeat = reregister_on_heartbeat
-        self._role = role
-        self.auto_bid = auto_bid
         self.stale_after_s = stale_after_s
         self.max_concurrent_tasks = max_concurrent_tasks
         self.max_concurrent_handlers = max_concurrent_handlers
         self.pathway_buffer = pathway_buffer
         self.shutdown_timeout_s = shutdown_timeout_s
-
-        self._axons: dict[str, Axon] = {}
-        self._handlers = HandlerRegistry()
-        self._subs: dict[tuple[str, str | None], Subscription] = {}
-        self._raw_subs: list[Subscription] = []
-        self._pathways: dict[str, list[Pathway]] = {}
-        self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
-        self._stops = StopTombstones()  # traces seen STOPped: their work never starts again
-        self._ops = OpTable()  # request/reply ops by request id (recall, imprint, decisions, acks)
-        self._engram_host = EngramHost(self.is_stopped)
-        self._bids = BidLedger()  # bids we placed, so only the winning host runs an award
-        self._decisions = DecisionCache()  # recent CLARIFICATION_ANSWER / PERMISSION_DECISION by parent
-        self._presence_send: Any = None  # the registry mirror's queue, while running with a store
-        #: Deadline of recall / acknowledged imprint calls that give none.
-        self.engram_deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
-        self._peer_caps: dict[str, tuple[str, ...]] = {}
-        self._stack: AsyncExitStack | None = None
-        self._tg: TaskGroup | None = None
-        self._running = False
-        self._deadlines: Deadlines | None = None
-        self._task_pool: RunnerPool | None = None
-        self._handler_pool: RunnerPool | None = None
-        self._pathway_subs_ready = False
-        self._routed_group: str | None = None
-        # An orchestrator reads the whole namespace through one subscription, so
-        # every Signal of a trace reaches its Pathway in the order it was published
-        # (per-type subscriptions are separate pumps and would interleave freely).
-        # Workers subscribe to exact subjects only.
-        self._single_feed = role == "orchestrator"
-        # The feed is every type but TASK: an orchestrator does not get its own TASKs back.
-        self._feed_subjects = frozenset(
-            subject_for(namespace, t) for t in SignalType if t is not SignalType.TASK
+        core = self._core = Core(
+            synapse,
+            namespace=namespace,
+            dendrite_id=dendrite_id,
+            role=role,
+            max_concurrent_tasks=max_concurrent_tasks,
+            max_concurrent_handlers=max_concurrent_handlers,
+            pathway_buffer=pathway_buffer,
+            shutdown_timeout_s=shutdown_timeout_s,
+            tombstones=StopTombstones(),
         )
-        self._subject_cache: dict[SignalType, str] = {}
+        # The services, in the order their routes run for one Signal and they start.
+        self._hooks = Hooks(core, announce=self._reannounce)
+        self._hosting = AxonHosting(
+            core,
+            heartbeat_s=heartbeat_s,
+            reregister_on_heartbeat=reregister_on_heartbeat,
+            answers_discover=lambda: not self._handlers.has(T.DISCOVER),
+            refreshed=self._hooks.fire_refresh,
+            context_host=self,
+        )
+        self._engrams = EngramService(core)
+        self._registry = RegistryService(
+            core,
+            self._hosting,
+            registry_store,
+            heartbeat_s=heartbeat_s,
+            stale_after_s=stale_after_s,
+            refreshed=self._hooks.fire_refresh,
+        )
+        self._stops = StopService(core, self._engrams)
+        self._bidding = Bidding(
+            core, self._hosting, lambda: self._handlers.has(T.TASK_OFFER), auto_bid=auto_bid
+        )
+        self._decisions = Decisions(core, self.emit, self.dispatch_task)
+        self._handlers = Handlers(core, self._registry.has_capability)  # last: user handlers run after
+        for service in (
+            self._hosting,
+            self._engrams,
+            self._registry,
+            self._stops,
+            self._bidding,
+            self._decisions,
+            self._hooks,
+            self._handlers,
+        ):
+            core.add_service(service)
 
     # ------------------------------------------------------------------ info
     @property
-    def role(self) -> str:
-        return self._role
+    def role(self) -> Role:
+        """``"orchestrator"`` (may dispatch and STOP) or ``"worker"``."""
+        return self._core.role
 
     @property
     def capabilities(self) -> list[str]:
         """Every attached Axon's capabilities, sorted and de-duplicated."""
-        return sorted({c for a in self._axons.values() for c in a.capabilities})
+        return self._hosting.capabilities
 
     @property
     def running(self) -> bool:
-        return self._running
+        """True between ``start()`` and ``stop()``."""
+        return self._core.running
 
     @property
     def axons(self) -> dict[str, Axon]:
-        return dict(self._axons)
+        """The attached Axons, by neuron id (a copy)."""
+        return dict(self._hosting.axons)
+
+    @property
+    def engrams(self) -> dict[str, Engram]:
+        """The engrams this Dendrite hosts, by id (a copy)."""
+        return dict(self._engrams.host.engrams)
+
+    @property
+    def auto_bid(self) -> bool:
+        """Bid on TASK_OFFERs for hosted Axons (unless an ``on_task_offer`` handler does)."""
+        return self._bidding.auto_bid
+
+    @auto_bid.setter
+    def auto_bid(self, value: bool) -> None:
+        self._bidding.auto_bid = value
+        self._core.refresh()
+
+    @property
+    def engram_deadline_ms(self) -> int:
+        """Deadline of recall / acknowledged imprint calls that give none (5000 unless set)."""
+        return self._engrams.deadline_ms
+
+    @engram_deadline_ms.setter
+    def engram_deadline_ms(self, value: int) -> None:
+        self._engrams.deadline_ms = value
+
+    @property
+    def effective_stale_after_s(self) -> float:
+        """``stale_after_s``, defaulting to three heartbeats; 0 means no sweep."""
+        return self._registry.effective_stale_after_s
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
-        axons = list(self._axons)
-        return f"<Dendrite {self.dendrite_id!r} ns={self.namespace!r} {self._role} {state} axons={axons}>"
+        state = "running" if self.running else "stopped"
+        axons = list(self._hosting.axons)
+        return f"<Dendrite {self.dendrite_id!r} ns={self.namespace!r} {self.role} {state} axons={axons}>"
 
-    # ------------------------------------------------------------- life cycle
+    # ------------------------------------------------------------------ life cycle
     async def start(self) -> None:
-        """Subscribe, REGISTER every Axon, start heartbeats and schedules."""
-        if self._running:
+        """Subscribe, REGISTER every Axon, start heartbeats and schedules; from any task.
+
+        Fails loudly: if anything in here fails (the synapse is not connected, a
+        first publish fails, a Neuron's service does not start), what was started
+        is stopped again and the error is raised.
+        """
+        core = self._core
+        if core.running:
             raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is already running")
-        stack = AsyncExitStack()
-        await stack.__aenter__()
+        if not self.synapse.connected:
+            raise SynapseClosedError(
+                f"Dendrite {self.dendrite_id!r} cannot start: its synapse is not connected "
+                "(connect it first: `await synapse.connect()` or `async with synapse:`)"
+            )
         try:
-            self._tg = await stack.enter_async_context(anyio.create_task_group())
-            self._deadlines = Deadlines()
-            self._tg.start_soon(self._deadlines.run, name=f"deadlines:{self.dendrite_id}")
-            self._task_pool = RunnerPool(self._tg, self.max_concurrent_tasks, name="task")
-            self._handler_pool = RunnerPool(self._tg, self.max_concurrent_handlers, name="handler")
-            self._stack = stack
-            self._running = True
-            self._start_registry()
-            for axon in list(self._axons.values()):
-                await axon.serve_neuron(self._tg)
-            await self._subscribe_all()
-            for axon in list(self._axons.values()):
-                await self._publish(axon.register_signal())
-            for engram in list(self._engram_host.engrams.values()):
-                await self._publish(engram.register_signal())
-            await self._announce_to_registry()
-            self._tg.start_soon(self._heartbeat_loop, name=f"heartbeat:{self.dendrite_id}")
-            for every_s, fn in self._schedules:
-                self._tg.start_soon(self._schedule_loop, every_s, fn, name=f"schedule:{fn!r}")
-            self.synapse.add_reconnect_callback(self._on_reconnected)
-            for hook in self._connect_hooks:
-                self._tg.start_soon(self._run_hook, hook)
-        except BaseException:
-            self._running = False
-            self._tg = None
-            self._stack = None
-            await stack.aclose()
+            await core.open()
+            for service in core.services:
+                await service.start()
+            await core.settle()
+            for service in core.services:
+                await service.announce()
+            core.start_clock()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._shut_down(None)
+                except Exception as cleanup:  # the start-up failure is the one to report
+                    exc.__context__ = cleanup
             raise
 
     async def stop(self, reason: str | None = None) -> None:
-        """Cancel in-flight work, DEREGISTER every Axon, unsubscribe; idempotent.
+        """Cancel in-flight work, DEREGISTER every Axon, unsubscribe; idempotent, from any task.
 
-        The Synapse (and registry store) are not closed: the caller owns them.
+        The Synapse (and registry store) are not closed: the caller owns them.  A
+        failure of a background task of this Dendrite is raised here.
         """
-        stack, tg = self._stack, self._tg
-        if stack is None or tg is None:
+        await self._shut_down(reason)
+
+    async def _shut_down(self, reason: str | None) -> None:
+        core = self._core
+        if not core.is_open:
             return
-        self._running = False
-        self.synapse.remove_reconnect_callback(self._on_reconnected)
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
-                await self._unsubscribe_all()
+            await core.close()
         finally:
-            # Refuse new jobs (a router blocked handing one over is released), cancel
-            # every child (Neurons mid-flight see cancellation and run their finally
-            # blocks) and wait for them before announcing we are gone.
-            for pool in (self._task_pool, self._handler_pool):
-                if pool is not None:
-                    pool.close()
-            self._ops.fail_all(f"Dendrite {self.dendrite_id!r} stopped")
-            tg.cancel_scope.cancel()
-            try:
-                await stack.aclose()
-            finally:
-                self._tg = None
-                self._stack = None
-                self._deadlines = None
-                self._trace_scopes.clear()
-                for pathways in list(self._pathways.values()):
-                    for pw in list(pathways):
-                        pw._close_now()
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
-                    for axon in list(self._axons.values()):
-                        await self._publish_deregister(axon, reason)
-                    await self._registry_stopped()
-                    for axon in list(self._axons.values()):
-                        await axon.aclose()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
+                for service in core.services:
+                    try:
+                        await service.stopped(reason)
+                    except Exception:
+                        log.warning("%s: %r failed to stop", self.dendrite_id, service, exc_info=True)
+                await self._hosting.close_neurons()
 
     async def __aenter__(self) -> Dendrite:
         await self.start()
@@ -260,423 +272,42 @@ class Dendrite(
     ) -> None:
         await self.stop()
 
-    # ------------------------------------------------------------ Axons
+    async def _reannounce(self) -> None:
+        await self._hosting.register_all()
+
+    # ------------------------------------------------------------------ Axons
     def attach_axon(self, axon: Axon) -> None:
         """Host *axon*.  On a running Dendrite use ``add_axon`` (it announces at once)."""
-        if axon.neuron_id in self._axons:
-            raise DendriteProtocolError(f"an Axon with neuron_id {axon.neuron_id!r} is already attached")
-        self._axons[axon.neuron_id] = axon
+        self._hosting.attach(axon)
 
     async def add_axon(self, axon: Axon) -> None:
         """Attach *axon* while running: subscribe as needed and REGISTER it now."""
-        self.attach_axon(axon)
-        if self._running and self._tg is not None:
-            await axon.serve_neuron(self._tg)
-            await self._subscribe_axon_subjects()
-            await self._publish(axon.register_signal())
-            self._fire_refresh()
+        await self._hosting.add(axon)
 
     async def detach_axon(self, neuron_id: str, *, reason: str | None = None) -> None:
         """Stop hosting *neuron_id* and DEREGISTER it."""
-        axon = self._axons.pop(neuron_id, None)
-        if axon is None:
-            raise DendriteProtocolError(f"no Axon {neuron_id!r} is attached")
-        if self._running:
-            await self._subscribe_axon_subjects()
-            await self._publish_deregister(axon, reason)
-            self._fire_refresh()
-        await axon.aclose()
+        await self._hosting.detach(neuron_id, reason)
 
-    async def _publish_deregister(self, axon: Axon, reason: str | None) -> None:
-        payload: dict[str, Any] = {}
-        if reason:
-            payload["reason"] = reason
-        sig = Signal(type=T.DEREGISTER, directed=Directed(axon.neuron_id), payload=payload)
-        try:
-            await self._publish(sig)
-        except Exception:
-            log.warning("could not publish DEREGISTER for %s", axon.neuron_id, exc_info=True)
-
-    # ------------------------------------------------------------ subscriptions
-    def _routed_group_name(self) -> str | None:
-        caps = self.capabilities
-        return "caps:" + ",".join(caps) if caps else None
-
-    async def _ensure_sub(
-        self, subject: str, handler: Callable[[Signal], Awaitable[None]], group: str | None = None
-    ) -> None:
-        key = (subject, group)
-        if key in self._subs or not self._running:
-            return
-        if self._single_feed and group is None and subject in self._feed_subjects:
-            return  # the namespace feed already delivers it
-        self._subs[key] = await self.synapse.subscribe(subject, handler, queue_group=group)
-
-    async def _drop_sub(self, subject: str, group: str | None) -> None:
-        sub = self._subs.pop((subject, group), None)
-        if sub is not None:
-            await self.synapse.unsubscribe(sub)
-
-    def _subject(self, signal_type: SignalType, *, routed: bool = False) -> str:
-        return subject_for(self.namespace, signal_type, routed=routed)
-
-    async def _subscribe_all(self) -> None:
-        if self._single_feed:
-            # One subscription over every type but TASK: one pump, so the Signals of a
-            # trace reach its Pathway in the order they were published.
-            feed = sorted(self._feed_subjects)
-            self._subs[("feed", None)] = await self.synapse.subscribe(feed, self._route)
-            self._pathway_subs_ready = True
-        await self._ensure_sub(self._subject(T.STOP), self._route)
-        await self._subscribe_axon_subjects()
-        await self._subscribe_engram_subjects()
-        await self._subscribe_registry()
-        for t in self._handlers.types():
-            await self._subscribe_type(t)
-        if self._handlers.uses_capability_filter():
-            await self._subscribe_presence()
-        if self._handlers.has_trace_handlers():
-            await self._subscribe_whole_traces()
-
-    async def _subscribe_whole_traces(self) -> None:
-        """``on_trace`` handlers see every type of their trace, TASKs included."""
-        await self._ensure_pathway_subscriptions()
-        await self._subscribe_type(T.TASK)
-
-    async def _subscribe_axon_subjects(self) -> None:
-        if not self._running:
-            return
-        if self._axons:
-            await self._ensure_sub(self._subject(T.TASK), self._route)
-            await self._ensure_sub(self._subject(T.TASK_AWARDED), self._route)
-            await self._ensure_sub(self._subject(T.DISCOVER), self._route)
-            await self._subscribe_bidding()
-        group = self._routed_group_name()
-        if group != self._routed_group:
-            routed = self._subject(T.TASK, routed=True)
-            if self._routed_group is not None:
-                await self._drop_sub(routed, self._routed_group)
-            self._routed_group = group
-            if group is not None:
-                await self._ensure_sub(routed, self._route_routed_task, group)
-
-    async def _subscribe_type(self, signal_type: SignalType) -> None:
-        await self._ensure_sub(self._subject(signal_type), self._route)
-        if signal_type is T.TASK:
-            # handlers see capability-routed TASKs too (a plain copy, not the group's)
-            await self._ensure_sub(self._subject(T.TASK, routed=True), self._route)
-
-    async def _subscribe_presence(self) -> None:
-        for t in (T.REGISTER, T.DEREGISTER):
-            await self._ensure_sub(self._subject(t), self._route)
-
-    async def _ensure_pathway_subscriptions(self) -> None:
-        if self._pathway_subs_ready:
-            return
-        for t in PATHWAY_TYPES:
-            await self._ensure_sub(self._subject(t), self._route)
-        self._pathway_subs_ready = True
-
-    async def _unsubscribe_all(self) -> None:
-        subs = list(self._subs.values()) + self._raw_subs
-        self._subs.clear()
-        self._raw_subs.clear()
-        self._pathway_subs_ready = False
-        self._routed_group = None
-        for sub in subs:
-            try:
-                await self.synapse.unsubscribe(sub)
-            except Exception:
-                log.warning("unsubscribe of %s failed", sub.subject, exc_info=True)
-
+    # ------------------------------------------------------------------ handlers and hooks
     def _add_handler(self, spec: HandlerSpec) -> None:
         self._handlers.add(spec)
-        if self._running and self._tg is not None:
-            self._tg.start_soon(self._subscribe_for_spec, spec)
 
-    async def _subscribe_for_spec(self, spec: HandlerSpec) -> None:
-        if spec.types is None:
-            await self._subscribe_whole_traces()
-            return
-        for t in spec.types:
-            await self._subscribe_type(t)
-        if spec.capability:
-            await self._subscribe_presence()
+    def _add_hook(self, kind: HookKind, fn: HookFn, every_s: float | None) -> None:
+        self._hooks.add(kind, fn, every_s)
 
     async def subscribe(
         self, signal_type: SignalType, handler: HandlerFn, *, queue_group: str | None = None
     ) -> Subscription:
-        """A raw subscription to one type; *handler* runs as a bounded child task per Signal."""
-        if not self._running:
+        """A raw subscription to one type; *handler* runs as a bounded job per Signal."""
+        if not self.running:
             raise DendriteProtocolError("subscribe() needs a running Dendrite (inside `async with`)")
-
-        async def forward(sig: Signal) -> None:
-            await self._spawn_handler(handler, sig)
-
-        sub = await self.synapse.subscribe(self._subject(signal_type), forward, queue_group=queue_group)
-        self._raw_subs.append(sub)
-        return sub
+        return await self._core.subscribe_raw(signal_type, handler, queue_group)
 
     async def unsubscribe(self, sub: Subscription) -> None:
         """Undo ``subscribe()``."""
-        if sub in self._raw_subs:
-            self._raw_subs.remove(sub)
-        await self.synapse.unsubscribe(sub)
+        await self._core.unsubscribe_raw(sub)
 
-    def _on_reconnected(self) -> None:
-        if self._running and self._tg is not None:
-            self._tg.start_soon(self._reannounce, name="reannounce")
-
-    async def _reannounce(self) -> None:
-        for axon in list(self._axons.values()):
-            await self._publish(axon.register_signal())
-        for hook in self._connect_hooks:
-            self._tg_start(self._run_hook, hook)
-
-    # ------------------------------------------------------------ routing
-    async def _route(self, sig: Signal) -> None:
-        """Runs on the synapse's pump: file the Signal, start work; never run user code here."""
-        if not self._running:
-            return
-        stype = sig.type
-        if stype in PATHWAY_TYPES:
-            if self._ops and sig.parent_id is not None:
-                self._ops.deliver(sig)  # a reply to a request of ours (recall, decision, ack...)
-            pathways = self._pathways.get(sig.trace_id)
-            if pathways:
-                for pw in list(pathways):
-                    await pw._deliver(sig)
-        if stype is T.TASK:
-            if not self._is_routed_task(sig) and sig.trace_id not in self._stops:
-                axon = self._select_axon(sig)
-                if axon is not None:
-                    await self._start_task(axon, sig)
-        elif stype is T.STOP:
-            await self._on_stop(sig)
-        elif stype is T.RECALL or stype is T.IMPRINT:
-            if self._engram_host:
-                await self._start_internal(self._serve_engram_request, sig)
-        elif stype is T.FINAL or stype is T.ERROR:
-            if self._ops:
-                self._ops.fail_trace(sig.trace_id, "ended")  # outstanding recall/imprint/decision ops
-            if stype is T.FINAL and self._engram_host:
-                self._engram_host.decide(sig.trace_id, rollback=False)  # FINAL commits the saga
-                await self._start_internal(self._commit_engrams, sig)
-        elif stype is T.CLARIFICATION_ANSWER or stype is T.PERMISSION_DECISION:
-            self._decisions.put(sig)  # so a late await_decision still resolves
-        elif stype is T.TASK_OFFER:
-            await self._on_task_offer(sig)  # the auto-bidder
-        elif stype is T.TASK_AWARDED:
-            await self._on_task_awarded(sig)
-        elif stype is T.DISCOVER and self._axons and not self._handlers.has(T.DISCOVER):
-            await self._start_internal(self._answer_discover, sig)
-        elif stype is T.REGISTER:
-            self._learn_peer(sig)
-            if self._presence_send is not None:
-                await self._mirror_presence(sig)
-        elif stype is T.DEREGISTER and sig.directed is not None and sig.directed.id:
-            self._peer_caps.pop(sig.directed.id, None)
-            if self._presence_send is not None:
-                await self._mirror_presence(sig)
-        elif stype is T.HEARTBEAT and self._presence_send is not None:
-            await self._mirror_presence(sig)
-        for spec in self._handlers.matching(sig, self._has_capability):
-            await self._spawn_handler(spec.fn, sig)
-
-    async def _route_routed_task(self, sig: Signal) -> None:
-        """The queue-group copy of a capability-routed TASK: run it if an Axon can."""
-        if not self._running or sig.type is not T.TASK or sig.trace_id in self._stops:
-            return
-        axon = self._select_axon(sig)
-        if axon is not None:
-            await self._start_task(axon, sig)
-
-    @staticmethod
-    def _is_routed_task(sig: Signal) -> bool:
-        return (sig.directed is None or not sig.directed.id) and bool(sig.payload.get("capabilities"))
-
-    def _select_axon(self, task: Signal) -> Axon | None:
-        """Addressed → that id; routed → first Axon with every capability; open call → catch_all."""
-        target = task.directed.id if task.directed is not None else None
-        if target:
-            return self._axons.get(target)
-        caps = task.payload.get("capabilities")
-        if caps:
-            for axon in self._axons.values():
-                if axon.serves(caps):
-                    return axon
-            return None
-        for axon in self._axons.values():
-            if axon.catch_all:
-                return axon
-        return None
-
-    def _learn_peer(self, sig: Signal) -> None:
-        if sig.directed is not None and sig.directed.id:
-            caps = sig.payload.get("capabilities")
-            if isinstance(caps, list):
-                self._peer_caps[sig.directed.id] = tuple(str(c) for c in caps)
-
-    def _has_capability(self, sig: Signal, capability: str) -> bool:
-        if sig.type in (T.TASK_OFFER, T.TASK):
-            caps = sig.payload.get("capabilities") or []
-            return capability in caps or (sig.type is T.TASK_OFFER and not caps)
-        neuron = sig.directed.id if sig.directed is not None else None
-        if not neuron:
-            return False
-        axon = self._axons.get(neuron)
-        if axon is not None:
-            return capability in axon.capabilities
-        return capability in self._peer_caps.get(neuron, ())
-
-    # ------------------------------------------------------------ running work
-    def _tg_start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        tg = self._tg
-        if tg is None or not self._running:
-            return False
-        try:
-            tg.start_soon(fn, *args)
-        except RuntimeError:  # the task group is closing
-            return False
-        return True
-
-    async def _start_task(self, axon: Axon, task: Signal) -> None:
-        pool = self._task_pool
-        if pool is not None and self._running:
-            try:
-                await pool.submit(self._run_task, axon, task)
-            except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # stopping: the TASK is dropped like any TASK that arrives after stop
-
-    async def _run_task(self, axon: Axon, task: Signal) -> None:
-        trace = task.trace_id
-        if trace in self._stops:
-            return  # STOPped while it waited for a runner
-        with anyio.CancelScope() as scope:
-            scopes = self._trace_scopes.setdefault(trace, set())
-            scopes.add(scope)
-            token = current_task.set(task)
-            try:
-                ctx = NeuronContext(
-                    task,
-                    axon.neuron_id,
-                    publish=self._publish,
-                    entries=await axon.fetch_context(task),
-                    dendrite_id=self.dendrite_id,
-                    dendrite=self,
-                )
-                for reply in await axon.run(task, ctx):
-                    await self._publish(reply)
-            finally:
-                current_task.reset(token)
-                scopes.discard(scope)
-                if not scopes and self._trace_scopes.get(trace) is scopes:
-                    del self._trace_scopes[trace]
-        if scope.cancelled_caught:
-            log.debug("TASK %s on trace %s was cancelled", task.id, trace)
-
-    async def _spawn_handler(self, fn: HandlerFn, sig: Signal) -> None:
-        pool = self._handler_pool
-        if pool is not None and self._running:
-            try:
-                await pool.submit(self._run_handler, fn, sig)
-            except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass  # stopping
-
-    async def _run_handler(self, fn: HandlerFn, sig: Signal) -> None:
-        try:
-            result = fn(sig)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("handler %r raised on %s %s", fn, sig.type.value, sig.id)
-
-    async def _start_internal(self, fn: Callable[[Signal], Awaitable[Any]], sig: Signal) -> None:
-        await self._spawn_handler(fn, sig)
-
-    async def _run_hook(self, hook: HookFn) -> None:
-        try:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            log.exception("lifecycle hook %r raised", hook)
-
-    def _fire_refresh(self) -> None:
-        for hook in self._refresh_hooks:
-            self._tg_start(self._run_hook, hook)
-
-    async def _heartbeat_loop(self) -> None:
-        if self.heartbeat_s <= 0:
-            return
-        while True:
-            await anyio.sleep(self.heartbeat_s)
-            if not self._axons:
-                continue
-            for axon in list(self._axons.values()):
-                try:
-                    if self.reregister_on_heartbeat:
-                        await self._publish(axon.register_signal())
-                    await self._publish(
-                        Signal(type=T.HEARTBEAT, directed=Directed(axon.neuron_id), payload={"status": "ok"})
-                    )
-                except Exception:
-                    log.warning("heartbeat for %s failed", axon.neuron_id, exc_info=True)
-            self._fire_refresh()
-
-    async def _schedule_loop(self, every_s: float, fn: HookFn) -> None:
-        while True:
-            await anyio.sleep(every_s)
-            await self._run_hook(fn)
-
-    def _schedule_added(self, every_s: float, fn: HookFn) -> None:
-        self._tg_start(self._schedule_loop, every_s, fn)
-
-    async def _answer_discover(self, sig: Signal) -> None:
-        want_neuron = sig.payload.get("neuron")
-        want_caps = sig.payload.get("capabilities") or []
-        matches = [
-            a
-            for a in self._axons.values()
-            if (not want_neuron or a.neuron_id == want_neuron) and a.serves(want_caps)
-        ]
-        if not matches:
-            return
-        await anyio.sleep(random.uniform(0, 0.1))  # spread the answers of many hosts
-        for axon in matches:
-            await self._publish(axon.register_signal())
-
-    # ------------------------------------------------------------ STOP
-    def cancel_trace(self, trace_id: str) -> int:
-        """Cancel every TASK of *trace_id* running here; returns how many were cancelled."""
-        scopes = self._trace_scopes.pop(trace_id, None)
-        if not scopes:
-            return 0
-        for scope in scopes:
-            scope.cancel()
-        return len(scopes)
-
-    # ------------------------------------------------------------ publishing
-    async def _publish(self, sig: Signal) -> None:
-        subject = self._subject_cache.get(sig.type)
-        if subject is None or sig.type is T.TASK:
-            subject = signal_subject(self.namespace, sig)
-            if sig.type is not T.TASK:
-                self._subject_cache[sig.type] = subject
-        await self.synapse.publish(subject, sig)
-
-    def _require_orchestrator(self, what: str) -> None:
-        if self._role != "orchestrator":
-            raise DendriteProtocolError(
-                f"{what} needs role 'orchestrator'; Dendrite {self.dendrite_id!r} is a worker"
-            )
-
-    def _require_running(self, what: str) -> None:
-        if not self._running:
-            raise DendriteProtocolError(
-                f"{what} needs a running Dendrite: use `async with dendrite:` or `await dendrite.start()`"
-            )
-
+    # ------------------------------------------------------------------ publishing
     async def emit(self, signal: Signal) -> None:
         """Publish *signal*: only SYNAPSE_TYPES, and TASK/STOP only from an orchestrator."""
         if signal.type not in SYNAPSE_TYPES:
@@ -684,47 +315,23 @@ class Dendrite(
                 f"emit() refuses {signal.type.value}: only the Axon/lifecycle paths may publish it"
             )
         if signal.type in ROLE_GATED_TYPES:
-            self._require_orchestrator(f"emit({signal.type.value})")
-        self._require_running("emit()")
-        await self._publish(signal)
+            self._core.require_orchestrator(f"emit({signal.type.value})")
+        self._core.require_running("emit()")
+        await self._core.publish(signal)
 
-    # ------------------------------------------------------------ Pathways
-    def _open_pathway(self, trace_id: str, role: str, scope: PathwayScope) -> Pathway:
-        pathways = self._pathways.setdefault(trace_id, [])
-        if role == "originator" and any(p.role == "originator" for p in pathways):
-            raise PathwayBusyError(
-                f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
-                "use dispatch_task() for follow-up TASKs on it, or close it first"
-            )
-        pw = Pathway(self, trace_id, role=role, scope=scope, max_buffer=self.pathway_buffer)  # type: ignore[arg-type]
-        pathways.append(pw)
-        return pw
-
-    def _forget_pathway(self, pw: Pathway) -> None:
-        pathways = self._pathways.get(pw.trace_id)
-        if pathways is None:
-            return
-        try:
-            pathways.remove(pw)
-        except ValueError:
-            return
-        if not pathways:
-            del self._pathways[pw.trace_id]
-
+    # ------------------------------------------------------------------ Pathways
     def open_pathways(self, trace_id: str | None = None) -> list[Pathway]:
         """The Pathways open on this Dendrite (on one trace, or all)."""
-        if trace_id is not None:
-            return list(self._pathways.get(trace_id, ()))
-        return [p for ps in self._pathways.values() for p in ps]
+        return self._core.pathways(trace_id)
 
     async def observe_pathway(self, trace_id: str, *, scope: PathwayScope = "all") -> Pathway:
         """Watch a trace another peer started (no TASK is emitted)."""
-        self._require_running("observe_pathway()")
-        await self._ensure_pathway_subscriptions()
-        return self._open_pathway(trace_id, "observer", scope)
+        self._core.require_running("observe_pathway()")
+        await self._core.want_pathways()
+        return self._core.open_pathway(trace_id, "observer", scope)
 
-    # ------------------------------------------------------------ dispatch
-    def _build_task(
+    # ------------------------------------------------------------------ dispatch
+    def _task(
         self,
         *,
         neuron: str | None,
@@ -736,28 +343,10 @@ class Dendrite(
         finalize: bool,
         meta: dict[str, Any] | None,
     ) -> Signal:
-        if not isinstance(input, dict):
-            raise TypeError(f"input must be a dict, got {type(input).__name__}")
-        self._refuse_stopped(trace_id, "TASK")
-        payload: dict[str, Any] = {"input": input}
-        if context_ref:
-            payload["context_ref"] = context_ref
-        if capabilities:
-            payload["capabilities"] = list(capabilities)
-        if finalize:
-            payload["finalize"] = True
-        if parent_id is None:
-            ambient = current_task.get()
-            if ambient is not None:
-                parent_id = ambient.id
-        return Signal(
-            type=T.TASK,
-            trace_id=trace_id or new_trace_id(),
-            parent_id=parent_id,
-            directed=Directed(neuron) if neuron else None,
-            payload=payload,
-            meta=dict(meta or {}),
-        )
+        return request_signal(
+            self._core, T.TASK, input=input, payload=task_payload(context_ref, capabilities, finalize),
+            neuron=neuron, trace_id=trace_id, parent_id=parent_id, meta=meta, what="TASK",
+        )  # fmt: skip
 
     async def dispatch_task(
         self,
@@ -772,19 +361,14 @@ class Dendrite(
         meta: dict[str, Any] | None = None,
     ) -> Signal:
         """Publish a TASK (addressed, capability-routed, or an open call); returns it."""
-        self._require_orchestrator("dispatch_task()")
-        self._require_running("dispatch_task()")
-        task = self._build_task(
-            neuron=neuron,
-            input=input,
-            trace_id=trace_id,
-            parent_id=parent_id,
-            context_ref=context_ref,
-            capabilities=capabilities,
-            finalize=finalize,
-            meta=meta,
-        )
-        await self._publish(task)
+        core = self._core
+        core.require_orchestrator("dispatch_task()")
+        core.require_running("dispatch_task()")
+        task = self._task(
+            neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
+            capabilities=capabilities, finalize=finalize, meta=meta,
+        )  # fmt: skip
+        await core.publish(task)
         return task
 
     async def dispatch(
@@ -801,25 +385,20 @@ class Dendrite(
         meta: dict[str, Any] | None = None,
     ) -> Pathway:
         """Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway."""
-        self._require_orchestrator("dispatch()")
-        self._require_running("dispatch()")
-        if finalize is None:
-            finalize = scope == "terminal"
-        task = self._build_task(
-            neuron=neuron,
-            input=input,
-            trace_id=trace_id,
-            parent_id=parent_id,
-            context_ref=context_ref,
-            capabilities=capabilities,
-            finalize=finalize,
+        core = self._core
+        core.require_orchestrator("dispatch()")
+        core.require_running("dispatch()")
+        task = self._task(
+            neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
+            capabilities=capabilities, finalize=scope == "terminal" if finalize is None else finalize,
             meta=meta,
-        )
-        await self._ensure_pathway_subscriptions()
-        pw = self._open_pathway(task.trace_id, "originator", scope)
+        )  # fmt: skip
+        if not core.pathways_wanted:
+            await core.want_pathways()
+        pw = core.open_pathway(task.trace_id, "originator", scope)
         pw.task = task
         try:
-            await self._publish(task)
+            await core.publish(task)
         except BaseException:
             pw._close_now()
             raise
@@ -858,6 +437,19 @@ class Dendrite(
                 retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
                 scope=scope, finalize=finalize, **kw,
             )  # fmt: skip
+        return await self._request_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+
+    async def _request_reply(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        timeout_s: float | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        kw: dict[str, Any],
+    ) -> Signal:
+        """The one dispatch → wait → close path (plain calls and every retry attempt)."""
         pw = await self.dispatch(
             neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
         )
@@ -865,16 +457,282 @@ class Dendrite(
             return await pw.wait(timeout_s)
         except PathwayTimeout:
             raise DispatchTimeout(
-                f"no reply from {_describe_target(neuron, capabilities)} within {timeout_s} s "
+                f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
                 f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
             ) from None
         finally:
             pw._close_now()
 
+    async def run_with_retry(
+        self,
+        *,
+        retry: RetryStrategy,
+        neuron: str | None = None,
+        input: dict[str, Any],
+        capabilities: list[str] | None = None,
+        timeout_s: float | None = 30.0,
+        scope: PathwayScope = "all",
+        finalize: bool | None = None,
+        **kw: Any,
+    ) -> Signal:
+        """Dispatch and wait, retrying per *retry* (see ``RetryStrategy``)."""
+        self._core.require_orchestrator("run_with_retry()")
+        self._core.require_running("run_with_retry()")
+        wait_s = retry.timeout_s if retry.timeout_s is not None else timeout_s
+        trace_id: str | None = kw.pop("trace_id", None)
+        meta: dict[str, Any] | None = kw.pop("meta", None)
 
-def _describe_target(neuron: str | None, capabilities: list[str] | None) -> str:
-    if neuron:
-        return f"neuron {neuron!r}"
-    if capabilities:
-        return f"any neuron with capabilities {sorted(capabilities)}"
-    return "any catch-all neuron (open call)"
+        async def attempt(trace: str, attempt_meta: dict[str, Any]) -> Signal:
+            call = {**kw, "trace_id": trace, "meta": attempt_meta}
+            return await self._request_reply(neuron, input, capabilities, wait_s, scope, finalize, call)
+
+        async def stop(trace: str, rollback: bool, reason: str) -> None:
+            await self.emit_stop(trace_id=trace, rollback=rollback, reason=reason)
+
+        return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
+
+    # ------------------------------------------------------------------ STOP
+    def is_stopped(self, trace_id: str) -> bool:
+        """True when this Dendrite saw (or sent) a STOP for *trace_id* and still remembers it."""
+        return self._stops.is_stopped(trace_id)
+
+    def cancel_trace(self, trace_id: str) -> int:
+        """Cancel every TASK of *trace_id* running here; returns how many were cancelled."""
+        return self._core.cancel_trace(trace_id)
+
+    async def emit_stop(self, *, trace_id: str, rollback: bool = False, reason: str | None = None) -> Signal:
+        """Broadcast STOP for a whole trace (orchestrators only); returns the STOP Signal.
+
+        Best effort and idempotent: a second STOP cancels nothing new and
+        compensates nothing twice.  ``rollback=True`` asks every Engram host to
+        undo the trace's journaled writes.
+        """
+        return await self._stops.emit_stop(trace_id, rollback, reason)
+
+    async def stop_trace(
+        self,
+        trace_id: str,
+        *,
+        rollback: bool = False,
+        reason: str | None = None,
+        collect_acks: bool = False,
+        timeout_s: float = 1.0,
+    ) -> list[Signal]:
+        """STOP *trace_id*; with ``collect_acks`` return the STOPPED acks seen within *timeout_s*."""
+        if not collect_acks:
+            await self.emit_stop(trace_id=trace_id, rollback=rollback, reason=reason)
+            return []
+        return await self._stops.stop_and_collect(trace_id, rollback, reason, timeout_s, first_only=False)
+
+    async def stop_and_confirm(
+        self, trace_id: str, *, rollback: bool = False, reason: str | None = None, timeout_s: float = 1.0
+    ) -> Signal | None:
+        """STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
+
+        Returns that ack, or None if none came within *timeout_s* (nobody ran the
+        trace, or its host is gone).  What the sync facade does when a call times out.
+        """
+        acks = await self._stops.stop_and_collect(trace_id, rollback, reason, timeout_s, first_only=True)
+        return acks[0] if acks else None
+
+    # ------------------------------------------------------------------ bidding
+    async def dispatch_offer(
+        self,
+        *,
+        input: dict[str, Any],
+        capabilities: list[str] | None = None,
+        deadline_ms: int = 250,
+        select: str = "first_bid",
+        scope: PathwayScope = "all",
+        finalize: bool | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+        context_ref: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Pathway:
+        """Offer work, award it to the best bid within *deadline_ms*; returns the trace's Pathway.
+
+        ``first_bid`` awards at the first BID; ``lowest_cost`` and
+        ``highest_confidence`` wait the whole window.  Raises ``BiddingTimeout``
+        when nobody bids in time.
+        """
+        return await self._bidding.dispatch_offer(
+            input=input, capabilities=capabilities, deadline_ms=deadline_ms, select=select, scope=scope,
+            finalize=finalize, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref, meta=meta,
+        )  # fmt: skip
+
+    async def bid(
+        self,
+        offer: Signal,
+        *,
+        neuron: str,
+        cost: float,
+        eta_ms: int | None = None,
+        confidence: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Answer *offer* with a BID for *neuron* (any role may bid); returns the BID."""
+        return await self._bidding.bid(
+            offer, neuron=neuron, cost=cost, eta_ms=eta_ms, confidence=confidence, meta=meta
+        )
+
+    # ------------------------------------------------------------------ human in the loop
+    async def await_decision(self, request: Signal, *, timeout_s: float | None = 30.0) -> Signal:
+        """The CLARIFICATION_ANSWER / PERMISSION_DECISION whose parent is *request*.
+
+        Raises ``DecisionTimeout`` after *timeout_s*, ``OpCancelled`` if the trace
+        ends or is STOPped first.
+        """
+        return await self._decisions.await_decision(request, timeout_s=timeout_s)
+
+    async def answer_clarification(
+        self, request: Signal, *, answer: Any, meta: dict[str, Any] | None = None
+    ) -> Signal:
+        """Publish CLARIFICATION_ANSWER for *request* (any role); returns it."""
+        return await self._decisions.answer_clarification(request, answer=answer, meta=meta)
+
+    async def grant_permission(
+        self,
+        request: Signal,
+        *,
+        reason: str | None = None,
+        ttl_ms: int | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Publish PERMISSION_DECISION ``granted: true`` for *request* (any role)."""
+        return await self._decisions.grant_permission(request, reason=reason, ttl_ms=ttl_ms, meta=meta)
+
+    async def deny_permission(
+        self, request: Signal, *, reason: str | None = None, meta: dict[str, Any] | None = None
+    ) -> Signal:
+        """Publish PERMISSION_DECISION ``granted: false`` for *request* (any role)."""
+        return await self._decisions.deny_permission(request, reason=reason, meta=meta)
+
+    async def respond_to_clarification(
+        self,
+        request: Signal,
+        *,
+        answer: Any,
+        neuron: str | None = None,
+        extra: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Re-dispatch the question and *answer* to the asking neuron (orchestrators); returns the TASK."""
+        return await self._decisions.respond_to_clarification(
+            request, answer=answer, neuron=neuron, extra=extra, meta=meta
+        )
+
+    async def respond_to_permission(
+        self,
+        request: Signal,
+        *,
+        granted: bool,
+        reason: str | None = None,
+        ttl_ms: int | None = None,
+        neuron: str | None = None,
+        extra: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Re-dispatch to the asking neuron with the verdict (orchestrators); returns the TASK."""
+        return await self._decisions.respond_to_permission(
+            request, granted=granted, reason=reason, ttl_ms=ttl_ms, neuron=neuron, extra=extra, meta=meta
+        )
+
+    async def respond_to_escalation(
+        self,
+        escalation: Signal,
+        *,
+        neuron: str | None = None,
+        input: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        return await self._decisions.respond_to_escalation(escalation, neuron=neuron, input=input, meta=meta)
+
+    # ------------------------------------------------------------------ Engram
+    def attach_engram(self, engram: Engram) -> None:
+        """Host *engram*: serve RECALL/IMPRINT for it and announce it (at once if running).
+
+        The Dendrite does not close the engram; its owner does.
+        """
+        self._engrams.attach(engram)
+
+    async def detach_engram(self, engram_id: str) -> None:
+        """Stop hosting *engram_id* (engrams never DEREGISTER, §7.1)."""
+        self._engrams.detach(engram_id)
+
+    async def recall(
+        self,
+        *,
+        engram_id: str | None = None,
+        engram_kind: str | None = None,
+        query: dict[str, Any],
+        filters: dict[str, Any] | None = None,
+        context_ref: str | None = None,
+        deadline_ms: int | None = None,
+        recall_mode: str = "first",
+        min_confidence: float | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> RecallResult:
+        """Ask engrams for entries matching *query*.
+
+        ``first`` returns the first answer; ``merge``/``all`` collect answers until
+        the deadline and sort the hits by score.  Raises ``EngramTimeout`` when no
+        engram answered in time, ``EngramError`` when every answer was an error.
+        """
+        return await self._engrams.recall(
+            engram_id=engram_id, engram_kind=engram_kind, query=query, filters=filters,
+            context_ref=context_ref, deadline_ms=deadline_ms, recall_mode=recall_mode,
+            min_confidence=min_confidence, trace_id=trace_id, parent_id=parent_id, meta=meta,
+        )  # fmt: skip
+
+    async def imprint(
+        self,
+        *,
+        engram_id: str | None = None,
+        engram_kind: str | None = None,
+        op: str,
+        entry: dict[str, Any],
+        merge_key: str | None = None,
+        await_ack: bool = False,
+        deadline_ms: int | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> ImprintReceipt | None:
+        """Write to engrams.  Returns None at once, or with ``await_ack`` the first receipt.
+
+        The IMPRINT's id is its idempotency key: a redelivered IMPRINT writes nothing.
+        Writes are journaled under the trace, so ``stop_trace(trace, rollback=True)``
+        undoes them; a write for a STOPped trace is refused.
+        """
+        return await self._engrams.imprint(
+            engram_id=engram_id, engram_kind=engram_kind, op=op, entry=entry, merge_key=merge_key,
+            await_ack=await_ack, deadline_ms=deadline_ms, trace_id=trace_id, parent_id=parent_id,
+            meta=meta,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ registry
+    async def registry_snapshot(
+        self,
+        *,
+        capability: str | None = None,
+        include_deregistered: bool = False,
+        max_age_s: float | None = None,
+    ) -> list[NeuronRecord]:
+        """The registry now, sorted by neuron id; *max_age_s* keeps those heard from recently."""
+        return await self._registry.registry_snapshot(
+            capability=capability, include_deregistered=include_deregistered, max_age_s=max_age_s
+        )
+
+    async def find_neurons(
+        self, *, capability: str | None = None, max_age_s: float | None = None
+    ) -> list[NeuronRecord]:
+        """Live (not deregistered) neurons, optionally only those advertising *capability*."""
+        return await self._registry.registry_snapshot(capability=capability, max_age_s=max_age_s)
+
+    async def sweep_registry(self) -> list[str]:
+        """Mark neurons not heard from within ``stale_after_s`` deregistered now; returns their ids."""
+        return await self._registry.sweep_registry()

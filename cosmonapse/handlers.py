@@ -1,8 +1,13 @@
-"""Inbound handler decorators: the registry behind every ``on_*`` and its filters.
+"""Inbound handler decorators: the registry behind every ``on_*``, its filters, and the service.
 
 Every Signal type has a named decorator; each accepts the optional filters
 ``neuron=`` (``directed.id``), ``capability=`` and ``trace_id=``, and works
-bare (``@d.on_final``) or called (``@d.on_final(neuron="x")``).
+bare (``@d.on_final``) or called (``@d.on_final(neuron="x")``).  Decorators
+return the function they were given, with its type.
+
+``Handlers`` is the Dendrite's service behind them: it declares a route for
+each type that has handlers (every type while ``on_trace`` handlers exist) and
+hands each matching handler call to the core's job pool.
 """
 
 from __future__ import annotations
@@ -13,10 +18,22 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-from .signal import Signal, SignalType
+from .core import Core, Route, Service
+from .signal import PATHWAY_TYPES, Signal, SignalType
 
-__all__ = ["DECORATOR_TYPES", "DEPRECATED_ALIASES", "HandlerDecorators", "HandlerRegistry", "HandlerSpec"]
+__all__ = [
+    "DECORATOR_TYPES",
+    "DEPRECATED_ALIASES",
+    "BoundDecorator",
+    "HandlerDecorators",
+    "HandlerFn",
+    "HandlerRegistry",
+    "HandlerSpec",
+    "Handlers",
+    "SignalDecorator",
+]
 
+#: A handler: called with each matching Signal; a coroutine function or a plain one.
 HandlerFn = Callable[[Signal], Awaitable[Any] | Any]
 F = TypeVar("F", bound=HandlerFn)
 
@@ -94,16 +111,6 @@ class HandlerRegistry:
             for t in spec.types:
                 self._by_type.setdefault(t, []).append(spec)
 
-    def remove(self, spec: HandlerSpec) -> None:
-        tables: Iterable[dict[Any, list[HandlerSpec]]] = (self._by_type, self._by_trace)
-        for table in tables:
-            for key in list(table):
-                rest = [s for s in table[key] if s is not spec]
-                if rest:
-                    table[key] = rest
-                else:
-                    del table[key]
-
     def types(self) -> set[SignalType]:
         return set(self._by_type)
 
@@ -136,45 +143,105 @@ class HandlerRegistry:
         return out
 
 
-def _named(signal_type: SignalType, name: str) -> Any:
-    def decorator(
-        self: HandlerDecorators,
+class BoundDecorator:
+    """``owner.on_<type>``: register a handler for one Signal type, bare or with filters."""
+
+    __slots__ = ("_deprecated", "_owner", "signal_type")
+
+    def __init__(
+        self, owner: HandlerDecorators, signal_type: SignalType, deprecated: tuple[str, str] | None
+    ) -> None:
+        self._owner = owner
+        self.signal_type: SignalType = signal_type
+        self._deprecated = deprecated  # (alias, the name to use instead)
+
+    @overload
+    def __call__(
+        self, fn: F, *, neuron: str | None = None, capability: str | None = None, trace_id: str | None = None
+    ) -> F: ...
+    @overload
+    def __call__(
+        self,
+        fn: None = None,
+        *,
+        neuron: str | None = None,
+        capability: str | None = None,
+        trace_id: str | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def __call__(
+        self,
         fn: HandlerFn | None = None,
         *,
         neuron: str | None = None,
         capability: str | None = None,
         trace_id: str | None = None,
-    ) -> Any:
-        return self.on_signal(signal_type, fn, neuron=neuron, capability=capability, trace_id=trace_id)
-
-    decorator.__name__ = name
-    decorator.__qualname__ = f"HandlerDecorators.{name}"
-    decorator.__doc__ = (
-        f"Register a handler for every {signal_type.value} (filters: neuron, capability, trace_id)."
-    )
-    return decorator
+    ) -> HandlerFn | Callable[[F], F]:
+        if self._deprecated is not None:
+            alias, target = self._deprecated
+            warnings.warn(f"{alias} is deprecated; use {target}", DeprecationWarning, stacklevel=2)
+        return self._owner.on_signal(
+            self.signal_type, fn, neuron=neuron, capability=capability, trace_id=trace_id
+        )
 
 
-def _deprecated(alias: str, target: str) -> Any:
-    def decorator(self: HandlerDecorators, fn: HandlerFn | None = None, **filters: Any) -> Any:
-        warnings.warn(f"{alias} is deprecated; use {target}", DeprecationWarning, stacklevel=2)
-        return getattr(self, target)(fn, **filters)
+class SignalDecorator:
+    """The class attribute behind each named decorator (``Dendrite.on_final``...)."""
 
-    decorator.__name__ = alias
-    decorator.__doc__ = f"Deprecated alias of {target}."
-    return decorator
+    def __init__(self, signal_type: SignalType, *, alias_of: str | None = None) -> None:
+        self.signal_type: SignalType = signal_type
+        self.alias_of: str | None = alias_of
+        self.name: str = ""
+        if alias_of is None:
+            self.__doc__ = (
+                f"Register a handler for every {signal_type.value} (filters: neuron, capability, trace_id)."
+            )
+        else:
+            self.__doc__ = f"Deprecated alias of {alias_of}."
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> SignalDecorator: ...
+    @overload
+    def __get__(self, obj: HandlerDecorators, objtype: type[Any] | None = None) -> BoundDecorator: ...
+
+    def __get__(
+        self, obj: HandlerDecorators | None, objtype: type[Any] | None = None
+    ) -> SignalDecorator | BoundDecorator:
+        if obj is None:
+            return self
+        deprecated = (self.name, self.alias_of) if self.alias_of is not None else None
+        return BoundDecorator(obj, self.signal_type, deprecated)
 
 
 class HandlerDecorators:
-    """The decorator surface; the Dendrite supplies ``_add_handler``."""
+    """The decorator surface of a Dendrite (and of the sync facade); the owner files the specs."""
 
-    def _add_handler(self, spec: HandlerSpec) -> None:  # pragma: no cover - provided by Dendrite
-        raise NotImplementedError
+    def _add_handler(self, spec: HandlerSpec) -> None:
+        raise NotImplementedError  # pragma: no cover - each owner files handlers its own way
 
     @overload
-    def on_signal(self, signal_type: SignalType, fn: F, **filters: Any) -> F: ...
+    def on_signal(
+        self,
+        signal_type: SignalType,
+        fn: F,
+        *,
+        neuron: str | None = None,
+        capability: str | None = None,
+        trace_id: str | None = None,
+    ) -> F: ...
     @overload
-    def on_signal(self, signal_type: SignalType, fn: None = None, **filters: Any) -> Callable[[F], F]: ...
+    def on_signal(
+        self,
+        signal_type: SignalType,
+        fn: None = None,
+        *,
+        neuron: str | None = None,
+        capability: str | None = None,
+        trace_id: str | None = None,
+    ) -> Callable[[F], F]: ...
 
     def on_signal(
         self,
@@ -188,7 +255,7 @@ class HandlerDecorators:
         """Register a handler for *signal_type*, optionally filtered."""
         stype = SignalType(signal_type)
 
-        def register(f: F) -> F:
+        def register(f: HandlerFn) -> HandlerFn:
             self._add_handler(
                 HandlerSpec(f, frozenset({stype}), neuron=neuron, capability=capability, trace_id=trace_id)
             )
@@ -206,46 +273,74 @@ class HandlerDecorators:
 
         return register
 
-    # The named decorators, one per type, are attached below.
-    on_task_signal: Any
-    on_agent_output: Any
-    on_final: Any
-    on_error_signal: Any
-    on_task_offer: Any
-    on_bid: Any
-    on_task_awarded: Any
-    on_task_declined: Any
-    on_audit: Any
-    on_plan: Any
-    on_thought_delta: Any
-    on_tool_call: Any
-    on_tool_result: Any
-    on_memory_append: Any
-    on_critique: Any
-    on_escalation: Any
-    on_consensus: Any
-    on_context_sync: Any
-    on_clarification: Any
-    on_permission: Any
-    on_clarification_answer: Any
-    on_permission_decision: Any
-    on_recall_signal: Any
-    on_imprint_signal: Any
-    on_recalled: Any
-    on_imprinted: Any
-    on_register_signal: Any
-    on_deregister_signal: Any
-    on_heartbeat_signal: Any
-    on_discover: Any
-    on_stop: Any
-    on_stopped: Any
-    on_error: Any
-    on_register: Any
-    on_deregister: Any
-    on_heartbeat: Any
+    # One named decorator per Signal type (DECORATOR_TYPES), then the deprecated aliases.
+    on_task_signal: SignalDecorator = SignalDecorator(SignalType.TASK)
+    on_agent_output: SignalDecorator = SignalDecorator(SignalType.AGENT_OUTPUT)
+    on_final: SignalDecorator = SignalDecorator(SignalType.FINAL)
+    on_error_signal: SignalDecorator = SignalDecorator(SignalType.ERROR)
+    on_task_offer: SignalDecorator = SignalDecorator(SignalType.TASK_OFFER)
+    on_bid: SignalDecorator = SignalDecorator(SignalType.BID)
+    on_task_awarded: SignalDecorator = SignalDecorator(SignalType.TASK_AWARDED)
+    on_task_declined: SignalDecorator = SignalDecorator(SignalType.TASK_DECLINED)
+    on_audit: SignalDecorator = SignalDecorator(SignalType.AUDIT)
+    on_plan: SignalDecorator = SignalDecorator(SignalType.PLAN)
+    on_thought_delta: SignalDecorator = SignalDecorator(SignalType.THOUGHT_DELTA)
+    on_tool_call: SignalDecorator = SignalDecorator(SignalType.TOOL_CALL)
+    on_tool_result: SignalDecorator = SignalDecorator(SignalType.TOOL_RESULT)
+    on_memory_append: SignalDecorator = SignalDecorator(SignalType.MEMORY_APPEND)
+    on_critique: SignalDecorator = SignalDecorator(SignalType.CRITIQUE)
+    on_escalation: SignalDecorator = SignalDecorator(SignalType.ESCALATION)
+    on_consensus: SignalDecorator = SignalDecorator(SignalType.CONSENSUS)
+    on_context_sync: SignalDecorator = SignalDecorator(SignalType.CONTEXT_SYNC)
+    on_clarification: SignalDecorator = SignalDecorator(SignalType.CLARIFICATION)
+    on_permission: SignalDecorator = SignalDecorator(SignalType.PERMISSION)
+    on_clarification_answer: SignalDecorator = SignalDecorator(SignalType.CLARIFICATION_ANSWER)
+    on_permission_decision: SignalDecorator = SignalDecorator(SignalType.PERMISSION_DECISION)
+    on_recall_signal: SignalDecorator = SignalDecorator(SignalType.RECALL)
+    on_imprint_signal: SignalDecorator = SignalDecorator(SignalType.IMPRINT)
+    on_recalled: SignalDecorator = SignalDecorator(SignalType.RECALLED)
+    on_imprinted: SignalDecorator = SignalDecorator(SignalType.IMPRINTED)
+    on_register_signal: SignalDecorator = SignalDecorator(SignalType.REGISTER)
+    on_deregister_signal: SignalDecorator = SignalDecorator(SignalType.DEREGISTER)
+    on_heartbeat_signal: SignalDecorator = SignalDecorator(SignalType.HEARTBEAT)
+    on_discover: SignalDecorator = SignalDecorator(SignalType.DISCOVER)
+    on_stop: SignalDecorator = SignalDecorator(SignalType.STOP)
+    on_stopped: SignalDecorator = SignalDecorator(SignalType.STOPPED)
+    on_error: SignalDecorator = SignalDecorator(SignalType.ERROR, alias_of="on_error_signal")
+    on_register: SignalDecorator = SignalDecorator(SignalType.REGISTER, alias_of="on_register_signal")
+    on_deregister: SignalDecorator = SignalDecorator(SignalType.DEREGISTER, alias_of="on_deregister_signal")
+    on_heartbeat: SignalDecorator = SignalDecorator(SignalType.HEARTBEAT, alias_of="on_heartbeat_signal")
 
 
-for _name, _type in DECORATOR_TYPES.items():
-    setattr(HandlerDecorators, _name, _named(_type, _name))
-for _alias, _target in DEPRECATED_ALIASES.items():
-    setattr(HandlerDecorators, _alias, _deprecated(_alias, _target))
+class Handlers(Service):
+    """The Dendrite's handlers: routes for the types they want, calls in the job pool."""
+
+    def __init__(self, core: Core, has_capability: Callable[[Signal, str], bool]) -> None:
+        self._core = core
+        self._has_capability = has_capability
+        self.registry: HandlerRegistry = HandlerRegistry()
+
+    def add(self, spec: HandlerSpec) -> None:
+        """File *spec*; on a running Dendrite its subscriptions follow before the next publish."""
+        self.registry.add(spec)
+        self._core.routed_copies = self.registry.has(SignalType.TASK) or self.registry.has_trace_handlers()
+        self._core.refresh()
+
+    def has(self, signal_type: SignalType) -> bool:
+        return self.registry.has(signal_type)
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        types = set(SignalType) if self.registry.has_trace_handlers() else self.registry.types()
+        return [(t, self._dispatch) for t in types]
+
+    def wanted(self) -> Iterable[SignalType]:
+        wanted = set(self.registry.types())
+        if self.registry.uses_capability_filter():
+            wanted |= {SignalType.REGISTER, SignalType.DEREGISTER}  # to learn who has which capability
+        if self.registry.has_trace_handlers():
+            wanted |= PATHWAY_TYPES | {SignalType.TASK}  # on_trace sees every type, TASKs included
+        return wanted
+
+    async def _dispatch(self, sig: Signal) -> None:
+        for spec in self.registry.matching(sig, self._has_capability):
+            await self._core.run_job(spec.fn, sig)

@@ -45,10 +45,10 @@ class ReplyOp:
         bound_to_trace: bool,
     ) -> None:
         self._table = table
-        self.request_id = request_id
-        self.trace_id = trace_id
-        self.types = types
-        self.bound_to_trace = bound_to_trace
+        self.request_id: str = request_id
+        self.trace_id: str = trace_id
+        self.types: frozenset[SignalType] = types
+        self.bound_to_trace: bool = bound_to_trace
         self._buf: list[Signal] = []
         self._error: BaseException | None = None
         self._wakeup: anyio.Event | None = None

@@ -22,28 +22,43 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
 
-from .deadlines import Timer
+from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 
-if TYPE_CHECKING:
-    from .dendrite import Dendrite
+__all__ = ["DEFAULT_PATHWAY_BUFFER", "Callback", "Pathway", "PathwayHost", "PathwayRole", "PathwayScope"]
 
-__all__ = ["DEFAULT_PATHWAY_BUFFER", "Pathway", "PathwayRole", "PathwayScope"]
-
-log = logging.getLogger("cosmonapse.pathway")
+log: logging.Logger = logging.getLogger("cosmonapse.pathway")
 
 PathwayRole = Literal["originator", "observer"]
 PathwayScope = Literal["all", "terminal"]
 Callback = Callable[[Signal], Awaitable[Any] | Any]
+C = TypeVar("C", bound=Callback)
 
 #: Unread Signals a Pathway keeps before it drops the oldest non-wait-set one.
 DEFAULT_PATHWAY_BUFFER = 256
+
+
+class PathwayHost(Protocol):
+    """What a Pathway needs from the Dendrite that files Signals into it."""
+
+    @property
+    def deadlines(self) -> Deadlines | None:
+        """The timer service for ``wait(timeout_s)``; None when not running (a cancel scope is used)."""
+        ...
+
+    async def run_callback(self, fn: Callback, sig: Signal) -> None:
+        """Run an ``on()`` callback for *sig* off the delivery path (in the handler pool)."""
+        ...
+
+    def forget(self, pathway: Pathway) -> None:
+        """The Pathway closed: drop it from the host's table."""
+        ...
 
 
 class Pathway:
@@ -53,7 +68,7 @@ class Pathway:
         "_buf",
         "_callbacks",
         "_closed",
-        "_dendrite",
+        "_host",
         "_max",
         "_waiters",
         "dropped",
@@ -65,7 +80,7 @@ class Pathway:
 
     def __init__(
         self,
-        dendrite: Dendrite,
+        host: PathwayHost,
         trace_id: str,
         *,
         role: PathwayRole = "originator",
@@ -74,8 +89,8 @@ class Pathway:
     ) -> None:
         if scope not in ("all", "terminal"):
             raise ValueError(f"scope must be 'all' or 'terminal', not {scope!r}")
-        self._dendrite = dendrite
-        self.trace_id = trace_id
+        self._host = host
+        self.trace_id: str = trace_id
         self.role: PathwayRole = role
         self.scope: PathwayScope = scope
         self._max = max_buffer
@@ -83,7 +98,7 @@ class Pathway:
         self._waiters: list[anyio.Event] | None = None
         self._callbacks: dict[SignalType, list[Callback]] | None = None
         self._closed = False
-        self.dropped = 0
+        self.dropped: int = 0
         #: The TASK this Pathway's originator dispatched (None for observers).
         self.task: Signal | None = None
 
@@ -93,10 +108,12 @@ class Pathway:
 
     @property
     def closed(self) -> bool:
+        """True once FINAL/ERROR arrived or ``close()`` was called (buffered Signals stay readable)."""
         return self._closed
 
     # -- delivery (called by the Dendrite's router) ------------------------
     async def _deliver(self, sig: Signal) -> None:
+        """File *sig* (router side): buffer it, close on FINAL/ERROR, hand it to ``on()`` callbacks."""
         if self._closed:
             return
         callbacks = self._callbacks.get(sig.type) if self._callbacks else None
@@ -106,7 +123,7 @@ class Pathway:
             self._close_now()
         if callbacks:
             for cb in callbacks:
-                await self._dendrite._spawn_handler(cb, sig)
+                await self._host.run_callback(cb, sig)
 
     def _buffer(self, sig: Signal) -> None:
         buf = self._buf
@@ -133,12 +150,12 @@ class Pathway:
                 ev.set()
 
     def _close_now(self) -> None:
-        """Close without awaiting: wake every reader and leave the Dendrite's tables."""
+        """Close without awaiting: wake every reader and leave the host's table."""
         if self._closed:
             return
         self._closed = True
         self._wake()
-        self._dendrite._forget_pathway(self)
+        self._host.forget(self)
 
     # -- reading -----------------------------------------------------------
     def _pop_first(self, wanted: frozenset[SignalType] | None) -> Signal | None:
@@ -155,7 +172,7 @@ class Pathway:
             return sig
         if timeout_s is None:
             return await self._take_blocking(wanted, what)
-        deadlines = self._dendrite._deadlines
+        deadlines = self._host.deadlines
         if deadlines is not None:
             timer = deadlines.schedule(timeout_s)
             try:
@@ -205,10 +222,10 @@ class Pathway:
         """The next Signal of *signal_type*."""
         return await self._take(frozenset({SignalType(signal_type)}), timeout_s, signal_type.value)
 
-    def on(self, signal_type: SignalType) -> Callable[[Callback], Callback]:
+    def on(self, signal_type: SignalType) -> Callable[[C], C]:
         """Decorator: call the function for every *signal_type* Signal on this trace."""
 
-        def register(fn: Callback) -> Callback:
+        def register(fn: C) -> C:
             if self._callbacks is None:
                 self._callbacks = {}
             self._callbacks.setdefault(SignalType(signal_type), []).append(fn)

@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio
 
-from .errors import DispatchTimeout, PathwayClosedError, PathwayTimeout
+from .errors import DispatchTimeout, PathwayClosedError
 from .ids import new_trace_id
+from .pathway import PathwayScope
 from .signal import Signal, SignalType
 
-if TYPE_CHECKING:
-    from .dendrite import Dendrite
-    from .pathway import PathwayScope
+__all__ = ["Attempt", "RetryStrategy", "default_retry_on", "retry_loop", "run_with_retry"]
 
-__all__ = ["RetryMixin", "RetryStrategy", "default_retry_on", "run_with_retry"]
+log: logging.Logger = logging.getLogger("cosmonapse.retry")
 
-log = logging.getLogger("cosmonapse.retry")
+#: One dispatch + wait on the given trace with the given meta; raises on timeout / early close.
+Attempt = Callable[[str, dict[str, Any]], Awaitable[Signal]]
+#: STOP a trace: (trace_id, rollback, reason).
+StopTrace = Callable[[str, bool, str], Awaitable[object]]
 
 
 def default_retry_on(outcome: object) -> bool:
@@ -82,58 +84,54 @@ class RetryStrategy:
             return 0.0
 
 
-async def run_with_retry(
-    dendrite: Dendrite,
-    *,
+async def retry_loop(
     retry: RetryStrategy,
-    neuron: str | None = None,
-    input: dict[str, Any],
-    capabilities: list[str] | None = None,
-    timeout_s: float | None = 30.0,
-    scope: PathwayScope = "all",
-    finalize: bool | None = None,
+    attempt: Attempt,
+    stop: StopTrace,
+    *,
     trace_id: str | None = None,
     meta: dict[str, Any] | None = None,
-    **kw: Any,
 ) -> Signal:
-    """Dispatch and wait, again per *retry*, until an answer or the attempts run out.
+    """Run *attempt* again per *retry* until an answer or the attempts run out.
 
     Returns the resolved Signal (possibly a final ERROR); re-raises the last
     ``DispatchTimeout``/``PathwayClosedError`` when every attempt ended that way.
+    Each attempt's TASK carries ``meta.attempt`` (0-based).
     """
-    dendrite._require_orchestrator("run_with_retry()")
-    dendrite._require_running("run_with_retry()")
-    wait_s = retry.timeout_s if retry.timeout_s is not None else timeout_s
     # new_trace=False: every attempt runs on one trace (the caller's, or one minted now).
     shared_trace = None if retry.new_trace else (trace_id or new_trace_id())
-    for attempt in range(retry.max_attempts):
+    owned = shared_trace is None or trace_id is None  # a trace we minted is ours to STOP
+    for n in range(retry.max_attempts):
         trace = shared_trace or new_trace_id()
-        outcome: Signal | BaseException = await _attempt(
-            dendrite,
-            trace=trace,
-            owned=shared_trace is None or trace_id is None,
-            neuron=neuron,
-            input=input,
-            capabilities=capabilities,
-            wait_s=wait_s,
-            scope=scope,
-            finalize=finalize,
-            meta={**(meta or {}), "attempt": attempt},
-            **kw,
-        )
+        outcome: Signal | BaseException
+        try:
+            outcome = await attempt(trace, {**(meta or {}), "attempt": n})
+        except DispatchTimeout as exc:
+            outcome = DispatchTimeout(f"{exc}; attempt {n} of {retry.max_attempts}")
+        except PathwayClosedError as exc:
+            outcome = exc
+        except BaseException:
+            # The caller gave up (cancelled): do not leave the attempt running on a trace we own.
+            if owned:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                    try:
+                        await stop(trace, False, "caller cancelled")
+                    except Exception:
+                        log.debug("could not STOP trace %s of a cancelled attempt", trace, exc_info=True)
+            raise
         if not retry.retry_on(outcome):
             return _resolve(outcome)
         if retry.new_trace:
-            await dendrite.emit_stop(trace_id=trace, rollback=retry.rollback_on_retry, reason=retry.reason)
-        if attempt + 1 >= retry.max_attempts:
+            await stop(trace, retry.rollback_on_retry, retry.reason)
+        if n + 1 >= retry.max_attempts:
             return _resolve(outcome)
         if retry.on_retry is not None:
             try:
-                retry.on_retry(attempt, outcome)
+                retry.on_retry(n, outcome)
             except Exception:
                 log.warning("on_retry hook raised", exc_info=True)
-        log.debug("attempt %d on trace %s failed with %r; retrying", attempt, trace, outcome)
-        await anyio.sleep(retry.delay(attempt))  # allowed: the backoff the strategy asks for
+        log.debug("attempt %d on trace %s failed with %r; retrying", n, trace, outcome)
+        await anyio.sleep(retry.delay(n))  # allowed: the backoff the strategy asks for
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -143,85 +141,27 @@ def _resolve(outcome: Signal | BaseException) -> Signal:
     return outcome
 
 
-async def _attempt(
-    dendrite: Dendrite,
+class Retrying(Protocol):
+    """Anything with ``run_with_retry`` (a Dendrite)."""
+
+    @property
+    def run_with_retry(self) -> Callable[..., Awaitable[Signal]]: ...
+
+
+async def run_with_retry(
+    dendrite: Retrying,
     *,
-    trace: str,
-    owned: bool,
-    neuron: str | None,
+    retry: RetryStrategy,
+    neuron: str | None = None,
     input: dict[str, Any],
-    capabilities: list[str] | None,
-    wait_s: float | None,
-    scope: PathwayScope,
-    finalize: bool | None,
-    meta: dict[str, Any],
+    capabilities: list[str] | None = None,
+    timeout_s: float | None = 30.0,
+    scope: PathwayScope = "all",
+    finalize: bool | None = None,
     **kw: Any,
-) -> Signal | BaseException:
-    """One dispatch + wait; the outcome is the Signal or the timeout/closed exception."""
-    pw = await dendrite.dispatch(
-        neuron=neuron,
-        input=input,
-        capabilities=capabilities,
-        scope=scope,
-        finalize=finalize,
-        trace_id=trace,
-        meta=meta,
-        **kw,
-    )
-    try:
-        return await pw.wait(wait_s)
-    except PathwayTimeout:
-        return DispatchTimeout(
-            f"no reply from {_describe(neuron, capabilities)} within {wait_s} s "
-            f"(attempt {meta['attempt']}, trace {trace})"
-        )
-    except PathwayClosedError as exc:
-        return exc
-    except BaseException:
-        # The caller gave up (cancelled): do not leave the attempt running on a trace we own.
-        if owned:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
-                try:
-                    await dendrite.emit_stop(trace_id=trace, reason="caller cancelled")
-                except Exception:
-                    log.debug("could not STOP trace %s of a cancelled attempt", trace, exc_info=True)
-        raise
-    finally:
-        pw._close_now()
-
-
-def _describe(neuron: str | None, capabilities: list[str] | None) -> str:
-    if neuron:
-        return f"neuron {neuron!r}"
-    if capabilities:
-        return f"any neuron with capabilities {sorted(capabilities)}"
-    return "any catch-all neuron (open call)"
-
-
-class RetryMixin:
-    """``Dendrite.run_with_retry``."""
-
-    async def run_with_retry(
-        self: Dendrite,
-        *,
-        retry: RetryStrategy,
-        neuron: str | None = None,
-        input: dict[str, Any],
-        capabilities: list[str] | None = None,
-        timeout_s: float | None = 30.0,
-        scope: PathwayScope = "all",
-        finalize: bool | None = None,
-        **kw: Any,
-    ) -> Signal:
-        """Dispatch and wait, retrying per *retry* (see ``RetryStrategy``)."""
-        return await run_with_retry(
-            self,
-            retry=retry,
-            neuron=neuron,
-            input=input,
-            capabilities=capabilities,
-            timeout_s=timeout_s,
-            scope=scope,
-            finalize=finalize,
-            **kw,
-        )
+) -> Signal:
+    """``dendrite.run_with_retry(...)`` as a function."""
+    return await dendrite.run_with_retry(
+        retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
+        scope=scope, finalize=finalize, **kw,
+    )  # fmt: skip

@@ -1,33 +1,40 @@
 """``RunnerPool``: bounded concurrency without a task spawn per job.
 
-The Dendrite runs every inbound TASK and every handler call as a job in its own
-task group.  Spawning a task per job is the largest cost on the hot path, so
-jobs are handed to runner tasks that wait for work: a job goes straight to an
-idle runner if there is one, else a new runner is started while fewer than
-``limit`` exist, else ``submit`` waits (FIFO) for a runner to come free
-(backpressure onto the bus).  The hand-over is a slot and an event — no
-channel, so a runner that finishes a job does not pay a scheduling round before
-it can take the next.  Runners beyond ``max_idle`` (default: all of them)
-retire when they run out of work; keeping them avoids re-spawning on every
-burst, at a few KB per idle runner.  All runners live in the owner's task group
-and end with it.
+The Dendrite's core runs every inbound TASK, every handler call and every hook
+as a job.  Spawning a task per job is the largest cost on the hot path, so jobs
+are handed to runner tasks that wait for work: a job goes straight to an idle
+runner if there is one, else a new runner is started while fewer than ``limit``
+exist, else ``submit`` waits (FIFO) for a runner to come free (backpressure onto
+the bus).  The hand-over is a slot and an event — no channel, so a runner that
+finishes a job does not pay a scheduling round before it can take the next.
+Runners beyond ``max_idle`` (default: all of them) retire when they run out of
+work; keeping them avoids re-spawning on every burst, at a few KB per idle
+runner.  All runners live in the owner's task group and end with it.
+
+Each job runs in its own copy of the runner's starting context, so a
+``ContextVar`` a job sets is never seen by the next job on the same runner
+(as it would not be if each job were a task of its own).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-__all__ = ["Job", "RunnerPool"]
+__all__ = ["Job", "JobFn", "RunnerPool"]
 
-log = logging.getLogger("cosmonapse.runners")
+log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
-Job = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
+JobFn = Callable[..., Awaitable[Any]]
+Job = tuple[JobFn, tuple[Any, ...]]
 
 
 class _Slot:
@@ -38,6 +45,38 @@ class _Slot:
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.job: Job | None = None
+
+
+@types.coroutine
+def _in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
+    """Await *coro* with every step of it run inside *context*.
+
+    A task runs its coroutine's steps in the task's own context; stepping the job's
+    coroutine through ``context.run`` instead gives each job a context of its own
+    on a shared runner task.  Cancellation and other exceptions are thrown in the
+    same way, so the job sees exactly what the runner task sees.
+    """
+    run = context.run
+    send, throw = coro.send, coro.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            if error is None:
+                yielded = run(send, value)
+            else:
+                exc, error = error, None
+                yielded = run(throw, exc)
+        except StopIteration as done:
+            return done.value
+        try:
+            value = yield yielded
+        except BaseException as exc:  # cancellation, GeneratorExit: handed to the job
+            error = exc
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class RunnerPool:
@@ -51,16 +90,25 @@ class RunnerPool:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self._tg = tg
-        self.limit = limit
-        self.max_idle = limit if max_idle is None else max_idle
-        self.name = name
-        self.runners = 0
-        self.busy = 0
+        self.limit: int = limit
+        self.max_idle: int = limit if max_idle is None else max_idle
+        self.name: str = name
+        self.runners: int = 0
+        self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
         self._waiters: deque[anyio.Event] = deque()  # submitters waiting for a free runner
         self._closed = False
 
-    async def submit(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def saturated(self) -> bool:
+        """True when a new job would have to wait for a runner."""
+        return not self._idle and self.runners >= self.limit
+
+    async def submit(self, fn: JobFn, *args: Any) -> None:
         """Run ``fn(*args)`` on a runner; waits while ``limit`` jobs are running.
 
         Raises ``anyio.ClosedResourceError`` once the pool is closed.
@@ -69,18 +117,7 @@ class RunnerPool:
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            if self._idle:
-                slot = self._idle.pop()
-                slot.job = job
-                slot.event.set()
-                return
-            if self.runners < self.limit:
-                self.runners += 1
-                try:
-                    self._tg.start_soon(self._runner, job, name=self.name)
-                except BaseException:
-                    self.runners -= 1
-                    raise
+            if self._hand_over(job):
                 return
             ev = anyio.Event()
             self._waiters.append(ev)
@@ -93,17 +130,45 @@ class RunnerPool:
                     self._wake_waiter()
                 raise
 
+    def try_submit(self, fn: JobFn, *args: Any) -> bool:
+        """Run ``fn(*args)`` if a runner is free (or may be started) now; False otherwise.
+
+        For callers that cannot wait (sync code); they choose what to do when full.
+        """
+        if self._closed or self._waiters:
+            return False  # waiting submitters go first
+        return self._hand_over((fn, args))
+
+    def _hand_over(self, job: Job) -> bool:
+        if self._idle:
+            slot = self._idle.pop()
+            slot.job = job
+            slot.event.set()
+            return True
+        if self.runners < self.limit:
+            self.runners += 1
+            try:
+                self._tg.start_soon(self._runner, job, name=self.name)
+            except BaseException:
+                self.runners -= 1
+                raise
+            return True
+        return False
+
     def _wake_waiter(self) -> None:
         if self._waiters:
             self._waiters.popleft().set()
 
     async def _runner(self, job: Job | None) -> None:
+        base = contextvars.copy_context()  # what every job on this runner starts from
         try:
             while job is not None:
                 fn, args = job
                 self.busy += 1
                 try:
-                    await fn(*args)
+                    awaitable = fn(*args)
+                    coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
+                    await _in_context(coro, base.copy())
                 except Exception:
                     log.exception("%s job %r raised", self.name, fn)
                 finally:
@@ -122,6 +187,8 @@ class RunnerPool:
                 job = slot.job
         finally:
             self.runners -= 1
+            if not self._closed:
+                self._wake_waiter()  # a retiring runner leaves room for a new one
 
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""

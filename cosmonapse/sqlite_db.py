@@ -30,7 +30,7 @@ class SqliteDatabase:
     def __init__(
         self, path: str, schema: str, migrate: Callable[[sqlite3.Connection], None] | None = None
     ) -> None:
-        self.path = str(path)
+        self.path: str = str(path)
         self._schema = schema
         self._migrate = migrate
         self._conn: sqlite3.Connection | None = None

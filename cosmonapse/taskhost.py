@@ -36,7 +36,7 @@ from .errors import CosmonapseError
 
 __all__ = ["TaskHost", "TaskHostClosed", "TaskHostFailed"]
 
-log = logging.getLogger("cosmonapse.taskhost")
+log: logging.Logger = logging.getLogger("cosmonapse.taskhost")
 
 AsyncFn = Callable[..., Coroutine[Any, Any, Any]]
 

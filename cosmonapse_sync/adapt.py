@@ -19,21 +19,18 @@ import attrs
 
 from cosmonapse.axon import Axon, _is_async_callable
 from cosmonapse.context import NeuronContext
+from cosmonapse.signal import Signal
 
+from ._generated_context import NeuronContextTwins
 from .portal import CURRENT_LOOP, PortalLoop
 from .workers import run_in_worker
-from .wrapping import install_sync_methods
 
 __all__ = ["SyncNeuronContext", "ThreadedNeuron", "adapt_axon", "to_async"]
 
 
-def is_async(fn: Any) -> bool:
-    return _is_async_callable(fn)
-
-
 def to_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """*fn* itself if it is async, else a coroutine function running it in a worker thread."""
-    if is_async(fn):
+    if _is_async_callable(fn):
         return fn
 
     @functools.wraps(fn)
@@ -47,7 +44,7 @@ def to_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return in_worker_thread
 
 
-class SyncNeuronContext(list[Any]):
+class SyncNeuronContext(list[Any], NeuronContextTwins):
     """What a plain-function Neuron gets under the facade: ``NeuronContext`` with blocking emitters.
 
     ``cancelled`` is set when the TASK is cancelled (a STOP, a timeout, shutdown): a
@@ -56,34 +53,40 @@ class SyncNeuronContext(list[Any]):
 
     def __init__(self, context: NeuronContext, loop: PortalLoop) -> None:
         super().__init__(context)
-        self.aio = context
-        self.cancelled = threading.Event()
+        self.aio: NeuronContext = context
+        self.cancelled: threading.Event = threading.Event()
         self._loop = loop
 
-    task = property(lambda self: self.aio.task)
-    neuron_id = property(lambda self: self.aio.neuron_id)
-    dendrite_id = property(lambda self: self.aio.dendrite_id)
-    trace_id = property(lambda self: self.aio.trace_id)
-    task_id = property(lambda self: self.aio.task_id)
-    input = property(lambda self: self.aio.input)
+    @property
+    def task(self) -> Signal:
+        """The TASK being run."""
+        return self.aio.task
+
+    @property
+    def neuron_id(self) -> str:
+        return self.aio.neuron_id
+
+    @property
+    def dendrite_id(self) -> str | None:
+        return self.aio.dendrite_id
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._loop.call(_call_method, self.aio, name, args, kwargs, what=f"{name}()")
+
+    def _read(self, name: str) -> Any:
+        return getattr(self.aio, name)
 
 
 async def _call_method(obj: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return await getattr(obj, name)(*args, **kwargs)
 
 
-install_sync_methods(SyncNeuronContext, NeuronContext, lambda self, n, a, k: self._invoke(n, a, k))
-
-
 class ThreadedNeuron:
     """A plain-function Neuron run in the portal's worker threads, given a ``SyncNeuronContext``."""
 
     def __init__(self, fn: Callable[[dict[str, Any], Any], Any]) -> None:
-        self.fn = fn
-        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.fn: Callable[[dict[str, Any], Any], Any] = fn
+        self.__name__: str = getattr(fn, "__name__", type(fn).__name__)
 
     async def __call__(self, input: dict[str, Any], context: NeuronContext) -> Any:
         sync_context = SyncNeuronContext(context, CURRENT_LOOP.get())
@@ -100,6 +103,6 @@ class ThreadedNeuron:
 
 def adapt_axon(axon: Axon) -> Axon:
     """*axon* itself if its Neuron is async, else a copy whose Neuron runs in worker threads."""
-    if is_async(axon.neuron_fn):
+    if _is_async_callable(axon.neuron_fn):
         return axon
     return attrs.evolve(axon, neuron_fn=ThreadedNeuron(axon.neuron_fn))

@@ -9,11 +9,12 @@ the same records, so its Axons are announced (REGISTER) and its handlers
 subscribed again, while the parent's stay untouched.
 
 Every public method of ``Dendrite`` has a blocking twin here with the same name
-and parameters; most are generated (``wrapping.install_sync_methods``), the ones
-below that need more are written out.  ``dispatch_and_wait`` is the important
-one: its timeout runs on the loop, and when it fires (or the caller is
-interrupted) the wait is cancelled and a STOP for the trace is published, and
-acknowledged or given up on within ``stop_ack_timeout_s``, before the call raises.
+and parameters; most are generated source (``_generated_dendrite.DendriteTwins``,
+written by ``python -m cosmonapse_sync._codegen``), the ones below that need
+more are written out.  ``dispatch_and_wait`` is the important one: its timeout
+runs on the loop, and when it fires (or the caller is interrupted) the wait is
+cancelled and a STOP for the trace is published, and acknowledged or given up
+on within ``stop_ack_timeout_s``, before the call raises.
 """
 
 from __future__ import annotations
@@ -33,50 +34,32 @@ import attrs
 
 from cosmonapse.axon import Axon
 from cosmonapse.dendrite import Dendrite
+from cosmonapse.engram.base import Engram
 from cosmonapse.errors import DendriteProtocolError, DispatchTimeout
 from cosmonapse.handlers import HandlerDecorators, HandlerFn, HandlerSpec
 from cosmonapse.ids import new_trace_id
-from cosmonapse.lifecycle import F, HookFn, LifecycleHooks
-from cosmonapse.pathway import Pathway
+from cosmonapse.lifecycle import HookFn, HookKind, LifecycleHooks
+from cosmonapse.pathway import Pathway, PathwayScope
+from cosmonapse.retry import RetryStrategy
 from cosmonapse.signal import Signal, SignalType
 from cosmonapse.synapse.base import Subscription, Synapse
 from cosmonapse.synapse.connect import make_synapse
 from cosmonapse.synapse.memory import MemorySynapse
 
+from ._generated_dendrite import DendriteTwins
 from .adapt import adapt_axon, to_async
 from .errors import FacadeClosedError
-from .pathway import SyncPathway
+from .pathway import SyncPathway, confirm_stop
 from .portal import CURRENT_LOOP, Portal, PortalLoop, _running_async_library
-from .wrapping import install_properties, install_sync_methods
 
 __all__ = ["SyncDendrite", "SyncSubscription"]
 
-log = logging.getLogger("cosmonapse_sync.facade")
+log: logging.Logger = logging.getLogger("cosmonapse_sync.facade")
 
 SynapseFactory = Callable[[], Synapse | Awaitable[Synapse]]
 #: Extra seconds the caller of dispatch_and_wait waits beyond its own timeout before the backstop.
 _BACKSTOP_MARGIN_S = 5.0
 _FACADES: weakref.WeakSet[SyncDendrite] = weakref.WeakSet()
-_DISPATCH_AND_WAIT = inspect.signature(Dendrite.dispatch_and_wait)
-_KEYWORD_KINDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD)
-#: Keyword-only (as it is today): kwargs go through as they are, no Signature.bind on the hot path.
-_DAW_KEYWORDS_ONLY = all(p.kind in _KEYWORD_KINDS for p in list(_DISPATCH_AND_WAIT.parameters.values())[1:])
-_DAW_TIMEOUT_DEFAULT = _DISPATCH_AND_WAIT.parameters["timeout_s"].default
-
-
-def _bind(sig: inspect.Signature, this: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's arguments by name (``**kw`` flattened), as the async method would see them."""
-    bound = sig.bind(this, *args, **kwargs)
-    bound.apply_defaults()
-    call: dict[str, Any] = {}
-    for name, value in list(bound.arguments.items())[1:]:
-        if sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            call.update(value)
-        elif sig.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
-            raise TypeError("positional varargs are not forwarded")
-        else:
-            call[name] = value
-    return call
 
 
 @attrs.define(eq=False)
@@ -89,7 +72,7 @@ class SyncSubscription:
     live: Subscription | None = None
 
 
-class SyncDendrite(HandlerDecorators, LifecycleHooks):
+class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
     """A blocking, fork-safe facade over one ``Dendrite`` running in a background portal thread.
 
     ``synapse`` is a URL (``memory://``, ``cosmo://host:port``, ``nats://...``) or a
@@ -109,7 +92,6 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         worker_threads: int = 40,
         **dendrite_kwargs: Any,
     ) -> None:
-        LifecycleHooks.__init__(self)
         if not isinstance(synapse, str) and not callable(synapse):
             raise TypeError("synapse must be a URL or a callable returning a Synapse")
         if isinstance(synapse, str):
@@ -122,8 +104,9 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         self._records = threading.Lock()
         self._axons: dict[str, tuple[Axon, Axon]] = {}
         self._specs: list[HandlerSpec] = []
+        self._hooks: list[tuple[HookKind, HookFn, float | None]] = []
         self._subs: list[SyncSubscription] = []
-        self._engrams: list[Any] = []
+        self._engrams: list[Engram] = []
         self._live: tuple[PortalLoop, Dendrite] | None = None
         self._close_reason: str | None = None
         self._portal = Portal(
@@ -137,10 +120,23 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         _FACADES.add(self)
 
     # ------------------------------------------------------------------ info
-    namespace = property(lambda self: self._template.namespace)
-    dendrite_id = property(lambda self: self._template.dendrite_id)
-    role = property(lambda self: self._template.role)
-    backend = property(lambda self: self._portal.backend)
+    @property
+    def namespace(self) -> str:
+        return self._template.namespace
+
+    @property
+    def dendrite_id(self) -> str:
+        return self._template.dendrite_id
+
+    @property
+    def role(self) -> str:
+        """``"orchestrator"`` or ``"worker"``, as configured."""
+        return self._template.role
+
+    @property
+    def backend(self) -> str:
+        """The portal's event loop library: ``"asyncio"`` or ``"trio"``."""
+        return self._portal.backend
 
     @property
     def running(self) -> bool:
@@ -158,13 +154,14 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
             return {nid: original for nid, (original, _) in self._axons.items()}
 
     @property
-    def engrams(self) -> dict[str, Any]:
+    def engrams(self) -> dict[str, Engram]:
         """The engrams attached through the facade, by id."""
         with self._records:
-            return {getattr(e, "engram_id", repr(e)): e for e in self._engrams}
+            return {e.engram_id: e for e in self._engrams}
 
     @property
     def capabilities(self) -> list[str]:
+        """Every attached Axon's capabilities, sorted and de-duplicated."""
         return sorted({c for a in self.axons.values() for c in a.capabilities})
 
     @property
@@ -209,12 +206,8 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
                 dendrite.attach_engram(engram)
             for spec in self._specs:
                 dendrite._add_handler(spec)
-            for fn in self._connect_hooks:
-                dendrite.on_connect(to_async(fn))
-            for fn in self._refresh_hooks:
-                dendrite.on_refresh(to_async(fn))
-            for every_s, fn in self._schedules:
-                dendrite.on_schedule(every_s=every_s)(to_async(fn))
+            for kind, fn, every_s in self._hooks:
+                dendrite._add_hook(kind, to_async(fn), every_s)
             subs = list(self._subs)
             self._live = (loop, dendrite)  # from here on, record changes are forwarded
         try:
@@ -274,24 +267,41 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         what = f"{name}()"
         return self._portal.current(what).call(_on_dendrite, self, name, args, kwargs, what=what)
 
+    def _read(self, name: str) -> Any:
+        return getattr(self.dendrite or self._template, name)
+
     def _wrap(self, result: Any, loop: PortalLoop) -> Any:
+        """The async side's result, each ``Pathway`` in it (alone or in a list) made a ``SyncPathway``."""
         if isinstance(result, Pathway):
-            return SyncPathway(result, loop, self)
+            return SyncPathway(result, loop, self.stop_ack_timeout_s)
         if isinstance(result, list) and result and all(isinstance(r, Pathway) for r in result):
-            return [SyncPathway(r, loop, self) for r in result]
+            return [SyncPathway(r, loop, self.stop_ack_timeout_s) for r in result]
         return result
 
-    def dispatch_and_wait(self, *args: Any, **kwargs: Any) -> Signal:
+    def dispatch_and_wait(
+        self,
+        *,
+        neuron: str | None = None,
+        input: dict[str, Any],
+        capabilities: list[str] | None = None,
+        timeout_s: float | None = 30.0,
+        scope: PathwayScope = "all",
+        finalize: bool | None = None,
+        retry: RetryStrategy | None = None,
+        **kw: Any,
+    ) -> Signal:
         """Dispatch, wait for the reply; on timeout or interrupt, cancel and STOP the trace, then raise.
 
-        Same parameters as ``Dendrite.dispatch_and_wait`` (its signature is copied below).
-        With ``retry=`` the retry strategy owns its traces (it STOPs abandoned attempts).
+        Same parameters as ``Dendrite.dispatch_and_wait``.  The timeout runs on the
+        loop; the caller's own wait is bounded by a backstop a little beyond it.  With
+        ``retry=`` the retry strategy owns its traces (it STOPs abandoned attempts).
         """
-        call = kwargs if _DAW_KEYWORDS_ONLY and not args else _bind(_DISPATCH_AND_WAIT, self, args, kwargs)
-        retrying = call.get("retry") is not None
-        timeout_s = call.get("timeout_s", _DAW_TIMEOUT_DEFAULT)
+        call: dict[str, Any] = {
+            "neuron": neuron, "input": input, "capabilities": capabilities, "timeout_s": timeout_s,
+            "scope": scope, "finalize": finalize, "retry": retry, **kw,
+        }  # fmt: skip
         backstop = None
-        if not retrying:
+        if retry is None:
             call["trace_id"] = call.get("trace_id") or new_trace_id()
             if timeout_s is not None:
                 backstop = timeout_s + self.stop_ack_timeout_s + _BACKSTOP_MARGIN_S
@@ -303,8 +313,6 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
             what="dispatch_and_wait()",
         )
 
-    dispatch_and_wait.__signature__ = _DISPATCH_AND_WAIT  # type: ignore[attr-defined]
-
     async def _dispatch_and_wait(self, call: dict[str, Any]) -> Signal:
         dendrite: Dendrite = CURRENT_LOOP.get().value
         if call.get("retry") is not None:
@@ -312,48 +320,15 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         try:
             return await dendrite.dispatch_and_wait(**call)
         except DispatchTimeout:
-            await self._stop_trace(dendrite, call["trace_id"], "dispatch_and_wait timed out")
+            await confirm_stop(
+                dendrite, call["trace_id"], "dispatch_and_wait timed out", self.stop_ack_timeout_s
+            )
             raise
         except anyio.get_cancelled_exc_class():
-            await self._stop_trace(dendrite, call["trace_id"], "the caller gave up on dispatch_and_wait")
+            await confirm_stop(
+                dendrite, call["trace_id"], "the caller gave up on dispatch_and_wait", self.stop_ack_timeout_s
+            )
             raise
-
-    async def _stop_trace(self, dendrite: Dendrite, trace_id: str, reason: str) -> None:
-        """Publish STOP for *trace_id*; wait (shielded, bounded) for the first STOPPED answering it.
-
-        The first ack means a node that had a stake (the TASK's host) cancelled its work.
-        """
-        emit_stop = getattr(dendrite, "emit_stop", None)
-        acks: list[Signal] = []
-        arrived = [anyio.Event()]
-
-        async def on_stopped(sig: Signal) -> None:
-            if sig.trace_id == trace_id:
-                acks.append(sig)
-                arrived[0].set()
-
-        with anyio.CancelScope(shield=True):
-            sub: Subscription | None = None
-            try:
-                with anyio.move_on_after(self.stop_ack_timeout_s):
-                    sub = await dendrite.subscribe(SignalType.STOPPED, on_stopped)
-                    if emit_stop is not None:  # it also remembers the trace as stopped
-                        stop = await emit_stop(trace_id=trace_id, reason=reason)
-                    else:
-                        stop = Signal(type=SignalType.STOP, trace_id=trace_id, payload={"reason": reason})
-                        await dendrite.emit(stop)
-                    while not any(ack.parent_id == stop.id for ack in acks):
-                        arrived[0] = anyio.Event()
-                        await arrived[0].wait()
-            except Exception:
-                log.warning("could not publish STOP for trace %s", trace_id, exc_info=True)
-            finally:
-                if sub is not None:
-                    with anyio.move_on_after(1.0):
-                        await dendrite.unsubscribe(sub)
-
-    def _stop_trace_blocking(self, loop: PortalLoop, trace_id: str, reason: str) -> None:
-        loop.call(_stop_on_loop, self, trace_id, reason, what="Pathway.stop()")
 
     # ------------------------------------------------------------ records (replayed on each new portal)
     def _record(self, change: Callable[[], Any], forward: Callable[[Dendrite], Awaitable[Any]] | None) -> Any:
@@ -380,37 +355,13 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
 
         self._record(lambda: self._specs.append(spec), forward)
 
-    def on_connect(self, fn: F) -> F:
-        """Call *fn* (sync ones in a worker thread) after each start, reconnect and fork."""
+    def _add_hook(self, kind: HookKind, fn: HookFn, every_s: float | None) -> None:
+        """Every hook kind: sync functions run in worker threads; kept across forks."""
 
         async def forward(d: Dendrite) -> None:
-            d.on_connect(to_async(fn))
+            d._add_hook(kind, to_async(fn), every_s)
 
-        self._record(lambda: self._connect_hooks.append(fn), forward)
-        return fn
-
-    def on_refresh(self, fn: F) -> F:
-        async def forward(d: Dendrite) -> None:
-            d.on_refresh(to_async(fn))
-
-        self._record(lambda: self._refresh_hooks.append(fn), forward)
-        return fn
-
-    def on_schedule(self, *, every_s: float) -> Callable[[F], F]:
-        if every_s <= 0:
-            raise ValueError("every_s must be > 0")
-
-        def register(fn: F) -> F:
-            async def forward(d: Dendrite) -> None:
-                d.on_schedule(every_s=every_s)(to_async(fn))
-
-            self._record(lambda: self._schedules.append((float(every_s), fn)), forward)
-            return fn
-
-        return register
-
-    def _schedule_added(self, every_s: float, fn: HookFn) -> None:
-        """Unused: ``on_schedule`` above forwards to the live Dendrite itself."""
+        self._record(lambda: self._hooks.append((kind, fn, every_s)), forward)
 
     def attach_axon(self, axon: Axon) -> None:
         """Host *axon* (a plain-function Neuron runs in worker threads).  Attached before the first
@@ -456,7 +407,7 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
 
         self._record(change, forward)
 
-    def attach_engram(self, engram: Any) -> None:
+    def attach_engram(self, engram: Engram) -> None:
         """Host *engram* (RECALL/IMPRINT); kept across forks like an Axon.  Its owner closes it."""
 
         async def forward(d: Dendrite) -> None:
@@ -469,7 +420,7 @@ class SyncDendrite(HandlerDecorators, LifecycleHooks):
         self.start()
 
         def change() -> None:
-            self._engrams[:] = [e for e in self._engrams if getattr(e, "engram_id", None) != engram_id]
+            self._engrams[:] = [e for e in self._engrams if e.engram_id != engram_id]
 
         async def forward(d: Dendrite) -> None:
             await d.detach_engram(engram_id)
@@ -514,20 +465,6 @@ async def _on_dendrite(facade: SyncDendrite, name: str, args: tuple[Any, ...], k
     if inspect.isawaitable(result):
         result = await result
     return facade._wrap(result, loop)
-
-
-async def _stop_on_loop(facade: SyncDendrite, trace_id: str, reason: str) -> None:
-    await facade._stop_trace(CURRENT_LOOP.get().value, trace_id, reason)
-
-
-#: Every other public method of Dendrite, generated: same name, same parameters, blocking.
-GENERATED = install_sync_methods(
-    SyncDendrite, Dendrite, lambda self, n, a, k: self._invoke(n, a, k), also_sync=True
-)
-#: Every other public property: the live Dendrite's value, else the configured one.
-GENERATED_PROPERTIES = install_properties(
-    SyncDendrite, Dendrite, lambda self, name: getattr(self.dendrite or self._template, name)
-)
 
 
 def _after_fork_in_child() -> None:

@@ -3,30 +3,47 @@
 It belongs to the portal loop that opened it: after ``close()`` of the facade or
 in a forked child its reads raise ``FacadeClosedError`` (and ``close()`` is a
 no-op), because the async Pathway it wraps lives on a loop that is gone.
+``wait`` and ``wait_for`` are generated twins of the async ones
+(``_generated_pathway``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import anyio
 
+from cosmonapse.dendrite import Dendrite
 from cosmonapse.errors import PathwayTimeout
-from cosmonapse.pathway import Pathway
+from cosmonapse.pathway import Pathway, PathwayRole, PathwayScope
 from cosmonapse.signal import Signal, SignalType
 
+from ._generated_pathway import PathwayTwins
 from .adapt import to_async
-from .portal import PortalLoop
-from .wrapping import install_sync_methods
+from .portal import CURRENT_LOOP, PortalLoop
 
-if TYPE_CHECKING:
-    from .facade import SyncDendrite
+__all__ = ["SyncPathway", "confirm_stop"]
 
-__all__ = ["SyncPathway"]
+log: logging.Logger = logging.getLogger("cosmonapse_sync.pathway")
 
 _END = object()
+C = TypeVar("C", bound=Callable[[Signal], Any])
+
+
+async def confirm_stop(dendrite: Dendrite, trace_id: str, reason: str, ack_timeout_s: float) -> None:
+    """STOP *trace_id* and wait, shielded and bounded, for the first STOPPED; never raises.
+
+    The first ack means a node that had a stake (the TASK's host) cancelled its work.
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            with anyio.move_on_after(ack_timeout_s):
+                await dendrite.stop_and_confirm(trace_id, reason=reason, timeout_s=ack_timeout_s)
+        except Exception:
+            log.warning("could not publish STOP for trace %s", trace_id, exc_info=True)
 
 
 async def _next(pathway: Pathway, idle_timeout_s: float | None) -> Any:
@@ -43,30 +60,56 @@ async def _call_method(obj: Any, name: str, args: tuple[Any, ...], kwargs: dict[
     return await getattr(obj, name)(*args, **kwargs)
 
 
-class SyncPathway:
+async def _stop_on_loop(trace_id: str, reason: str, ack_timeout_s: float) -> None:
+    await confirm_stop(CURRENT_LOOP.get().value, trace_id, reason, ack_timeout_s)
+
+
+class SyncPathway(PathwayTwins):
     """One trace seen from a ``SyncDendrite``; ``aio`` is the async Pathway underneath."""
 
-    __slots__ = ("_facade", "_loop", "aio")
+    __slots__ = ("_ack_timeout_s", "_loop", "aio")
 
-    def __init__(self, pathway: Pathway, loop: PortalLoop, facade: SyncDendrite | None = None) -> None:
-        self.aio = pathway
+    def __init__(self, pathway: Pathway, loop: PortalLoop, stop_ack_timeout_s: float = 1.0) -> None:
+        self.aio: Pathway = pathway
         self._loop = loop
-        self._facade = facade
+        self._ack_timeout_s = stop_ack_timeout_s
 
     def __repr__(self) -> str:
         return f"<Sync{self.aio!r}>"
 
-    trace_id = property(lambda self: self.aio.trace_id, doc="The trace this Pathway reads.")
-    task = property(lambda self: self.aio.task, doc="The TASK this originator dispatched (None: observer).")
-    role = property(lambda self: self.aio.role)
-    scope = property(lambda self: self.aio.scope)
-    closed = property(lambda self: self.aio.closed)
-    dropped = property(lambda self: self.aio.dropped, doc="Signals dropped on buffer overflow.")
+    @property
+    def trace_id(self) -> str:
+        """The trace this Pathway reads."""
+        return self.aio.trace_id
+
+    @property
+    def task(self) -> Signal | None:
+        """The TASK this originator dispatched (None: observer)."""
+        return self.aio.task
+
+    @property
+    def role(self) -> PathwayRole:
+        return self.aio.role
+
+    @property
+    def scope(self) -> PathwayScope:
+        return self.aio.scope
+
+    @property
+    def closed(self) -> bool:
+        """True once FINAL/ERROR arrived or ``close()`` was called (buffered Signals stay readable)."""
+        return self.aio.closed
+
+    @property
+    def dropped(self) -> int:
+        """Signals dropped on buffer overflow."""
+        return self.aio.dropped
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._loop.call(_call_method, self.aio, name, args, kwargs, what=f"Pathway.{name}()")
 
-    # wait() and wait_for() are generated from Pathway below.
+    def _read(self, name: str) -> Any:
+        return getattr(self.aio, name)
 
     def close(self) -> None:
         """Stop receiving; idempotent, and a no-op once the portal it belongs to is gone."""
@@ -79,10 +122,10 @@ class SyncPathway:
             if not loop.finished:
                 raise
 
-    def on(self, signal_type: SignalType) -> Callable[[Callable[[Signal], Any]], Callable[[Signal], Any]]:
+    def on(self, signal_type: SignalType) -> Callable[[C], C]:
         """Decorator: call the function for every *signal_type* on this trace (sync: in a worker thread)."""
 
-        def register(fn: Callable[[Signal], Any]) -> Callable[[Signal], Any]:
+        def register(fn: C) -> C:
             self._loop.run_sync(self.aio.on(signal_type), to_async(fn), what="Pathway.on()")
             return fn
 
@@ -95,7 +138,7 @@ class SyncPathway:
         sig = self._loop.call(_next, self.aio, None, what="next(pathway)")
         if sig is _END:
             raise StopIteration
-        return sig
+        return sig  # type: ignore[no-any-return]
 
     def signals(self, idle_timeout_s: float | None = None) -> Iterator[Signal]:
         """Iterate until the Pathway closes; ``PathwayTimeout`` if nothing arrives for ``idle_timeout_s``."""
@@ -107,9 +150,7 @@ class SyncPathway:
 
     def stop(self, reason: str = "stopped by the caller") -> None:
         """Publish a STOP for this trace (its TASKs are cancelled wherever they run) and close."""
-        if self._facade is None:
-            raise RuntimeError("this SyncPathway has no facade to publish a STOP through")
-        self._facade._stop_trace_blocking(self._loop, self.trace_id, reason)
+        self._loop.call(_stop_on_loop, self.trace_id, reason, self._ack_timeout_s, what="Pathway.stop()")
         self.close()
 
     def __enter__(self) -> SyncPathway:
@@ -122,6 +163,3 @@ class SyncPathway:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-install_sync_methods(SyncPathway, Pathway, lambda self, n, a, k: self._invoke(n, a, k))

@@ -51,7 +51,7 @@ from .workers import WORKER_POOL, WorkerPool
 
 __all__ = ["BACKENDS", "CURRENT_LOOP", "Portal", "PortalLoop", "check_caller"]
 
-log = logging.getLogger("cosmonapse_sync.portal")
+log: logging.Logger = logging.getLogger("cosmonapse_sync.portal")
 
 BACKENDS = ("asyncio", "trio")
 #: The portal loop running the current event loop (set inside a portal thread only).
@@ -157,14 +157,14 @@ class PortalLoop:
     """One generation of a portal: a thread, its event loop, its resource, its worker threads."""
 
     def __init__(self, name: str, backend: str, setup: Setup, worker_threads: int) -> None:
-        self.backend = backend
-        self.name = name
-        self.pid = os.getpid()
+        self.backend: str = backend
+        self.name: str = name
+        self.pid: int = os.getpid()
         self.ready: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.ident: int | None = None
         self.value: Any = None
-        self.closing = False
-        self.finished = False
+        self.closing: bool = False
+        self.finished: bool = False
         self.deadline: float | None = None
         self.pool: WorkerPool | None = None
         self.pending: set[_Job] = set()  # submitted and not yet collected (any thread)
@@ -177,7 +177,7 @@ class PortalLoop:
         self._close_event: anyio.Event | None = None
         self._idle: anyio.Event | None = None
         self._main_scope: anyio.CancelScope | None = None
-        self.thread = threading.Thread(  # allowed: the facade portal
+        self.thread: threading.Thread = threading.Thread(  # allowed: the facade portal
             target=self._thread_main, name=name, daemon=True
         )
 

@@ -38,14 +38,14 @@ class ChildProcess:
         cwd: str | os.PathLike[str] | None = None,
         timeout_s: float = 30.0,
     ) -> None:
-        self.cmd = list(cmd)
+        self.cmd: list[str] = list(cmd)
         self.ready_pattern = ready
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env: dict[str, str] = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cwd = cwd
         self.timeout_s = timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.match: re.Match[str] | None = None
-        self.output = ""
+        self.output: str = ""
         self._buf = b""
         self._pos = 0  # how far wait_for has consumed self.output
         self.returncode: int | None = None

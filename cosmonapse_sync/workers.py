@@ -22,13 +22,13 @@ from anyio.lowlevel import RunVar
 
 __all__ = ["WORKER_POOL", "WorkerPool", "run_in_worker"]
 
-log = logging.getLogger("cosmonapse_sync.workers")
+log: logging.Logger = logging.getLogger("cosmonapse_sync.workers")
 
 #: The pool of the portal running the current event loop (unset outside a facade's portal).
 WORKER_POOL: RunVar[WorkerPool] = RunVar("cosmonapse_sync_worker_pool")
 
 _STOP = object()
-Soon = Callable[..., None]
+Soon = Callable[..., object]
 
 
 class WorkerPool:

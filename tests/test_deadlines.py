@@ -37,10 +37,10 @@ async def test_pathway_wait_times_out_through_the_timer_service() -> None:
     from cosmonapse.dendrite import Dendrite
 
     async with MemorySynapse() as syn, Dendrite(synapse=syn) as d:
-        assert d._deadlines is not None
+        assert d._core.deadlines is not None
         pw = await d.observe_pathway("trc_quiet")
         start = anyio.current_time()
         with pytest.raises(PathwayTimeout, match=r"trc_quiet within 0\.05 s"):
             await pw.wait(0.05)
         assert anyio.current_time() - start >= 0.05
-        assert len(d._deadlines) == 0  # the timer was cleaned up
+        assert len(d._core.deadlines) == 0  # the timer was cleaned up

@@ -66,10 +66,10 @@ async def test_store_semantics(store: RegistryStore) -> None:
     await store.touch_heartbeat("a", T0 + timedelta(hours=2))  # never resurrects
     a = await store.get("a")
     assert a is not None and a.status == "deregistered" and a.last_heartbeat == T0 + timedelta(minutes=5)
-    assert [r.neuron_id for r in await store.list()] == ["thin"]
-    assert [r.neuron_id for r in await store.list(include_deregistered=True)] == ["a", "thin"]
+    assert [r.neuron_id for r in await store.records()] == ["thin"]
+    assert [r.neuron_id for r in await store.records(include_deregistered=True)] == ["a", "thin"]
     await store.upsert(NeuronRecord("b", ["x"], registered_at=T0 + timedelta(hours=3)))
-    assert [r.neuron_id for r in await store.list(capability="x")] == ["b"]
+    assert [r.neuron_id for r in await store.records(capability="x")] == ["b"]
     stale = await store.mark_stale(T0 + timedelta(hours=1), keep=frozenset())
     assert stale == ["thin"]
     assert await store.mark_stale(T0 + timedelta(days=1), keep=frozenset({"b"})) == []
@@ -83,7 +83,7 @@ async def test_sqlite_store_persists(tmp_path: Path) -> None:
     await first.close()
     second = SqliteRegistryStore(path)
     try:
-        (rec,) = await second.list()
+        (rec,) = await second.records()
         assert (rec.neuron_id, rec.capabilities, rec.registered_at) == ("kept", ["c"], T0)
     finally:
         await second.close()
@@ -211,7 +211,7 @@ async def test_capability_filters_consult_the_store() -> None:
 
 
 async def _caps_loaded(d: Dendrite) -> bool:
-    return "remote" in d._peer_caps
+    return "remote" in d._registry.peer_caps
 
 
 async def test_reads_need_a_store_and_max_age_filters() -> None:

@@ -129,7 +129,7 @@ async def test_idle_dendrites_stay_silent() -> None:
 async def test_stop_fails_pending_ops_on_the_trace() -> None:
     async with memory_cluster(workers={"gate": Gate()}) as c:
         trace = "trc_" + "1" * 26
-        with c.orchestrator._ops.open("evt_request", trace, {T.RECALLED}) as op:
+        with c.orchestrator._core.ops.open("evt_request", trace, {T.RECALLED}) as op:
             await c.orchestrator.emit_stop(trace_id=trace)
             with pytest.raises(OpCancelled), anyio.fail_after(5):
                 await op.next(None)

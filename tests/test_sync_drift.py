@@ -7,7 +7,10 @@ added later (retry, STOP, Engram, bidding...) are covered without editing this f
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +69,27 @@ def test_the_resilience_methods_are_there_when_the_async_ones_are() -> None:
 def test_the_pathway_reads_have_sync_forms() -> None:
     assert {"__iter__", "__next__", "__enter__", "__exit__", "on", "signals"} <= set(dir(SyncPathway))
     assert set(dir(Pathway)) >= ASYNC_ONLY_DUNDERS
+
+
+def test_the_generated_twins_are_checked_in_and_current() -> None:
+    """``tools/gen_sync.py`` writes the twins; regenerating must change nothing."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "tools" / "gen_sync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_a_twin_carries_the_signature_docstring_and_translated_return_type() -> None:
+    from cosmonapse_sync._generated_dendrite import DendriteTwins
+
+    twin = DendriteTwins.dispatch
+    assert inspect.getdoc(twin) is not None
+    assert (inspect.getdoc(Dendrite.dispatch) or "") in (inspect.getdoc(twin) or "")
+    assert twin.__annotations__["return"] == "SyncPathway"  # Pathway, translated
+    assert DendriteTwins.open_pathways.__annotations__["return"] == "list[SyncPathway]"
+    assert params(twin) == params(Dendrite.dispatch)

@@ -59,7 +59,7 @@ class TailFilter:
     """``--type`` (any of), ``--trace`` and ``--neuron`` (prefixes allowed)."""
 
     def __init__(self, types: tuple[str, ...], trace: str | None, neuron: str | None) -> None:
-        self.types = frozenset(SignalType(t.upper()) for t in types)
+        self.types: frozenset[SignalType] = frozenset(SignalType(t.upper()) for t in types)
         self.trace = trace
         self.neuron = neuron
 

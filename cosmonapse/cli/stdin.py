@@ -18,7 +18,7 @@ class StdinLines:
     """``await readline()`` → the next line without its newline, or None at end of input."""
 
     def __init__(self, fd: int | None = None) -> None:
-        self.fd = sys.stdin.fileno() if fd is None else fd
+        self.fd: int = sys.stdin.fileno() if fd is None else fd
         self._buf = b""
         self._eof = False
 

@@ -186,7 +186,7 @@ class TailPrinter:
     def __init__(self, stream: Any, *, max_lines: int = 10_000) -> None:
         self._fd: int = stream.fileno()
         self._queue: queue.Queue[bytes | None] = queue.Queue(max_lines)
-        self.dropped = 0
+        self.dropped: int = 0
         self._noted = 0
         self._thread = threading.Thread(  # allowed: stdout writer; a blocked pipe must not block the bus
             target=self._run, name="cosmo-synapse-tail", daemon=True

@@ -1,7 +1,6 @@
 """Engrams: shared memory served over RECALL / IMPRINT, with a saga journal per trace (§14)."""
 
 from .base import Engram
-from .client import DEFAULT_ENGRAM_DEADLINE_MS, EngramMixin
 from .errors import EngramCancelled, EngramError, EngramNotBound, EngramOverloaded, EngramTimeout
 from .host import EngramHost
 from .memory import InMemoryEngram
@@ -11,7 +10,6 @@ from .saga import CompensationConflict, CompensationReport
 from .sqlite import SqliteEngram
 
 __all__ = [
-    "DEFAULT_ENGRAM_DEADLINE_MS",
     "IMPRINT_OPS",
     "RECALL_MODES",
     "CompensationConflict",
@@ -20,7 +18,6 @@ __all__ = [
     "EngramCancelled",
     "EngramError",
     "EngramHost",
-    "EngramMixin",
     "EngramNotBound",
     "EngramOverloaded",
     "EngramTimeout",

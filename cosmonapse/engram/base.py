@@ -39,8 +39,8 @@ class Engram(abc.ABC):
         if not engram_id:
             raise ValueError("an Engram needs a non-empty engram_id")
         self.engram_id = engram_id
-        self.engram_kind = engram_kind or self.default_kind
-        self.capabilities = tuple(sorted(set(capabilities)))
+        self.engram_kind: str = engram_kind or self.default_kind
+        self.capabilities: tuple[str, ...] = tuple(sorted(set(capabilities)))
         self.version = version
 
     def __repr__(self) -> str:

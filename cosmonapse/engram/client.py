@@ -1,4 +1,4 @@
-"""The Dendrite's Engram API: hosting (attach/detach) and calling (recall/imprint) — §14.
+"""The Dendrite's Engram service: hosting (attach/detach, serving) and calling (recall/imprint) — §14.
 
 Calls are request/reply ops correlated by the request's id, and every one has
 a deadline (``Dendrite.engram_deadline_ms``, 5 s unless set): the reference
@@ -10,24 +10,27 @@ stopping ends the wait with ``EngramCancelled``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 import anyio
 
+from ..context import current_task
+from ..core import Core, Route, Service
 from ..errors import DendriteProtocolError
 from ..ids import new_trace_id
 from ..ops import OpCancelled
 from ..signal import Directed, Signal, SignalType
+from ..stops import refuse_stopped
 from .base import Engram
 from .errors import EngramCancelled, EngramError, EngramNotBound, EngramTimeout
+from .host import EngramHost
 from .model import IMPRINT_OPS, RECALL_MODES, Hit, ImprintReceipt, RecallResult
+from .saga import CompensationReport
 
-if TYPE_CHECKING:
-    from ..dendrite import Dendrite
+__all__ = ["DEFAULT_ENGRAM_DEADLINE_MS", "EngramService"]
 
-__all__ = ["DEFAULT_ENGRAM_DEADLINE_MS", "EngramMixin"]
-
-log = logging.getLogger("cosmonapse.engram")
+log: logging.Logger = logging.getLogger("cosmonapse.engram")
 T = SignalType
 
 #: Deadline of a recall, or an imprint that awaits its ack, when the call gives none.
@@ -42,8 +45,6 @@ def _address(engram_id: str | None, engram_kind: str | None) -> Directed:
 
 def _ambient(trace_id: str | None, parent_id: str | None) -> tuple[str, str | None]:
     """Inside a running TASK: its trace and its id as parent.  Outside: explicit, else a fresh trace."""
-    from ..dendrite import current_task
-
     task = current_task.get()
     if trace_id is None:
         trace_id = task.trace_id if task is not None else new_trace_id()
@@ -52,69 +53,78 @@ def _ambient(trace_id: str | None, parent_id: str | None) -> tuple[str, str | No
     return trace_id, parent_id
 
 
-class EngramMixin:
-    """Host engrams and call them."""
+class EngramService(Service):
+    """Host engrams (serve RECALL/IMPRINT, settle sagas) and call them."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.host: EngramHost = EngramHost(lambda trace_id: trace_id in core.tombstones)
+        #: Deadline of recall / acknowledged imprint calls that give none.
+        self.deadline_ms: int = DEFAULT_ENGRAM_DEADLINE_MS
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        return ((T.RECALL, self._on_request), (T.IMPRINT, self._on_request), (T.FINAL, self._on_final))
+
+    def wanted(self) -> Iterable[SignalType]:
+        return (T.RECALL, T.IMPRINT, T.FINAL, T.ERROR) if self.host else ()
 
     # -- hosting ---------------------------------------------------------------------
-    @property
-    def engrams(self: Dendrite) -> dict[str, Engram]:
-        """The engrams this Dendrite hosts, by id."""
-        return dict(self._engram_host.engrams)
-
-    def attach_engram(self: Dendrite, engram: Engram) -> None:
-        """Host *engram*: serve RECALL/IMPRINT for it and announce it (at once if running).
-
-        The Dendrite does not close the engram; its owner does.
-        """
+    def attach(self, engram: Engram) -> None:
         try:
-            self._engram_host.add(engram)
+            self.host.add(engram)
         except ValueError as exc:
             raise DendriteProtocolError(str(exc)) from None
-        if self._running:
-            self._tg_start(self._announce_engram, engram)
+        self._core.refresh()
+        if self._core.running:
+            self._core.soon(self._core.publish, engram.register_signal())
 
-    async def detach_engram(self: Dendrite, engram_id: str) -> None:
-        """Stop hosting *engram_id* (engrams never DEREGISTER, §7.1)."""
+    def detach(self, engram_id: str) -> None:
         try:
-            self._engram_host.remove(engram_id)
+            self.host.remove(engram_id)
         except KeyError:
             raise DendriteProtocolError(f"no engram {engram_id!r} is attached") from None
+        self._core.refresh()
 
-    def _hosts_engrams(self: Dendrite) -> bool:
-        return bool(self._engram_host)
+    async def announce(self) -> None:
+        for engram in list(self.host.engrams.values()):
+            await self._core.publish(engram.register_signal())
 
-    async def _subscribe_engram_subjects(self: Dendrite) -> None:
-        if self._engram_host:
-            for t in (T.RECALL, T.IMPRINT, T.FINAL, T.ERROR):
-                await self._ensure_sub(self._subject(t), self._route)
+    async def _on_request(self, sig: Signal) -> None:
+        if self.host:
+            await self._core.run_job(self._serve, sig)
 
-    async def _announce_engram(self: Dendrite, engram: Engram) -> None:
-        await self._subscribe_engram_subjects()
-        await self._publish(engram.register_signal())
-
-    async def _serve_engram_request(self: Dendrite, sig: Signal) -> None:
-        host = self._engram_host
+    async def _serve(self, sig: Signal) -> None:
+        host = self.host
         replies = await (host.serve_recall(sig) if sig.type is T.RECALL else host.serve_imprint(sig))
         for reply in replies:
-            await self._publish(reply)
+            await self._core.publish(reply)
 
-    async def _commit_engrams(self: Dendrite, sig: Signal) -> None:
-        await self._engram_host.commit(sig.trace_id)
+    async def _on_final(self, sig: Signal) -> None:
+        if self.host:
+            self.host.decide(sig.trace_id, rollback=False)  # FINAL commits the saga
+            await self._core.run_job(self.host.commit, sig.trace_id)
 
-    async def _settle_engrams(self: Dendrite, trace_id: str, rollback: bool) -> int:
-        if not self._engram_host:
-            return 0
-        return await self._engram_host.settle(trace_id, rollback)
+    # -- Settlement (asked by the STOP service) ----------------------------------------
+    def hosts_engrams(self) -> bool:
+        return bool(self.host)
+
+    def decide(self, trace_id: str, rollback: bool) -> bool:
+        return self.host.decide(trace_id, rollback)
+
+    async def settle(self, trace_id: str, rollback: bool) -> list[CompensationReport]:
+        if not self.host:
+            return []
+        return await self.host.settle_report(trace_id, rollback)
 
     # -- calling ---------------------------------------------------------------------
-    def _engram_deadline(self: Dendrite, deadline_ms: int | None) -> float:
-        ms = deadline_ms if deadline_ms is not None else self.engram_deadline_ms
+    def _engram_deadline(self, deadline_ms: int | None) -> float:
+        ms = deadline_ms if deadline_ms is not None else self.deadline_ms
         if ms is None or ms <= 0:
             raise ValueError("an engram call needs a deadline > 0 ms")
         return anyio.current_time() + ms / 1000
 
     async def recall(
-        self: Dendrite,
+        self,
         *,
         engram_id: str | None = None,
         engram_kind: str | None = None,
@@ -134,7 +144,8 @@ class EngramMixin:
         the deadline and sort the hits by score.  Raises ``EngramTimeout`` when no
         engram answered in time, ``EngramError`` when every answer was an error.
         """
-        self._require_running("recall()")
+        core = self._core
+        core.require_running("recall()")
         directed = _address(engram_id, engram_kind)
         if recall_mode not in RECALL_MODES:
             raise ValueError(f"recall_mode must be one of {sorted(RECALL_MODES)}, not {recall_mode!r}")
@@ -152,13 +163,13 @@ class EngramMixin:
             type=T.RECALL, trace_id=trace_id, parent_id=parent_id, directed=directed, payload=payload,
             meta=dict(meta or {}),
         )  # fmt: skip
-        await self._ensure_sub(self._subject(T.RECALLED), self._route)
+        await core.want(T.RECALLED)
         started = anyio.current_time()
         deadline = self._engram_deadline(deadline_ms)
         answers: list[Signal] = []
         errors: dict[str, str] = {}
-        with self._ops.open(sig.id, trace_id, {T.RECALLED}) as op:
-            await self._publish(sig)
+        with core.ops.open(sig.id, trace_id, {T.RECALLED}) as op:
+            await core.publish(sig)
             try:
                 while (reply := await op.next(deadline)) is not None:
                     who = str(reply.payload.get("engram_id") or reply.neuron or "?")
@@ -189,7 +200,7 @@ class EngramMixin:
         )
 
     async def imprint(
-        self: Dendrite,
+        self,
         *,
         engram_id: str | None = None,
         engram_kind: str | None = None,
@@ -208,7 +219,8 @@ class EngramMixin:
         Writes are journaled under the trace, so ``stop_trace(trace, rollback=True)``
         undoes them; a write for a STOPped trace is refused.
         """
-        self._require_running("imprint()")
+        core = self._core
+        core.require_running("imprint()")
         directed = _address(engram_id, engram_kind)
         if op not in IMPRINT_OPS:
             raise ValueError(f"op must be one of {sorted(IMPRINT_OPS)}, not {op!r}")
@@ -217,7 +229,7 @@ class EngramMixin:
         if not isinstance(entry, dict):
             raise TypeError(f"entry must be a dict, not {type(entry).__name__}")
         trace_id, parent_id = _ambient(trace_id, parent_id)
-        self._refuse_stopped(trace_id, "imprint()")
+        refuse_stopped(core, trace_id, "imprint()")
         payload: dict[str, Any] = {"op": op, "entry": entry}
         if merge_key is not None:
             payload["merge_key"] = merge_key
@@ -226,12 +238,12 @@ class EngramMixin:
             meta=dict(meta or {}),
         )  # fmt: skip
         if not await_ack:
-            await self._publish(sig)
+            await core.publish(sig)
             return None
-        await self._ensure_sub(self._subject(T.IMPRINTED), self._route)
+        await core.want(T.IMPRINTED)
         deadline = self._engram_deadline(deadline_ms)
-        with self._ops.open(sig.id, trace_id, {T.IMPRINTED}) as pending:
-            await self._publish(sig)
+        with core.ops.open(sig.id, trace_id, {T.IMPRINTED}) as pending:
+            await core.publish(sig)
             try:
                 reply = await pending.next(deadline)
             except OpCancelled as exc:

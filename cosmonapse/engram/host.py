@@ -23,7 +23,7 @@ from .saga import CompensationReport
 
 __all__ = ["EngramHost"]
 
-log = logging.getLogger("cosmonapse.engram")
+log: logging.Logger = logging.getLogger("cosmonapse.engram")
 T = SignalType
 #: Traces whose settlement (commit or rollback) a host remembers.
 MAX_DECISIONS = 10_000
@@ -98,7 +98,7 @@ class EngramHost:
         silence, so the caller learns at once instead of timing out.
         """
         p = sig.payload
-        query = p.get("query") if isinstance(p.get("query"), dict) else {}
+        query = _dict(p.get("query"))
         replies = []
         for engram in self.targets(sig):
             try:
@@ -133,7 +133,7 @@ class EngramHost:
         """IMPRINTED from every targeted engram; refusals and failures go in ``error``."""
         p = sig.payload
         op = str(p.get("op") or "")
-        entry = p.get("entry") if isinstance(p.get("entry"), dict) else {}
+        entry = _dict(p.get("entry"))
         replies = []
         for engram in self.targets(sig):
             async with self._lock(engram):
@@ -175,3 +175,8 @@ class EngramHost:
         """On FINAL: the trace's writes are final; drop its journal (unless a rollback came first)."""
         if not self._decided.get(trace_id, False):
             await self.settle(trace_id, rollback=False)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """*value* if it is a JSON object, else an empty one (a malformed request is served as empty)."""
+    return value if isinstance(value, dict) else {}

@@ -38,7 +38,7 @@ __all__ = [
     "compensate_trace",
 ]
 
-log = logging.getLogger("cosmonapse.engram")
+log: logging.Logger = logging.getLogger("cosmonapse.engram")
 #: Conflicting entry ids named in one log line (the report has them all).
 _LOGGED_IDS = 20
 

@@ -253,7 +253,7 @@ class SqliteEngram(Engram):
         super().__init__(
             engram_id=engram_id, engram_kind=engram_kind, capabilities=capabilities, version=version
         )
-        self.path = str(path)
+        self.path: str = str(path)
         self.journal_ttl_s = journal_ttl_s
         self._db = SqliteDatabase(self.path, _SCHEMA, _migrate)
         self._last_prune = 0.0

@@ -77,7 +77,7 @@ class AnthropicStream:
             if data.get("usage"):
                 self._message["usage"] = {**(self._message.get("usage") or {}), **data["usage"]}
         elif kind == "message_stop":
-            self.finished = True
+            self.finished: bool = True
         return ""
 
     def reply(self) -> Reply:
@@ -111,7 +111,7 @@ class AnthropicNeuron(LLMNeuron):
         self.model = model
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.stop = [stop] if isinstance(stop, str) else stop
+        self.stop: list[str] | None = [stop] if isinstance(stop, str) else stop
 
     def build(self, prompt: Prompt, stream: bool) -> Exchange:
         system: str | None = None

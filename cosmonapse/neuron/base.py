@@ -140,8 +140,8 @@ class LLMNeuron(NeuronSource):
         self.http = http
         self.stream = stream
         self.system = system
-        self.tools = dict(tools or {})
-        self.tool_schemas = list(tool_schemas) if tool_schemas else None
+        self.tools: dict[str, ToolExecutor] = dict(tools or {})
+        self.tool_schemas: list[Any] | None = list(tool_schemas) if tool_schemas else None
         self.apply_intents = apply_intents
         self.teach_intents = teach_intents
 

@@ -109,7 +109,7 @@ class HttpAppNeuron(NeuronSource):
         self.http = http
         self.url = url
         self.app = app
-        self.method = method.upper()
+        self.method: str = method.upper()
         self._wsgi: httpx.Client | None = None
 
     async def __call__(self, input: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .secrets import Secrets
 
 __all__ = ["HttpClient", "HttpPolicy", "parse_retry_after", "refuse_cookies"]
 
-log = logging.getLogger("cosmonapse.neuron.http")
+log: logging.Logger = logging.getLogger("cosmonapse.neuron.http")
 
 _EXCERPT = 300
 
@@ -118,9 +118,9 @@ class HttpClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.source = source
-        self.policy = policy or HttpPolicy()
+        self.policy: HttpPolicy = policy or HttpPolicy()
         self._headers = dict(headers or {})
-        self.secrets = Secrets(secrets)
+        self.secrets: Secrets = Secrets(secrets)
         self.credential_hint = credential_hint
         self.unreachable_hint = unreachable_hint
         self._transport = transport

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
@@ -47,7 +47,7 @@ from .errors import NeuronConfigError, NeuronConnectionError, NeuronError, Neuro
 
 __all__ = ["MCP_PRESETS", "McpNeuron"]
 
-log = logging.getLogger("cosmonapse.neuron.mcp")
+log: logging.Logger = logging.getLogger("cosmonapse.neuron.mcp")
 
 #: ``server=`` presets: the command line that starts each well-known server.
 MCP_PRESETS: dict[str, list[str]] = {
@@ -122,14 +122,17 @@ class McpNeuron(NeuronSource):
                 "the mcp source needs the 'mcp' package: pip install 'cosmonapse[mcp]'"
             ) from exc
         self.source = source
-        self.command = [command, *args]
+        self.command: list[str] = [command, *args]
         self.server = server
         self.tool = tool
         self.timeout = timeout
         self.startup_timeout = startup_timeout
         self.errlog = errlog
         self._params = StdioServerParameters(
-            command=command, args=list(args), env=dict(env) if env else None, cwd=cwd
+            command=command,
+            args=list(args),
+            env=dict(env) if env else None,
+            cwd=os.fspath(cwd) if cwd is not None else None,
         )
         self._gen = _Generation()
         self._wake = anyio.Event()
@@ -207,7 +210,7 @@ class McpNeuron(NeuronSource):
             self._gen = _Generation()
 
     @asynccontextmanager
-    async def _open_session(self) -> Any:
+    async def _open_session(self) -> AsyncIterator[Any]:
         from mcp import ClientSession, stdio_client
 
         async with (

@@ -60,7 +60,7 @@ class OllamaStream:
         item = _check(item)
         self._last = item
         if item.get("done"):
-            self.finished = True
+            self.finished: bool = True
         if self.chat:
             message = item.get("message") or {}
             self._tool_calls.extend(message.get("tool_calls") or [])
@@ -99,7 +99,7 @@ class OllamaNeuron(LLMNeuron):
         super().__init__(source, http, **common)
         self.endpoint = endpoint
         self.model = model
-        self.options = dict(options or {})
+        self.options: dict[str, Any] = dict(options or {})
         if temperature is not None:
             self.options["temperature"] = temperature
         if max_tokens is not None:

@@ -95,7 +95,7 @@ class ChatStream:
         choice = choices[0]
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
-            self.finished = True
+            self.finished: bool = True
         delta = choice.get("delta") or {}
         for frag in delta.get("tool_calls") or []:
             slot = self._calls.setdefault(int(frag.get("index", len(self._calls))), {"arguments": ""})
@@ -159,7 +159,7 @@ class CompletionStream:
             return ""
         if choices[0].get("finish_reason"):
             self._finish_reason = choices[0]["finish_reason"]
-            self.finished = True
+            self.finished: bool = True
         text = choices[0].get("text") or ""
         self._text.append(text)
         return text
@@ -206,7 +206,7 @@ class OpenAICompatNeuron(LLMNeuron):
         self.use_completions_api = use_completions_api
         self.max_tokens = max_tokens
         self.temperature = temperature
-        self.stop = [stop] if isinstance(stop, str) else stop
+        self.stop: list[str] | None = [stop] if isinstance(stop, str) else stop
 
     def _common(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.max_tokens is not None:

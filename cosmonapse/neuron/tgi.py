@@ -43,7 +43,7 @@ class TgiStream:
             raise ShapeError(f"the server reported an error mid-stream: {item['error']}")
         self._last = item
         if item.get("generated_text") is not None:
-            self.finished = True
+            self.finished: bool = True
         token = item.get("token") or {}
         if token.get("special"):
             return ""

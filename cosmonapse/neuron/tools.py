@@ -24,7 +24,7 @@ from .secrets import Secrets
 
 __all__ = ["Emitter", "ToolCall", "parse_arguments", "run_tool_calls"]
 
-log = logging.getLogger("cosmonapse.neuron.tools")
+log: logging.Logger = logging.getLogger("cosmonapse.neuron.tools")
 
 ToolExecutor = Callable[..., Any]
 

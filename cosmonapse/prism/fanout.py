@@ -50,7 +50,7 @@ class PageFeed:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self.limit = limit
-        self.dropped = 0
+        self.dropped: int = 0
         self.closed = False
         self._frames: deque[bytes] = deque()
         self._ready = anyio.Event()
@@ -71,7 +71,7 @@ class PageFeed:
 
     def close(self) -> None:
         """No more frames: ``take`` returns what is left, then raises ``EndOfStream``."""
-        self.closed = True
+        self.closed: bool = True
         self._ready.set()
 
     async def take(self, interval: float, max_batch: int = MAX_BATCH) -> tuple[list[bytes], int]:
@@ -106,7 +106,7 @@ class BusTap:
         self.synapse = synapse
         self.namespace = namespace
         self.page_limit = page_limit
-        self.received = 0
+        self.received: int = 0
         self._history: deque[bytes] = deque(maxlen=history)
         self._pages: set[PageFeed] = set()
         self._no_pages = anyio.Event()

@@ -64,7 +64,7 @@ class Guard:
         self.token = token
         self.port = port
         names = {n.strip("[]").lower() for n in (*_LOOPBACK_NAMES, *extra_hosts) if n}
-        self.hosts = frozenset(names)
+        self.hosts: frozenset[str] = frozenset(names)
 
     def token_ok(self, candidate: str | None) -> bool:
         """Constant-time comparison with the session token."""

@@ -23,7 +23,7 @@ from .guard import Guard, is_loopback, new_token
 
 __all__ = ["PrismServer", "page_url", "redact_url"]
 
-log = logging.getLogger("cosmonapse.prism")
+log: logging.Logger = logging.getLogger("cosmonapse.prism")
 
 
 def redact_url(url: str) -> str:
@@ -90,8 +90,8 @@ class PrismServer:
         self.namespace = namespace
         self.host = host
         self.port = port
-        self.token = token or new_token()
-        self.allowed_hosts = list(allowed_hosts)
+        self.token: str = token or new_token()
+        self.allowed_hosts: list[str] = list(allowed_hosts)
         self.history = history
         self.page_limit = page_limit
         self.interval = interval

@@ -1,7 +1,6 @@
-"""The neuron registry: records, stores (memory, SQLite, Postgres), presence mirror, liveness sweep (§21)."""
+"""The neuron registry: records and stores (memory, SQLite, Postgres), §21; the Dendrite side: ``mirror``."""
 
 from .memory import MemoryRegistryStore
-from .mirror import RegistryMixin, is_neuron_register
 from .postgres import PostgresRegistryStore
 from .record import STATUSES, NeuronRecord
 from .sqlite import SqliteRegistryStore
@@ -12,8 +11,6 @@ __all__ = [
     "MemoryRegistryStore",
     "NeuronRecord",
     "PostgresRegistryStore",
-    "RegistryMixin",
     "RegistryStore",
     "SqliteRegistryStore",
-    "is_neuron_register",
 ]

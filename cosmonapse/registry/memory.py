@@ -52,7 +52,7 @@ class MemoryRegistryStore:
     async def get(self, neuron_id: str) -> NeuronRecord | None:
         return self._records.get(neuron_id)
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
         return filter_records(list(self._records.values()), capability, include_deregistered)

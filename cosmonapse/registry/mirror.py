@@ -1,4 +1,4 @@
-"""The Dendrite side of the registry: mirroring presence into a store, the liveness sweep, reads.
+"""The Dendrite's registry service: presence mirrored into a store, the liveness sweep, reads.
 
 * Presence Signals (REGISTER / DEREGISTER / HEARTBEAT) are filed by the router
   into one bounded queue and applied by one task, in arrival order — so a
@@ -9,30 +9,30 @@
 * The sweep runs on every Dendrite with a store — orchestrators included —
   every third of ``stale_after_s`` (default 3 × ``heartbeat_s``; 0 disables):
   neurons not heard from within ``stale_after_s`` are marked deregistered.
-* ``capability=`` handler filters see the store too: at start the store's
-  records seed the Dendrite's capability table.
+* ``capability=`` handler filters see who has which capability: the
+  service learns it from REGISTERs (with or without a store), and at start the
+  store's records seed that table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..core import Core, Route, Service
 from ..errors import DendriteProtocolError
+from ..hosting import AxonHosting
 from ..signal import Signal, SignalType
 from .record import NeuronRecord, utc_now
 from .store import RegistryStore
 
-if TYPE_CHECKING:
-    from ..dendrite import Dendrite
+__all__ = ["RegistryService", "is_neuron_register"]
 
-__all__ = ["RegistryMixin", "is_neuron_register"]
-
-log = logging.getLogger("cosmonapse.registry")
+log: logging.Logger = logging.getLogger("cosmonapse.registry")
 T = SignalType
 #: Presence Signals waiting to be applied before the router waits (backpressure).
 PRESENCE_BUFFER = 1024
@@ -44,81 +44,126 @@ def is_neuron_register(sig: Signal) -> bool:
     return role not in ("engram", "effector") and not sig.payload.get("engram")
 
 
-class RegistryMixin:
-    """``find_neurons``, ``registry_snapshot`` and the presence mirror."""
+class RegistryService(Service):
+    """``find_neurons``, ``registry_snapshot``, the presence mirror, the sweep, peers' capabilities."""
+
+    def __init__(
+        self,
+        core: Core,
+        hosting: AxonHosting,
+        store: RegistryStore | None,
+        *,
+        heartbeat_s: float,
+        stale_after_s: float | None,
+        refreshed: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._core = core
+        self._hosting = hosting
+        self.store: RegistryStore | None = store
+        self.heartbeat_s: float = heartbeat_s
+        self.stale_after_s: float | None = stale_after_s
+        self._refreshed = refreshed
+        #: Capabilities of the neurons we heard REGISTER (and the store's, at start), by id.
+        self.peer_caps: dict[str, tuple[str, ...]] = {}
+        self._presence: MemoryObjectSendStream[Signal] | None = None
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        return (
+            (T.REGISTER, self._on_register),
+            (T.DEREGISTER, self._on_deregister),
+            (T.HEARTBEAT, self._mirror),
+        )
+
+    def wanted(self) -> Iterable[SignalType]:
+        return (T.REGISTER, T.DEREGISTER, T.HEARTBEAT) if self.store is not None else ()
 
     # -- reads -------------------------------------------------------------------------
-    def _store(self: Dendrite, what: str) -> RegistryStore:
-        if self.registry_store is None:
+    def _store(self, what: str) -> RegistryStore:
+        if self.store is None:
             raise DendriteProtocolError(f"{what} needs a registry_store: Dendrite(..., registry_store=...)")
-        store: RegistryStore = self.registry_store
-        return store
+        return self.store
 
     async def registry_snapshot(
-        self: Dendrite,
+        self,
         *,
         capability: str | None = None,
         include_deregistered: bool = False,
         max_age_s: float | None = None,
     ) -> list[NeuronRecord]:
         """The registry now, sorted by neuron id; *max_age_s* keeps those heard from recently."""
-        records = await self._store("registry_snapshot()").list(capability, include_deregistered)
+        records = await self._store("registry_snapshot()").records(capability, include_deregistered)
         if max_age_s is not None:
             cutoff = utc_now() - timedelta(seconds=max_age_s)
             records = [r for r in records if r.last_seen >= cutoff]
         return records
 
-    async def find_neurons(
-        self: Dendrite, *, capability: str | None = None, max_age_s: float | None = None
-    ) -> list[NeuronRecord]:
-        """Live (not deregistered) neurons, optionally only those advertising *capability*."""
-        return await self.registry_snapshot(capability=capability, max_age_s=max_age_s)
+    def has_capability(self, sig: Signal, capability: str) -> bool:
+        """Does the neuron *sig* is about (or the work it offers) have *capability*?"""
+        if sig.type in (T.TASK_OFFER, T.TASK):
+            caps = sig.payload.get("capabilities") or []
+            return capability in caps or (sig.type is T.TASK_OFFER and not caps)
+        neuron = sig.directed.id if sig.directed is not None else None
+        if not neuron:
+            return False
+        axon = self._hosting.axons.get(neuron)
+        if axon is not None:
+            return capability in axon.capabilities
+        return capability in self.peer_caps.get(neuron, ())
 
     # -- life cycle --------------------------------------------------------------------
     @property
-    def effective_stale_after_s(self: Dendrite) -> float:
+    def effective_stale_after_s(self) -> float:
         """``stale_after_s``, defaulting to three heartbeats; 0 means no sweep."""
         if self.stale_after_s is not None:
             return max(0.0, float(self.stale_after_s))
         return 3.0 * self.heartbeat_s if self.heartbeat_s > 0 else 0.0
 
-    async def _subscribe_registry(self: Dendrite) -> None:
-        if self.registry_store is not None:
-            for t in (T.REGISTER, T.DEREGISTER, T.HEARTBEAT):
-                await self._ensure_sub(self._subject(t), self._route)
-
-    def _start_registry(self: Dendrite) -> None:
-        """Start the mirror and the sweep (called by ``start()`` before subscribing)."""
-        if self.registry_store is None or self._tg is None:
+    async def start(self) -> None:
+        """Start the mirror and the sweep (before anything is subscribed)."""
+        if self.store is None:
             return
         send, receive = anyio.create_memory_object_stream[Signal](PRESENCE_BUFFER)
-        self._presence_send = send
-        self._tg.start_soon(self._presence_loop, receive, name=f"registry-mirror:{self.dendrite_id}")
-        if self.effective_stale_after_s > 0:
-            self._tg.start_soon(self._sweep_loop, name=f"registry-sweep:{self.dendrite_id}")
+        self._presence = send
+        self._core.start_service_task(self._presence_loop, self.store, receive, name="registry-mirror")
+        stale_after = self.effective_stale_after_s
+        if stale_after > 0:
+            self._core.clock.add(max(0.01, stale_after / 3), self._sweep_tick, name="registry-sweep")
 
-    async def _announce_to_registry(self: Dendrite) -> None:
+    async def announce(self) -> None:
         """After our REGISTERs: ask every host to re-announce (§7.1), so the store fills up."""
-        if self.registry_store is not None:
-            await self._publish(Signal(type=T.DISCOVER))
+        if self.store is not None:
+            await self._core.publish(Signal(type=T.DISCOVER))
 
-    async def _registry_stopped(self: Dendrite) -> None:
-        """On stop: our own Axons are gone (our DEREGISTERs no longer reach our own mirror)."""
-        send, self._presence_send = self._presence_send, None
+    async def stopped(self, reason: str | None) -> None:
+        """Our own Axons are gone (our DEREGISTERs no longer reach our own mirror)."""
+        send, self._presence = self._presence, None
         if send is not None:
             send.close()
-        if self.registry_store is None:
+        if self.store is None:
             return
-        for neuron_id in list(self._axons):
+        for neuron_id in list(self._hosting.axons):
             try:
-                await self.registry_store.mark_deregistered(neuron_id)
+                await self.store.mark_deregistered(neuron_id)
             except Exception:
                 log.warning("could not mark %s deregistered in the registry", neuron_id, exc_info=True)
 
     # -- the mirror ----------------------------------------------------------------------
-    async def _mirror_presence(self: Dendrite, sig: Signal) -> None:
+    async def _on_register(self, sig: Signal) -> None:
+        if sig.directed is not None and sig.directed.id:
+            caps = sig.payload.get("capabilities")
+            if isinstance(caps, list):
+                self.peer_caps[sig.directed.id] = tuple(str(c) for c in caps)
+        await self._mirror(sig)
+
+    async def _on_deregister(self, sig: Signal) -> None:
+        if sig.directed is None or not sig.directed.id:
+            return
+        self.peer_caps.pop(sig.directed.id, None)
+        await self._mirror(sig)
+
+    async def _mirror(self, sig: Signal) -> None:
         """Router side: queue the Signal (waits only when the mirror is far behind)."""
-        send = self._presence_send
+        send = self._presence
         if send is None:
             return
         try:
@@ -128,23 +173,22 @@ class RegistryMixin:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
 
-    async def _presence_loop(self: Dendrite, receive: MemoryObjectReceiveStream[Signal]) -> None:
-        store = self.registry_store
+    async def _presence_loop(self, store: RegistryStore, receive: MemoryObjectReceiveStream[Signal]) -> None:
         async with receive:
             try:
-                for record in await store.list(include_deregistered=False):
-                    self._peer_caps.setdefault(record.neuron_id, tuple(record.capabilities))
+                for record in await store.records(include_deregistered=False):
+                    self.peer_caps.setdefault(record.neuron_id, tuple(record.capabilities))
             except Exception:
                 log.warning("could not read the registry store", exc_info=True)
-            self._fire_refresh()
+            await self._refreshed()
             async for sig in receive:
                 try:
                     await self._apply_presence(store, sig)
                 except Exception:
                     log.warning("registry store failed on %s %s", sig.type.value, sig.id, exc_info=True)
-                self._fire_refresh()
+                await self._refreshed()
 
-    async def _apply_presence(self: Dendrite, store: Any, sig: Signal) -> None:
+    async def _apply_presence(self, store: RegistryStore, sig: Signal) -> None:
         neuron_id = sig.neuron
         if not neuron_id:
             return
@@ -168,37 +212,24 @@ class RegistryMixin:
             await store.touch_heartbeat(neuron_id, now)  # status untouched: "ok" is not a status
 
     # -- the liveness sweep ------------------------------------------------------------
-    async def _sweep_loop(self: Dendrite) -> None:
-        while True:
-            stale_after = self.effective_stale_after_s
-            await anyio.sleep(max(0.01, stale_after / 3))  # allowed: the sweep period (a timer)
-            try:
-                await self.sweep_registry()
-            except Exception:
-                log.warning("registry sweep failed", exc_info=True)
+    async def _sweep_tick(self) -> None:
+        try:
+            await self.sweep_registry()
+        except Exception:
+            log.warning("registry sweep failed", exc_info=True)
 
-    async def sweep_registry(self: Dendrite) -> list[str]:
+    async def sweep_registry(self) -> list[str]:
         """Mark neurons not heard from within ``stale_after_s`` deregistered now; returns their ids."""
         store = self._store("sweep_registry()")
         stale_after = self.effective_stale_after_s
         if stale_after <= 0:
             return []
         cutoff = utc_now() - timedelta(seconds=stale_after)
-        keep = frozenset(self._axons)  # ours are alive as long as we are
-        marker = getattr(store, "mark_stale", None)
-        if marker is not None:
-            stale: list[str] = list(await marker(cutoff, keep))
-        else:
-            stale = [
-                r.neuron_id
-                for r in await store.list()
-                if r.alive and r.last_seen < cutoff and r.neuron_id not in keep
-            ]
-            for neuron_id in stale:
-                await store.mark_deregistered(neuron_id)
+        keep = frozenset(self._hosting.axons)  # ours are alive as long as we are
+        stale = list(await store.mark_stale(cutoff, keep))
         for neuron_id in stale:
-            self._peer_caps.pop(neuron_id, None)
+            self.peer_caps.pop(neuron_id, None)
             log.info("neuron %s not heard from in %.3g s: marked deregistered", neuron_id, stale_after)
         if stale:
-            self._fire_refresh()
+            await self._refreshed()
         return stale

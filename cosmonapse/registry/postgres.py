@@ -145,7 +145,7 @@ class PostgresRegistryStore:
 
         return await self._db.run(read)
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
         def read(conn: Connection[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ class SqliteRegistryStore:
     """A registry in ``path`` (``":memory:"`` for a private in-memory database)."""
 
     def __init__(self, path: str = ":memory:") -> None:
-        self.path = str(path)
+        self.path: str = str(path)
         self._db = SqliteDatabase(self.path, _SCHEMA)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
@@ -110,7 +110,7 @@ class SqliteRegistryStore:
 
         return await self._run(read)
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
         rows = await self._run(lambda conn: conn.execute("SELECT * FROM neurons").fetchall())

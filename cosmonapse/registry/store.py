@@ -26,22 +26,30 @@ class RegistryStore(Protocol):
 
     async def upsert(self, record: NeuronRecord) -> None:
         """Insert or replace; an existing record keeps its ``registered_at``."""
+        ...
 
     async def mark_deregistered(self, neuron_id: str) -> None:
         """Status ``deregistered``; unknown ids are ignored."""
+        ...
 
     async def touch_heartbeat(self, neuron_id: str, ts: datetime, status: str | None = None) -> None:
         """Refresh ``last_heartbeat`` (a thin record for an unknown id; deregistered ones stay so)."""
+        ...
 
     async def get(self, neuron_id: str) -> NeuronRecord | None: ...
 
-    async def list(
+    async def records(
         self, capability: str | None = None, include_deregistered: bool = False
     ) -> list[NeuronRecord]:
-        """Records, optionally only those with *capability*; deregistered ones only if asked."""
+        """Records sorted by id, optionally only those with *capability*; deregistered ones only if asked.
+
+        (Named ``records``, not ``list``: a method named ``list`` shadows the builtin in the class.)
+        """
+        ...
 
     async def mark_stale(self, cutoff: datetime, keep: frozenset[str] = frozenset()) -> list[str]:
         """Deregister live records last seen before *cutoff* (except *keep*); returns their ids."""
+        ...
 
 
 def filter_records(

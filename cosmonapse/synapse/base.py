@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import anyio.lowlevel
@@ -64,7 +64,7 @@ __all__ = [
     "Synapse",
 ]
 
-log = logging.getLogger("cosmonapse.synapse")
+log: logging.Logger = logging.getLogger("cosmonapse.synapse")
 
 Handler = Callable[[Signal], Awaitable[Any]]
 
@@ -91,8 +91,8 @@ class LogThrottle:
     __slots__ = ("_next", "_reported", "count", "interval")
 
     def __init__(self, interval: float = DROP_LOG_INTERVAL) -> None:
-        self.interval = interval
-        self.count = 0
+        self.interval: float = interval
+        self.count: int = 0
         self._reported = 0
         self._next = 0.0
 
@@ -186,7 +186,7 @@ class Synapse(abc.ABC):
         self.pending_limit = pending_limit
         self.pending_bytes = pending_bytes
         #: Signals dropped by this synapse's reader because a subscription was over its limits.
-        self.dropped = 0
+        self.dropped: int = 0
         self._bad_frames = LogThrottle()
         self._host: TaskHost | None = None
         self._tg: TaskGroup | None = None
@@ -254,7 +254,7 @@ class Synapse(abc.ABC):
                     self._failure_reported = True
                     raise SynapseFailedError(f"{self._name()}: {exc}") from exc.__cause__
 
-    async def __aenter__(self) -> Synapse:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -49,11 +49,11 @@ class SignalBuffer(Generic[T]):
     ) -> None:
         if max_items < 1:
             raise ValueError("max_items must be >= 1")
-        self.max_items = max_items
-        self.max_pending = max_items if max_pending is None else max_pending
+        self.max_items: int = max_items
+        self.max_pending: int = max_items if max_pending is None else max_pending
         if self.max_pending < 1:
             raise ValueError("max_pending must be >= 1")
-        self.max_pending_bytes = max_pending_bytes if max_pending_bytes is not None else sys.maxsize
+        self.max_pending_bytes: int = max_pending_bytes if max_pending_bytes is not None else sys.maxsize
         if self.max_pending_bytes < 1:
             raise ValueError("max_pending_bytes must be >= 1")
         self._items: deque[T] = deque()

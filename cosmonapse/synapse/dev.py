@@ -51,7 +51,7 @@ from .framing import LineReader, LineTooLong, encode_line, receive_batch
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
 
-log = logging.getLogger("cosmonapse.synapse.dev")
+log: logging.Logger = logging.getLogger("cosmonapse.synapse.dev")
 
 DEFAULT_PORT = 7070
 #: Longest line the client reads; the server's own limit is what bounds publishes.
@@ -226,7 +226,7 @@ class DevSynapse(Synapse):
             raise ValueError("outbox_size must be >= 1")
         self.host = host
         self.port = port
-        self.token = token if token is not None else url_token
+        self.token: str | None = token if token is not None else url_token
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
         self.reconnect = reconnect
@@ -234,7 +234,7 @@ class DevSynapse(Synapse):
         self.reconnect_max_delay = reconnect_max_delay
         self.max_line = max_line
         self.outbox_size = outbox_size
-        self.reconnects = 0
+        self.reconnects: int = 0
         self._subs: dict[str, Subscription] = {}
         self._link: DevLink | None = None
         self._up: anyio.Event | None = None  # set while a connection is usable

@@ -79,9 +79,9 @@ class AuthThrottle:
     __slots__ = ("_buckets", "burst", "max_addresses", "per_s")
 
     def __init__(self, burst: int, per_s: float, max_addresses: int = 4096) -> None:
-        self.burst = burst
-        self.per_s = per_s
-        self.max_addresses = max_addresses
+        self.burst: int = burst
+        self.per_s: float = per_s
+        self.max_addresses: int = max_addresses
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, at)
 
     def _tokens(self, address: str, now: float) -> float:

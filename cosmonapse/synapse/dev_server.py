@@ -47,7 +47,7 @@ from .index import SubscriptionIndex
 
 __all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevBusLimits", "DevSynapseServer", "ServerStats"]
 
-log = logging.getLogger("cosmonapse.synapse.dev_server")
+log: logging.Logger = logging.getLogger("cosmonapse.synapse.dev_server")
 
 #: Messages a connection may have queued before it counts as a slow consumer.
 DEFAULT_OUTBOX_SIZE = 8192
@@ -166,7 +166,7 @@ class DevSynapseServer:
         self.outbox_size = outbox_size
         self.outbox_bytes = outbox_bytes
         self.on_publish = on_publish
-        self.stats = ServerStats()
+        self.stats: ServerStats = ServerStats()
         self._index: SubscriptionIndex[_Sub] = SubscriptionIndex()
         self._good_subjects: set[str] = set()  # subjects already checked, so a pub checks once
         self._conns: set[_Conn] = set()

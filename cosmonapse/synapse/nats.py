@@ -65,7 +65,7 @@ from .nats_protocol import (
 
 __all__ = ["DEFAULT_URL", "NatsSynapse", "PayloadTooLargeError", "parse_servers"]
 
-log = logging.getLogger("cosmonapse.synapse.nats")
+log: logging.Logger = logging.getLogger("cosmonapse.synapse.nats")
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 DEFAULT_PORT = 4222
@@ -205,7 +205,7 @@ class NatsSynapse(Synapse):
             server.user = server.user or user
             server.password = server.password or password
             server.token = server.token or token
-        self.url = ",".join(str(s) for s in self._pool)
+        self.url: str = ",".join(str(s) for s in self._pool)
         self.name = name
         self.connect_timeout = connect_timeout
         self.allow_reconnect = allow_reconnect
@@ -219,7 +219,7 @@ class NatsSynapse(Synapse):
         self.drain_timeout = drain_timeout
         self.echo = echo
         self.max_payload = DEFAULT_MAX_PAYLOAD
-        self.reconnects = 0
+        self.reconnects: int = 0
         self.last_error: str | None = None
         self._subs: dict[int, Subscription] = {}
         self._sids: dict[Subscription, list[int]] = {}
@@ -496,7 +496,7 @@ class NatsSynapse(Synapse):
                 elif isinstance(ev, Info):
                     conn.info.update(ev.data)
                     conn.max_payload = int(conn.info.get("max_payload") or conn.max_payload)
-                    self.max_payload = conn.max_payload
+                    self.max_payload: int = conn.max_payload
                     self._learn_servers(ev.data)
                     if ev.data.get("ldm"):
                         log.info("NATS server %s entered lame duck mode", conn.server)

@@ -54,7 +54,7 @@ from .loopref import LoopRef
 
 __all__ = ["InProcessSynapse", "Published", "TestSynapse", "TestSynapseHub"]
 
-log = logging.getLogger("cosmonapse.testing.bus")
+log: logging.Logger = logging.getLogger("cosmonapse.testing.bus")
 
 
 @attrs.frozen
@@ -166,7 +166,7 @@ class InProcessSynapse(Synapse):
 
     async def _set_up(self, up: bool) -> None:
         """Runs in this connection's mailbox task."""
-        self.up = up
+        self.up: bool = up
         if up:
             if self._up_event is not None:
                 self._up_event.set()

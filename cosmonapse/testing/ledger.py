@@ -75,7 +75,7 @@ class ProtocolLedger:
     """Publishes and deliveries of one test bus, checked against the protocol's invariants."""
 
     def __init__(self, labels: Labels | None = None) -> None:
-        self.labels = labels or Labels()
+        self.labels: Labels = labels or Labels()
         self.log: list[Published] = []
         self.by_id: dict[str, Published] = {}
         self.violations: list[Violation] = []

@@ -23,8 +23,8 @@ class LoopRef:
     __slots__ = ("_soon", "backend", "thread_id")
 
     def __init__(self) -> None:
-        self.backend = sniffio.current_async_library()
-        self.thread_id = threading.get_ident()
+        self.backend: str = sniffio.current_async_library()
+        self.thread_id: int = threading.get_ident()
         if self.backend == "trio":
             import trio
 

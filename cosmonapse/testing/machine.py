@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
@@ -147,7 +148,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     #: runtime, not of your agents; off by default until the runtime keeps it (issue 9).
     check_abandoned_calls: ClassVar[bool] = False
 
-    calls = Bundle("calls")
+    calls: Bundle[Any] = Bundle("calls")
 
     # -- what users override -------------------------------------------------------
     def axons(self) -> list[Axon]:
@@ -205,16 +206,16 @@ class ProtocolMachine(RuleBasedStateMachine):
     # -- the world -----------------------------------------------------------------
     def __init__(self) -> None:
         super().__init__()
-        self.labels = Labels()
-        self.ledger = ProtocolLedger(self.labels)
-        self.faults = FaultInjector()
-        self.hub = TestSynapseHub(faults=self.faults)
+        self.labels: Labels = Labels()
+        self.ledger: ProtocolLedger = ProtocolLedger(self.labels)
+        self.faults: FaultInjector = FaultInjector()
+        self.hub: TestSynapseHub = TestSynapseHub(faults=self.faults)
         self.ledger.attach(self.hub)
         self.ledger_calls: dict[str, Call] = {}
         self.engram: InMemoryEngram | None = None
         self._compensated: dict[str, int] = {}
         self._n = 0
-        self.bridge = LoopBridge(self.backend, step_timeout_s=self.step_timeout_s).start()
+        self.bridge: LoopBridge = LoopBridge(self.backend, step_timeout_s=self.step_timeout_s).start()
         self._closed = False
         self._shutdown_asked = False
         try:
@@ -270,7 +271,7 @@ class ProtocolMachine(RuleBasedStateMachine):
             await self.start_agents(self.hub, stack)
             await stack.enter_async_context(orchestrator)
             self.orchestrator = orchestrator
-            self.tg = await stack.enter_async_context(anyio.create_task_group())
+            self.tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
             self._ready.set()
             await self._shutdown.wait()
             self.tg.cancel_scope.cancel()  # calls still waiting end here, before their Dendrites stop

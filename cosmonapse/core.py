@@ -1,0 +1,536 @@
+"""``Core``: the small, explicit heart of a Dendrite.
+
+Everything a Dendrite does goes through these few things, and nothing else
+touches the Synapse or starts work:
+
+* **publish** a Signal (on its subject, routed TASKs on ``TASK.routed``);
+* **subscribe** the Signal types the services want, and route what arrives
+  through one table built from the services' declarations (``Service.routes``);
+* **hand a job** to one of two bounded pools — ``run_task`` (inbound TASKs) and
+  ``run_job`` (handlers, callbacks, hooks, internal follow-ups);
+* **per-trace cancel scopes** (``trace_scope`` / ``cancel_trace``), and the
+  tables of open **Pathways** and request/reply **ops**;
+* **guards**: running, orchestrator-only.
+
+The services (hosting, stops, handlers, engram, registry, bidding, decisions,
+lifecycle) own their state and are composed by ``Dendrite``; the core knows
+them only as ``Service`` objects.
+
+Lifetime: ``open()`` spawns the core's own root task (a ``TaskHost``) which
+hosts the pools' runners, the timer and clock tasks and the control loop, so
+``start()`` and ``stop()`` may come from any task, in any order.  Work that
+sync code asks for (a decorator registered on a running Dendrite, a reconnect
+callback) goes to the control loop, never to a task of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from typing import Any, Literal, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .clock import Clock
+from .deadlines import Deadlines
+from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
+from .ops import OpTable
+from .pathway import Callback, Pathway, PathwayRole, PathwayScope
+from .runners import JobFn, RunnerPool
+from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
+from .subjects import signal_subject, subject_for
+from .synapse.base import Handler, Subscription, Synapse
+from .taskhost import TaskHost
+
+__all__ = ["Core", "Role", "Route", "Service", "TombstoneStore"]
+
+log: logging.Logger = logging.getLogger("cosmonapse.core")
+
+T = SignalType
+Role = Literal["orchestrator", "worker"]
+#: What the router calls for a Signal of a type a service declared.
+Route = Callable[[Signal], Awaitable[None]]
+#: Sync code's requests to the control loop: at most this many wait at once.
+MAX_PENDING_CONTROL = 1024
+
+
+class TombstoneStore(Protocol):
+    """The traces seen STOPped (``stops.StopTombstones`` in memory; a durable store may stand in).
+
+    Asked on the event loop's thread, from the router: keep both calls quick.
+    """
+
+    def add(self, trace_id: str) -> bool:
+        """Remember *trace_id*; True if it was not remembered yet."""
+        ...
+
+    def __contains__(self, trace_id: object) -> bool: ...
+
+
+class Service:
+    """One part of a Dendrite built on the core.
+
+    A service owns its state; it tells the core which Signal types it handles
+    (``routes``) and which it needs subscribed right now (``wanted``), and takes
+    part in the life cycle.  Defaults do nothing.
+    """
+
+    def routes(self) -> Iterable[tuple[SignalType, Route]]:
+        """(type, route) pairs: the router calls each route for each Signal of that type."""
+        return ()
+
+    def wanted(self) -> Iterable[SignalType]:
+        """The types this service needs delivered now (the core subscribes them)."""
+        return ()
+
+    async def start(self) -> None:
+        """The core is open (pools, task group), nothing is subscribed yet."""
+
+    async def announce(self) -> None:
+        """Subscriptions are in place: publish what the peers should hear first (REGISTER...)."""
+
+    async def stopped(self, reason: str | None) -> None:
+        """Every task has ended: say goodbye (DEREGISTER...) and release resources."""
+
+
+class Core:
+    """Publish, subscribe, pools, trace scopes, Pathway and op tables, guards."""
+
+    def __init__(
+        self,
+        synapse: Synapse,
+        *,
+        namespace: str,
+        dendrite_id: str,
+        role: Role,
+        max_concurrent_tasks: int,
+        max_concurrent_handlers: int,
+        pathway_buffer: int,
+        shutdown_timeout_s: float,
+        tombstones: TombstoneStore,
+    ) -> None:
+        self.synapse: Synapse = synapse
+        self.namespace: str = namespace
+        self.dendrite_id: str = dendrite_id
+        self.role: Role = role
+        self.max_concurrent_tasks: int = max_concurrent_tasks
+        self.max_concurrent_handlers: int = max_concurrent_handlers
+        self.pathway_buffer: int = pathway_buffer
+        self.shutdown_timeout_s: float = shutdown_timeout_s
+        #: Traces seen STOPped: their work never starts again here.
+        self.tombstones: TombstoneStore = tombstones
+        #: Open request/reply ops (recall, imprint, decisions, bids, acks), by request id.
+        self.ops: OpTable = OpTable()
+        self.running: bool = False
+        self.deadlines: Deadlines | None = None
+        self.clock: Clock = Clock(self._launch_tick)
+        self._services: list[Service] = []
+        self._pathways: dict[str, list[Pathway]] = {}
+        self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
+        self._host: TaskHost | None = None
+        self._task_pool: RunnerPool | None = None
+        self._job_pool: RunnerPool | None = None
+        # routing and subscriptions
+        self._table: dict[SignalType, tuple[Route, ...]] = {}
+        self._sticky: set[SignalType] = set()  # wanted for good once asked (ops, Pathways)
+        #: Every Pathway type is subscribed (``want_pathways`` was called).
+        self.pathways_wanted: bool = False
+        self._wanted: set[SignalType] = set()
+        #: Handlers want the plain copy of capability-routed TASKs too.
+        self.routed_copies: bool = False
+        self._subs: dict[tuple[str, str | None], Subscription] = {}
+        self._raw_subs: list[Subscription] = []
+        self._sub_lock: anyio.Lock | None = None
+        self._subs_dirty = False
+        # An orchestrator reads every type but TASK through one subscription (one
+        # pump), so the Signals of a trace reach its Pathway in publish order and it
+        # does not get its own TASKs back.  Workers subscribe to exact subjects only.
+        self._feed_subjects = (
+            frozenset(subject_for(namespace, t) for t in SignalType if t is not T.TASK)
+            if role == "orchestrator"
+            else frozenset()
+        )
+        self._subject_cache: dict[SignalType, str] = {}
+        # the control loop: work sync code asked for
+        self._control: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
+        self._control_wake: anyio.Event | None = None
+        self.refresh()
+
+    # ------------------------------------------------------------------ services and routes
+    def add_service(self, service: Service) -> None:
+        self._services.append(service)
+        self.refresh()
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return tuple(self._services)
+
+    def refresh(self) -> None:
+        """Rebuild the routing table and the wanted set from the services' declarations.
+
+        Sync: call it whenever a service's declarations change.  On a running core,
+        missing subscriptions are made by the control loop; ``publish`` waits for them.
+        """
+        table: dict[SignalType, list[Route]] = {t: [self._deliver] for t in PATHWAY_TYPES}
+        wanted = set(self._sticky)
+        for service in self._services:
+            for stype, route in service.routes():
+                table.setdefault(stype, []).append(route)
+            wanted.update(service.wanted())
+        self._table = {t: tuple(routes) for t, routes in table.items()}
+        self._wanted = wanted
+        if self.running and self._missing():
+            self._subs_dirty = True
+            self._wake_control()
+
+    def _wanted_subjects(self) -> Iterator[str]:
+        for stype in self._wanted:
+            yield self.subject(stype)
+        if self.routed_copies and T.TASK in self._wanted:
+            yield self.subject(T.TASK, routed=True)
+
+    def _missing(self) -> list[str]:
+        return [
+            s for s in self._wanted_subjects() if (s, None) not in self._subs and s not in self._feed_subjects
+        ]
+
+    async def route(self, sig: Signal) -> None:
+        """The handler every subscription of the core feeds: run the type's routes in order.
+
+        Runs on the synapse's pump: routes file Signals and hand work to the pools;
+        they never run user code here.
+        """
+        if not self.running:
+            return
+        routes = self._table.get(sig.type)
+        if routes is not None:
+            for route in routes:
+                await route(sig)
+
+    async def _deliver(self, sig: Signal) -> None:
+        """Core route of every Pathway type: replies to ops, then the trace's Pathways."""
+        if sig.parent_id is not None and self.ops:
+            self.ops.deliver(sig)
+        pathways = self._pathways.get(sig.trace_id)
+        if pathways:
+            for pw in list(pathways):
+                await pw._deliver(sig)
+        if sig.type in TERMINAL_TYPES and self.ops:
+            self.ops.fail_trace(sig.trace_id, "ended")
+
+    # ------------------------------------------------------------------ subscriptions
+    def subject(self, signal_type: SignalType, *, routed: bool = False) -> str:
+        return subject_for(self.namespace, signal_type, routed=routed)
+
+    async def want(self, *types: SignalType) -> None:
+        """Keep *types* subscribed from now on, and wait until they are."""
+        new = set(types) - self._sticky
+        if new:
+            self._sticky |= new
+            self.refresh()
+        if self.running and self._missing():
+            await self.settle()
+
+    async def want_pathways(self) -> None:
+        """Every Pathway type, subscribed (workers need it to open a Pathway)."""
+        if not self.pathways_wanted:
+            self.pathways_wanted = True
+            await self.want(*PATHWAY_TYPES)
+
+    async def settle(self) -> None:
+        """Make every missing subscription now."""
+        lock = self._sub_lock
+        if lock is None or not self.running:
+            self._subs_dirty = False
+            return
+        async with lock:
+            self._subs_dirty = False
+            for subject in self._missing():
+                if not self.running:
+                    return
+                self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+
+    async def subscribe_group(self, subject: str, group: str, handler: Handler) -> None:
+        """A queue-group subscription (capability-routed TASKs), made now."""
+        if self.running and (subject, group) not in self._subs:
+            self._subs[(subject, group)] = await self.synapse.subscribe(subject, handler, queue_group=group)
+
+    async def drop_group(self, subject: str, group: str) -> None:
+        sub = self._subs.pop((subject, group), None)
+        if sub is not None:
+            await self.synapse.unsubscribe(sub)
+
+    async def subscribe_raw(
+        self, signal_type: SignalType, handler: Handler, queue_group: str | None
+    ) -> Subscription:
+        """A subscription of the user's own, its Signals handed to the job pool."""
+
+        async def forward(sig: Signal) -> None:
+            await self.run_job(handler, sig)
+
+        sub = await self.synapse.subscribe(self.subject(signal_type), forward, queue_group=queue_group)
+        self._raw_subs.append(sub)
+        return sub
+
+    async def unsubscribe_raw(self, sub: Subscription) -> None:
+        if sub in self._raw_subs:
+            self._raw_subs.remove(sub)
+        await self.synapse.unsubscribe(sub)
+
+    async def _unsubscribe_all(self) -> None:
+        subs = list(self._subs.values()) + self._raw_subs
+        self._subs.clear()
+        self._raw_subs.clear()
+        for sub in subs:
+            try:
+                await self.synapse.unsubscribe(sub)
+            except Exception:
+                log.warning("unsubscribe of %s failed", sub.subject, exc_info=True)
+
+    # ------------------------------------------------------------------ publishing
+    async def publish(self, sig: Signal) -> None:
+        """Publish *sig* on its subject (after any subscription sync code asked for)."""
+        if self._subs_dirty:
+            await self.settle()
+        subject = self._subject_cache.get(sig.type)
+        if subject is None or sig.type is T.TASK:
+            subject = signal_subject(self.namespace, sig)
+            if sig.type is not T.TASK:
+                self._subject_cache[sig.type] = subject
+        try:
+            await self.synapse.publish(subject, sig)
+        except SynapseClosedError as exc:
+            raise SynapseClosedError(
+                f"Dendrite {self.dendrite_id!r} cannot publish {sig.type.value}: its synapse is closed "
+                f"({exc}); the synapse's owner must keep it connected while the Dendrite runs"
+            ) from exc
+
+    # ------------------------------------------------------------------ guards
+    def require_orchestrator(self, what: str) -> None:
+        if self.role != "orchestrator":
+            raise DendriteProtocolError(
+                f"{what} needs role 'orchestrator'; Dendrite {self.dendrite_id!r} is a worker"
+            )
+
+    def require_running(self, what: str) -> None:
+        host = self._host
+        if not self.running or host is None:
+            raise DendriteProtocolError(
+                f"{what} needs a running Dendrite: use `async with dendrite:` or `await dendrite.start()`"
+            )
+        if host.failure is not None:
+            host.check()  # raises TaskHostFailed, the background failure as its cause
+
+    # ------------------------------------------------------------------ work
+    @property
+    def task_group(self) -> TaskGroup:
+        """The core's task group, for long-lived service tasks (a Neuron's session, say)."""
+        if self._host is None:
+            raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is not running")
+        return self._host.task_group
+
+    def start_service_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
+        """A long-lived task of a service (the registry mirror loop), joined at stop."""
+        if self._host is None:
+            raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is not running")
+        self._host.start_soon(fn, *args, name=f"{name}:{self.dendrite_id}")
+
+    async def run_task(self, fn: JobFn, *args: Any) -> None:
+        """Hand an inbound TASK's work to the task pool (waits for a free runner)."""
+        pool = self._task_pool
+        if pool is not None and self.running:
+            try:
+                await pool.submit(fn, *args)
+            except anyio.ClosedResourceError:
+                pass  # stopping: dropped like any TASK that arrives after stop
+
+    async def run_job(self, fn: JobFn | Callback, *args: Any) -> None:
+        """Hand a job (a handler call, a callback, a hook, a follow-up) to the job pool."""
+        pool = self._job_pool
+        if pool is not None and self.running:
+            try:
+                await pool.submit(_call, fn, args)
+            except anyio.ClosedResourceError:
+                pass  # stopping
+
+    async def run_callback(self, fn: Callback, sig: Signal) -> None:
+        """``PathwayHost``: a Pathway's ``on()`` callback, in the job pool."""
+        await self.run_job(fn, sig)
+
+    def soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Ask the control loop to run ``await fn(*args)`` (for sync callers on a running core)."""
+        if not self.running:
+            return
+        if len(self._control) >= MAX_PENDING_CONTROL:
+            raise DendriteProtocolError(
+                f"Dendrite {self.dendrite_id!r}: {MAX_PENDING_CONTROL} requests already wait for its "
+                "control loop; slow down registrations"
+            )
+        self._control.append((fn, args))
+        self._wake_control()
+
+    def _wake_control(self) -> None:
+        if self._control_wake is not None:
+            self._control_wake.set()
+
+    async def _control_loop(self) -> None:
+        while True:
+            wake = self._control_wake = anyio.Event()
+            if not self.running or not (self._subs_dirty or self._control):
+                await wake.wait()
+                continue
+            if self._subs_dirty:
+                await self.settle()
+            while self._control and self.running:
+                fn, args = self._control.popleft()
+                try:
+                    await fn(*args)
+                except Exception:
+                    log.exception("Dendrite %s: %r failed", self.dendrite_id, fn)
+
+    async def _launch_tick(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        pool = self._job_pool
+        if pool is not None and self.running:
+            try:
+                await pool.submit(fn)
+            except anyio.ClosedResourceError:
+                pass  # stopping: the clock is cancelled next
+
+    # ------------------------------------------------------------------ trace scopes
+    def file_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+        """File *scope* under *trace_id*: ``cancel_trace`` cancels it (call ``unfile_scope`` after)."""
+        scopes = self._trace_scopes.get(trace_id)
+        if scopes is None:
+            self._trace_scopes[trace_id] = {scope}
+        else:
+            scopes.add(scope)
+
+    def unfile_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+        scopes = self._trace_scopes.get(trace_id)
+        if scopes is not None:
+            scopes.discard(scope)
+            if not scopes:
+                del self._trace_scopes[trace_id]
+
+    def cancel_trace(self, trace_id: str) -> int:
+        """Cancel every scope of *trace_id*; returns how many."""
+        scopes = self._trace_scopes.pop(trace_id, None)
+        if not scopes:
+            return 0
+        for scope in scopes:
+            scope.cancel()
+        return len(scopes)
+
+    # ------------------------------------------------------------------ Pathways
+    def open_pathway(self, trace_id: str, role: PathwayRole, scope: PathwayScope) -> Pathway:
+        pathways = self._pathways.setdefault(trace_id, [])
+        if role == "originator" and any(p.role == "originator" for p in pathways):
+            raise PathwayBusyError(
+                f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
+                "use dispatch_task() for follow-up TASKs on it, or close it first"
+            )
+        pw = Pathway(self, trace_id, role=role, scope=scope, max_buffer=self.pathway_buffer)
+        pathways.append(pw)
+        return pw
+
+    def forget(self, pathway: Pathway) -> None:
+        """``PathwayHost``: *pathway* closed."""
+        pathways = self._pathways.get(pathway.trace_id)
+        if pathways is None:
+            return
+        try:
+            pathways.remove(pathway)
+        except ValueError:
+            return
+        if not pathways:
+            del self._pathways[pathway.trace_id]
+
+    def pathways(self, trace_id: str | None = None) -> list[Pathway]:
+        if trace_id is not None:
+            return list(self._pathways.get(trace_id, ()))
+        return [p for ps in self._pathways.values() for p in ps]
+
+    def close_pathways(self, trace_id: str) -> bool:
+        """Close the trace's Pathways; True if there were any."""
+        pathways = list(self._pathways.get(trace_id, ()))
+        for pw in pathways:
+            pw._close_now()
+        return bool(pathways)
+
+    # ------------------------------------------------------------------ life cycle
+    async def open(self) -> None:
+        """Spawn the root task and start the core's own tasks; the caller subscribes after."""
+        if self.running:
+            raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is already running")
+        host = TaskHost(f"dendrite:{self.dendrite_id}")
+        await host.open()
+        self._host = host
+        tg = host.task_group
+        self.deadlines = Deadlines()
+        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, name="task")
+        self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
+        self._sub_lock = anyio.Lock()
+        self._control_wake = anyio.Event()
+        self._subs_dirty = False
+        self.running = True
+        host.start_soon(self.deadlines.run, name=f"deadlines:{self.dendrite_id}")
+        host.start_soon(self._control_loop, name=f"control:{self.dendrite_id}")
+        if self._feed_subjects:
+            feed = sorted(self._feed_subjects)
+            self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
+
+    @property
+    def is_open(self) -> bool:
+        """True from ``open()`` until ``close()`` has finished (running, starting or stopping)."""
+        return self._host is not None
+
+    def start_clock(self) -> None:
+        if self._host is not None:
+            self._host.start_soon(self.clock.run, name=f"clock:{self.dendrite_id}")
+
+    async def close(self) -> None:
+        """Unsubscribe, refuse and cancel work, join every task; raise a background failure.
+
+        Bounded where it can be: unsubscribing by ``shutdown_timeout_s``.  Joining waits
+        for every task (a plain Neuron in a thread cannot be interrupted).
+        """
+        host = self._host
+        if host is None:
+            return
+        self.running = False
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
+                await self._unsubscribe_all()
+        finally:
+            # Refuse new jobs (a router blocked handing one over is released), cancel
+            # every child (Neurons mid-flight see cancellation and run their finally
+            # blocks) and wait for them.
+            for pool in (self._task_pool, self._job_pool):
+                if pool is not None:
+                    pool.close()
+            self.ops.fail_all(f"Dendrite {self.dendrite_id!r} stopped")
+            self._control.clear()
+            try:
+                await host.aclose()
+            finally:
+                self._host = None
+                self.deadlines = None
+                self._task_pool = self._job_pool = None
+                self._control_wake = None
+                self._sub_lock = None
+                self._subs_dirty = False
+                self.clock.clear()
+                self._trace_scopes.clear()
+                for pathways in list(self._pathways.values()):
+                    for pw in list(pathways):
+                        pw._close_now()
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run a job that may be sync or async (user handlers and hooks are either)."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        await result

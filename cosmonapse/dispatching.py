@@ -1,0 +1,70 @@
+"""Building the Signals that start work (TASK, TASK_OFFER): one set of rules for every dispatch shape.
+
+``dispatch_task``/``dispatch``/``dispatch_and_wait``, retry attempts and
+``dispatch_offer`` all start work the same way: the input must be a dict, the
+trace is the caller's or a fresh one (never a STOPped one), and a dispatch made
+from inside a running TASK gets that TASK as its parent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import current_task
+from .core import Core
+from .ids import new_trace_id
+from .signal import Directed, Signal, SignalType
+from .stops import refuse_stopped
+
+__all__ = ["describe_target", "request_signal", "task_payload"]
+
+
+def request_signal(
+    core: Core,
+    stype: SignalType,
+    *,
+    input: dict[str, Any],
+    payload: dict[str, Any],
+    neuron: str | None,
+    trace_id: str | None,
+    parent_id: str | None,
+    meta: dict[str, Any] | None,
+    what: str,
+) -> Signal:
+    """A TASK or TASK_OFFER: checked input, caller's (or fresh) trace, ambient parent."""
+    if not isinstance(input, dict):
+        raise TypeError(f"input must be a dict, got {type(input).__name__}")
+    refuse_stopped(core, trace_id, what)
+    if parent_id is None:
+        ambient = current_task.get()
+        if ambient is not None:
+            parent_id = ambient.id
+    return Signal(
+        type=stype,
+        trace_id=trace_id or new_trace_id(),
+        parent_id=parent_id,
+        directed=Directed(neuron) if neuron else None,
+        payload={"input": input, **payload},
+        meta=dict(meta or {}),
+    )
+
+
+def task_payload(context_ref: str | None, capabilities: list[str] | None, finalize: bool) -> dict[str, Any]:
+    """The optional keys of a TASK (or an award) payload, left out when unset."""
+    payload: dict[str, Any] = {}
+    if context_ref:
+        payload["context_ref"] = context_ref
+    if capabilities:
+        payload["capabilities"] = list(capabilities)
+    if finalize:
+        payload["finalize"] = True
+    return payload
+
+
+def describe_target(neuron: str | None, capabilities: list[str] | None) -> str:
+    """Who a dispatch was for, in words (timeout messages)."""
+    if neuron:
+        return f"neuron {neuron!r}"
+    if capabilities:
+        return f"any neuron with capabilities {sorted(capabilities)}"
+    return "any catch-all neuron (open call)"

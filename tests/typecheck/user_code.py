@@ -1,0 +1,299 @@
+"""What a user's editor sees: type-checked by ``test_types.py`` (pyright, standard mode), never run.
+
+It imports every public name, builds a Neuron, decorates handlers, and calls
+every public member of ``SyncDendrite``; ``assert_type`` pins the types a
+user's tools must infer (a wrong or unknown type is a pyright error).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, assert_type, reveal_type
+
+from cosmonapse import (
+    AXON_TYPES,
+    PATHWAY_TYPES,
+    SYNAPSE_TYPES,
+    TERMINAL_SCOPE_TYPES,
+    TERMINAL_TYPES,
+    WAIT_TYPES,
+    Axon,
+    BiddingTimeout,
+    CosmonapseError,
+    DecisionTimeout,
+    Dendrite,
+    DendriteProtocolError,
+    DevSynapse,
+    Directed,
+    DispatchTimeout,
+    Engram,
+    EngramCancelled,
+    EngramError,
+    EngramNotBound,
+    EngramOverloaded,
+    EngramTimeout,
+    HandlerSpec,
+    Hit,
+    ImprintReceipt,
+    InMemoryEngram,
+    LifecycleHooks,
+    MemoryRegistryStore,
+    MemorySynapse,
+    NatsSynapse,
+    Neuron,
+    NeuronContext,
+    NeuronFn,
+    NeuronRecord,
+    OpCancelled,
+    Pathway,
+    PathwayBusyError,
+    PathwayClosedError,
+    PathwayTimeout,
+    PostgresEngram,
+    PostgresRegistryStore,
+    RecallResult,
+    RegistryStore,
+    RetryStrategy,
+    Signal,
+    SignalDecodeError,
+    SignalType,
+    SqliteEngram,
+    SqliteRegistryStore,
+    StopTombstones,
+    Subscription,
+    Synapse,
+    SynapseClosedError,
+    SynapseError,
+    SynapseFailedError,
+    TraceStoppedError,
+    connect_synapse,
+    converter,
+    current_task,
+    decode_signal,
+    default_retry_on,
+    encode_signal,
+    new_event_id,
+    new_trace_id,
+    run_with_retry,
+)
+from cosmonapse.neuron import NeuronSource
+from cosmonapse_sync import (
+    DeadlockError,
+    FacadeClosedError,
+    Portal,
+    PortalTimeout,
+    SyncDendrite,
+    SyncFacadeError,
+    SyncNeuronContext,
+    SyncPathway,
+    SyncSubscription,
+    ThreadedNeuron,
+)
+
+T = SignalType
+
+# every imported name is used, so none is dropped by an editor's "organise imports"
+_EVERYTHING: tuple[object, ...] = (
+    AXON_TYPES, PATHWAY_TYPES, SYNAPSE_TYPES, TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES,
+    BiddingTimeout, CosmonapseError, DecisionTimeout, DendriteProtocolError, DevSynapse,
+    DispatchTimeout, Engram, EngramCancelled, EngramError, EngramNotBound, EngramOverloaded,
+    EngramTimeout, HandlerSpec, Hit, LifecycleHooks, MemoryRegistryStore, NatsSynapse, NeuronFn,
+    OpCancelled, PathwayBusyError, PathwayClosedError, PathwayTimeout, RegistryStore,
+    SignalDecodeError, SqliteEngram, SqliteRegistryStore, StopTombstones, Subscription,
+    SynapseClosedError, SynapseError, TraceStoppedError, connect_synapse, converter, current_task,
+    decode_signal, default_retry_on, encode_signal, new_event_id, Dendrite, MemorySynapse, Synapse,
+    DeadlockError, FacadeClosedError, Portal, PortalTimeout, SyncFacadeError, SyncSubscription,
+    ThreadedNeuron, Pathway, NeuronContext, PostgresEngram, PostgresRegistryStore, SynapseFailedError,
+)  # fmt: skip
+
+
+def build_a_neuron() -> NeuronSource:
+    neuron = Neuron(source="ollama", model="llama3")
+    assert_type(neuron, NeuronSource)
+    return neuron
+
+
+def answer(input: dict[str, Any], context: SyncNeuronContext) -> dict[str, Any]:
+    delta = context.emit_thought_delta("thinking")
+    assert_type(delta, Signal)
+    assert_type(context.trace_id, str)
+    assert_type(context.recall(query={"q": 1}, engram_id="mem"), RecallResult)
+    return {"response": "hi"}
+
+
+async def flask_like_app(sig: Signal) -> None:  # never called: only type-checked
+    cosmo = SyncDendrite("cosmo://127.0.0.1:7070", namespace="api", dendrite_id="web")
+
+    # -- decorators keep the decorated function's type (a lost type would make these Any) ----
+    @cosmo.on_final
+    def on_final(sig: Signal) -> None: ...
+
+    reveal_type(on_final)  # expect: (sig: Signal) -> None
+    assert_type(on_final(sig), None)
+
+    @cosmo.on_agent_output(neuron="worker")
+    async def on_output(sig: Signal) -> int:
+        return 1
+
+    reveal_type(on_output)  # expect: (sig: Signal) -> CoroutineType[Any, Any, int]
+    assert_type(await on_output(sig), int)
+
+    def raw(sig: Signal) -> str:
+        return sig.id
+
+    assert_type(cosmo.on_signal(T.PLAN, raw)(sig), str)
+    assert_type(cosmo.on_signal(T.PLAN, neuron="x")(raw)(sig), str)
+    assert_type(cosmo.on_trace("trc_1", T.FINAL)(raw)(sig), str)
+    for decorate in (
+        cosmo.on_task_signal, cosmo.on_error_signal, cosmo.on_task_offer, cosmo.on_bid,
+        cosmo.on_task_awarded, cosmo.on_task_declined, cosmo.on_audit, cosmo.on_plan,
+        cosmo.on_thought_delta, cosmo.on_tool_call, cosmo.on_tool_result, cosmo.on_memory_append,
+        cosmo.on_critique, cosmo.on_escalation, cosmo.on_consensus, cosmo.on_context_sync,
+        cosmo.on_clarification, cosmo.on_permission, cosmo.on_clarification_answer,
+        cosmo.on_permission_decision, cosmo.on_recall_signal, cosmo.on_imprint_signal,
+        cosmo.on_recalled, cosmo.on_imprinted, cosmo.on_register_signal, cosmo.on_deregister_signal,
+        cosmo.on_heartbeat_signal, cosmo.on_discover, cosmo.on_stop, cosmo.on_stopped,
+        cosmo.on_error, cosmo.on_register, cosmo.on_deregister, cosmo.on_heartbeat,
+    ):  # fmt: skip
+        assert_type(decorate(raw)(sig), str)
+        assert_type(decorate(capability="chat")(raw)(sig), str)
+
+    @cosmo.on_connect
+    def hello() -> None: ...
+
+    @cosmo.on_refresh
+    async def refreshed() -> None: ...
+
+    @cosmo.on_schedule(every_s=5)
+    def tick() -> float:
+        return 1.0
+
+    assert_type(hello(), None)
+    assert_type(await refreshed(), None)
+    assert_type(tick(), float)
+
+    # -- hosting ----------------------------------------------------------------------
+    axon = Axon(neuron_id="worker", neuron_fn=answer, capabilities=["chat"])
+    cosmo.attach_axon(axon)
+    cosmo.add_axon(Axon(neuron_id="llm", neuron_fn=build_a_neuron()))
+    cosmo.detach_axon("llm", reason="done")
+    engram = InMemoryEngram("mem")
+    cosmo.attach_engram(engram)
+    cosmo.detach_engram("mem")
+    assert_type(cosmo.axons, dict[str, Axon])
+    assert_type(cosmo.engrams, dict[str, Engram])
+    assert_type(cosmo.capabilities, list[str])
+
+    # -- life cycle and info ------------------------------------------------------------
+    cosmo.start()
+    assert_type(cosmo.running, bool)
+    assert_type(cosmo.closed, bool)
+    assert_type(cosmo.role, str)
+    assert_type(cosmo.namespace, str)
+    assert_type(cosmo.dendrite_id, str)
+    assert_type(cosmo.backend, str)
+    assert_type(cosmo.auto_bid, bool)
+    assert_type(cosmo.engram_deadline_ms, int)
+    assert_type(cosmo.effective_stale_after_s, float)
+    assert_type(cosmo.dendrite, Dendrite | None)
+    assert_type(cosmo.portal_thread is None, bool)
+
+    # -- dispatch -------------------------------------------------------------------------
+    task = cosmo.dispatch_task(neuron="worker", input={"q": 1})
+    assert_type(task, Signal)
+    pathway = cosmo.dispatch(neuron="worker", input={"q": 1}, scope="terminal")
+    assert_type(pathway, SyncPathway)
+    assert_type(pathway.wait(timeout_s=5), Signal)
+    assert_type(pathway.wait_for(T.PLAN), Signal)
+    assert_type(pathway.trace_id, str)
+    assert_type(pathway.task, Signal | None)
+    for sig in pathway:
+        assert_type(sig, Signal)
+    with pathway:
+        pathway.stop("enough")
+    assert_type(cosmo.dispatch_and_subscribe(input={}, capabilities=["chat"]), SyncPathway)
+    reply = cosmo.dispatch_and_wait(neuron="worker", input={"q": 1}, timeout_s=30)
+    assert_type(reply, Signal)
+    retried = cosmo.run_with_retry(retry=RetryStrategy(max_attempts=2), neuron="worker", input={})
+    assert_type(retried, Signal)
+    assert_type(cosmo.dispatch_offer(input={}, select="lowest_cost"), SyncPathway)
+    assert_type(cosmo.observe_pathway("trc_1"), SyncPathway)
+    assert_type(cosmo.open_pathways(), list[SyncPathway])
+    assert_type(cosmo.bid(task, neuron="worker", cost=1.0), Signal)
+
+    # -- STOP -----------------------------------------------------------------------------
+    assert_type(cosmo.emit_stop(trace_id=task.trace_id, rollback=True), Signal)
+    assert_type(cosmo.stop_trace(task.trace_id, collect_acks=True), list[Signal])
+    assert_type(cosmo.stop_and_confirm(task.trace_id), Signal | None)
+    assert_type(cosmo.is_stopped(task.trace_id), bool)
+    assert_type(cosmo.cancel_trace(task.trace_id), int)
+
+    # -- human in the loop ---------------------------------------------------------------
+    assert_type(cosmo.await_decision(reply, timeout_s=10), Signal)
+    assert_type(cosmo.answer_clarification(reply, answer="yes"), Signal)
+    assert_type(cosmo.grant_permission(reply, ttl_ms=100), Signal)
+    assert_type(cosmo.deny_permission(reply, reason="no"), Signal)
+    assert_type(cosmo.respond_to_clarification(reply, answer="yes"), Signal)
+    assert_type(cosmo.respond_to_permission(reply, granted=True), Signal)
+    assert_type(cosmo.respond_to_escalation(reply, neuron="boss"), Signal)
+
+    # -- Engram and registry --------------------------------------------------------------
+    assert_type(cosmo.recall(engram_id="mem", query={"q": 1}), RecallResult)
+    assert_type(cosmo.imprint(engram_id="mem", op="append", entry={}), ImprintReceipt | None)
+    assert_type(cosmo.find_neurons(capability="chat"), list[NeuronRecord])
+    assert_type(cosmo.registry_snapshot(include_deregistered=True), list[NeuronRecord])
+    assert_type(cosmo.sweep_registry(), list[str])
+
+    # -- emitters ------------------------------------------------------------------------
+    trace, parent = task.trace_id, task.id
+    for emitted in (
+        cosmo.emit_final(trace_id=trace, parent_id=parent, result={}),
+        cosmo.emit_error(trace_id=trace, parent_id=parent, code="X", message="m"),
+        cosmo.emit_plan(trace_id=trace, parent_id=parent, steps=[]),
+        cosmo.emit_thought_delta(trace_id=trace, parent_id=parent, delta="d"),
+        cosmo.emit_tool_call(trace_id=trace, parent_id=parent, tool="t", args={}),
+        cosmo.emit_tool_result(trace_id=trace, parent_id=parent, tool="t"),
+        cosmo.emit_memory_append(trace_id=trace, parent_id=parent, key="k", value=1),
+        cosmo.emit_critique(trace_id=trace, parent_id=parent, target_event_id="e", issues=[], verdict="ok"),
+        cosmo.emit_escalation(trace_id=trace, parent_id=parent, reason="r"),
+        cosmo.emit_consensus(trace_id=trace, parent_id=parent, members=[], verdict="v"),
+        cosmo.emit_context_sync(trace_id=trace, parent_id=parent, snapshot={}),
+        cosmo.discover(capabilities=["chat"]),
+    ):
+        assert_type(emitted, Signal)
+    assert_type(cosmo.emit(Signal(type=T.PLAN, directed=Directed("web"))), None)
+
+    # -- raw subscriptions, calls, shutdown ------------------------------------------------
+    sub = cosmo.subscribe(T.CONSENSUS, raw)
+    assert_type(sub, SyncSubscription)
+    cosmo.unsubscribe(sub)
+    assert_type(cosmo.call(connect_synapse, "memory://"), Any)
+    cosmo.stop(reason="bye")
+    assert_type(cosmo.close(timeout_s=5), bool)
+    with SyncDendrite("memory://") as other:
+        assert_type(other, SyncDendrite)
+
+
+async def async_user(synapse: Synapse) -> None:
+    dendrite = Dendrite(synapse=synapse, role="worker", registry_store=MemoryRegistryStore())
+    assert_type(dendrite.role, Literal["orchestrator", "worker"])
+    assert_type(dendrite.registry_store, RegistryStore | None)
+
+    @dendrite.on_final
+    async def handler(sig: Signal) -> bool:
+        return True
+
+    reveal_type(handler)  # expect: (sig: Signal) -> CoroutineType[Any, Any, bool]
+    reveal_type(Neuron)  # expect: (source: str, **options: Any) -> NeuronSource
+
+    async with dendrite as d:
+        assert_type(d, Dendrite)
+        pw = await d.dispatch(input={})
+        assert_type(pw, Pathway)
+        assert_type(await d.dispatch_and_wait(input={}), Signal)
+        assert_type(await d.recall(engram_id="mem", query={}), RecallResult)
+    async with MemorySynapse() as bus:
+        assert_type(bus, MemorySynapse)
+    sync_ctx = SyncNeuronContext
+    assert_type(sync_ctx, type[SyncNeuronContext])
+    assert_type(new_trace_id(), str)
+    assert_type(await run_with_retry(d, retry=RetryStrategy(), input={}), Signal)
