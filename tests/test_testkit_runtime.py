@@ -143,11 +143,6 @@ def test_calls_keep_their_deadline_while_the_orchestrator_is_cut_off(backend: st
     run(OrchestratorOutage, backend, 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9: a Neuron that finishes after its trace was STOPped still publishes AGENT_OUTPUT",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_stopped_neuron_that_finishes_anyway_is_silenced(backend: str) -> None:
     run(ShieldedNeuron, backend, 100)
