@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-__all__ = ["CROCKFORD", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
+__all__ = ["CROCKFORD", "SeenIds", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]
@@ -70,3 +70,53 @@ def new_engram_id() -> str:
 def is_ulid(text: str) -> bool:
     """True when *text* is a canonical 26-character ULID."""
     return len(text) == 26 and text[0] <= "7" and all(c in _CROCKFORD_SET for c in text)
+
+
+class SeenIds:
+    """Ids seen recently: at most ``max_entries``, each for ``ttl_s`` seconds (``time.monotonic``).
+
+    ``first(id)`` is True the first time an id is offered within the window and False
+    when it comes again.  The oldest id is forgotten first, when the window is full or
+    its time is up; so memory is bounded and an id that comes back after the window
+    counts as new.
+    """
+
+    __slots__ = ("_adds", "_ids", "max_entries", "ttl_s")
+
+    def __init__(self, max_entries: int, ttl_s: float) -> None:
+        if max_entries < 1 or ttl_s <= 0:
+            raise ValueError("max_entries must be >= 1 and ttl_s > 0")
+        self.max_entries: int = max_entries
+        self.ttl_s: float = ttl_s
+        self._ids: dict[str, float] = {}  # id -> when it expires, oldest first
+        self._adds = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item: object) -> bool:
+        expires = self._ids.get(item) if isinstance(item, str) else None
+        return expires is not None and expires > time.monotonic()
+
+    def first(self, item: str) -> bool:
+        """Remember *item*; True unless it was seen within the window."""
+        ids = self._ids
+        now = time.monotonic()
+        expires = ids.get(item)
+        if expires is not None:
+            if expires > now:
+                return False
+            del ids[item]  # seen too long ago: counts as new (and moves to the back)
+        ids[item] = now + self.ttl_s
+        if len(ids) > self.max_entries:
+            del ids[next(iter(ids))]
+        self._adds += 1
+        if not self._adds & 63:  # now and then, forget what expired (the oldest come first)
+            expired = []
+            for key, until in ids.items():
+                if until > now:
+                    break
+                expired.append(key)
+            for key in expired:
+                del ids[key]
+        return True
