@@ -7,6 +7,7 @@ from .axon import Axon, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext, current_task
+from .core import DendriteStats
 from .decisions import DecisionTimeout
 from .dendrite import Dendrite
 from .engram import (
@@ -79,6 +80,7 @@ __all__ = [
     "DecisionTimeout",
     "Dendrite",
     "DendriteProtocolError",
+    "DendriteStats",
     "DevSynapse",
     "Directed",
     "DispatchTimeout",

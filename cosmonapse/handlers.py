@@ -343,4 +343,4 @@ class Handlers(Service):
 
     async def _dispatch(self, sig: Signal) -> None:
         for spec in self.registry.matching(sig, self._has_capability):
-            await self._core.run_job(spec.fn, sig)
+            await self._core.run_for(spec.fn, sig)

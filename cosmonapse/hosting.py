@@ -4,6 +4,13 @@
   and capability-routed TASKs (taken from the ``caps:<sorted capabilities>``
   queue group, so one host of a group runs each) go to the core's task pool;
   each runs in a cancel scope filed under its trace, which STOP cancels.
+* A TASK delivered again with an id this Dendrite already ran (or is running)
+  is not run again: the ids of the TASKs (and awards) it took are kept in a
+  window of at most ``SEEN_TASKS`` ids and ``SEEN_TASKS_TTL_S`` seconds
+  (``ids.SeenIds``); a redelivery after that runs again.
+* What a TASK's work emits through its NeuronContext goes out only while that
+  work is live: once its scope is cancelled or its trace STOPped, it is dropped
+  and counted (``Core.publish_in_scope``); a cancelled TASK has no reply at all.
 * REGISTER for each Axon at start (and after a reconnect, and with each
   heartbeat when ``reregister_on_heartbeat``), HEARTBEAT every ``heartbeat_s``,
   DEREGISTER at stop; DISCOVER is answered with REGISTERs.
@@ -11,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,12 +30,17 @@ from .axon import Axon
 from .context import NeuronContext, current_task
 from .core import Core, Route, Service
 from .errors import DendriteProtocolError
+from .ids import SeenIds
 from .signal import Directed, Signal, SignalType
 
-__all__ = ["AxonHosting", "is_routed_task"]
+__all__ = ["SEEN_TASKS", "SEEN_TASKS_TTL_S", "AxonHosting", "is_routed_task"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.hosting")
 T = SignalType
+
+#: TASK ids (and award ids) a Dendrite remembers, and for how long, so a redelivery is not run twice.
+SEEN_TASKS = 10_000
+SEEN_TASKS_TTL_S = 600.0
 
 
 def is_routed_task(sig: Signal) -> bool:
@@ -56,6 +69,7 @@ class AxonHosting(Service):
         self._context_host = context_host  # what NeuronContext.recall/imprint go through
         self.axons: dict[str, Axon] = {}
         self._group: str | None = None
+        self.seen: SeenIds = SeenIds(SEEN_TASKS, SEEN_TASKS_TTL_S)
 
     # ------------------------------------------------------------------ declarations
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
@@ -156,12 +170,26 @@ class AxonHosting(Service):
             await self._core.subscribe_group(routed, group, self._on_routed_task)
 
     # ------------------------------------------------------------------ routing
+    def first_run(self, work_id: str) -> bool:
+        """True the first time work *work_id* (a TASK's id, an award's) is to run here."""
+        if self.seen.first(work_id):
+            return True
+        self._duplicate(work_id)
+        return False
+
+    def _duplicate(self, work_id: str) -> None:
+        self._core.duplicate_tasks += 1
+        log.debug("%s: %s was delivered again; not run twice", self._core.dendrite_id, work_id)
+
     async def _on_task(self, sig: Signal) -> None:
         if is_routed_task(sig) or sig.trace_id in self._core.tombstones:
             return  # a routed TASK is run from the queue group's copy
         axon = self.select(sig)
         if axon is not None:
-            await self._core.run_task(self.run, axon, sig)
+            if self.seen.first(sig.id):
+                await self._core.run_task(self.run, axon, sig)
+            else:
+                self._duplicate(sig.id)
 
     async def _on_routed_task(self, sig: Signal) -> None:
         """The queue-group copy of a capability-routed TASK: run it if an Axon can."""
@@ -169,7 +197,7 @@ class AxonHosting(Service):
         if not core.running or sig.type is not T.TASK or sig.trace_id in core.tombstones:
             return
         axon = self.select(sig)
-        if axon is not None:
+        if axon is not None and self.first_run(sig.id):
             await core.run_task(self.run, axon, sig)
 
     def select(self, task: Signal) -> Axon | None:
@@ -203,13 +231,20 @@ class AxonHosting(Service):
                     ctx = NeuronContext(
                         task,
                         axon.neuron_id,
-                        publish=core.publish,
+                        # what the Neuron emits goes out only while its work is live (not
+                        # cancelled, not STOPped): a shielded cleanup or a thread is silenced
+                        publish=functools.partial(core.publish_in_scope, scope),
                         entries=await axon.fetch_context(task),
                         dendrite_id=core.dendrite_id,
                         dendrite=self._context_host,
                     )
-                    for reply in await axon.run(task, ctx):
-                        await core.publish(reply)
+                    # Axon.run raises if the TASK was cancelled, so the first reply needs no
+                    # check; a STOP landing while it is published is checked before a FINAL.
+                    replies = await axon.run(task, ctx)
+                    if replies:
+                        await core.publish(replies[0])
+                        for reply in replies[1:]:
+                            await core.publish_in_scope(scope, reply)
                 finally:
                     current_task.reset(token)
         finally:

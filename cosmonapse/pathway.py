@@ -71,6 +71,7 @@ class Pathway:
         "_host",
         "_max",
         "_waiters",
+        "_why",
         "dropped",
         "role",
         "scope",
@@ -98,6 +99,7 @@ class Pathway:
         self._waiters: list[anyio.Event] | None = None
         self._callbacks: dict[SignalType, list[Callback]] | None = None
         self._closed = False
+        self._why: str | None = None  # why it was closed, when not by FINAL/ERROR or close()
         self.dropped: int = 0
         #: The TASK this Pathway's originator dispatched (None for observers).
         self.task: Signal | None = None
@@ -110,6 +112,10 @@ class Pathway:
     def closed(self) -> bool:
         """True once FINAL/ERROR arrived or ``close()`` was called (buffered Signals stay readable)."""
         return self._closed
+
+    def _has_reader(self) -> bool:
+        """True while a reader waits in ``wait``/``wait_for``/iteration (the host's eviction asks)."""
+        return bool(self._waiters)
 
     # -- delivery (called by the Dendrite's router) ------------------------
     async def _deliver(self, sig: Signal) -> None:
@@ -149,11 +155,12 @@ class Pathway:
             for ev in waiters:
                 ev.set()
 
-    def _close_now(self) -> None:
+    def _close_now(self, why: str | None = None) -> None:
         """Close without awaiting: wake every reader and leave the host's table."""
         if self._closed:
             return
         self._closed = True
+        self._why = why
         self._wake()
         self._host.forget(self)
 
@@ -202,7 +209,8 @@ class Pathway:
             if sig is not None:
                 return sig
             if self._closed:
-                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
+                why = f" ({self._why})" if self._why else ""
+                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived{why}")
             ev = anyio.Event()
             if timer is not None:
                 if timer.expired:

@@ -12,9 +12,16 @@ Dendrite, in this order:
    cancellation and its ``finally`` blocks run; it publishes no reply);
 3. fails the trace's pending request/reply ops (``OpCancelled``);
 4. closes the trace's Pathways;
-5. in a job (never on the router): rolls back or commits the trace's saga
-   journal in every hosted Engram, then answers STOPPED (parent = the STOP,
-   ``node`` = this Dendrite's id) when it had a stake.
+5. in the core's priority lane (never on the router, never behind handlers):
+   rolls back or commits the trace's saga journal in every hosted Engram, then
+   answers STOPPED (parent = the STOP, ``node`` = this Dendrite's id) when it had
+   a stake.
+
+A call that gives up on its trace (``dispatch_and_wait`` timing out or
+cancelled, a retry abandoning an attempt) STOPs it with ``abandon``: the
+tombstone at once, the STOP published within ``GIVE_UP_GRACE_S``; a STOP the bus
+cannot take that soon (an outage) is handed to the priority lane, which sends it
+as soon as the bus takes it (within the bus's own publish timeout).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .signal import Signal, SignalType
 __all__ = [
     "DEFAULT_STOP_MEMORY",
     "DEFAULT_STOP_TTL_S",
+    "GIVE_UP_GRACE_S",
     "Settlement",
     "StopService",
     "StopTombstones",
@@ -48,6 +56,8 @@ T = SignalType
 #: How many stopped traces a Dendrite remembers, and for how long.
 DEFAULT_STOP_MEMORY = 10_000
 DEFAULT_STOP_TTL_S = 3600.0
+#: How long a call that gives up spends publishing its STOP (no acks awaited): its slack.
+GIVE_UP_GRACE_S = 0.1
 
 
 class TraceStoppedError(DendriteProtocolError):
@@ -161,23 +171,61 @@ class StopService(Service):
     async def stop_and_collect(
         self, trace_id: str, rollback: bool, reason: str | None, timeout_s: float, *, first_only: bool
     ) -> list[Signal]:
-        """STOP *trace_id*; the STOPPED acks seen within *timeout_s* (only the first with ``first_only``)."""
+        """STOP *trace_id*; the STOPPED acks seen within *timeout_s* (only the first with ``first_only``).
+
+        *timeout_s* bounds the whole call, publishing included: a STOP the bus cannot
+        take in time goes to the priority lane (sent when it can) and no ack is awaited.
+        """
         core = self._core
         core.require_orchestrator("stop_trace()")
         core.require_running("stop_trace()")
+        deadline = anyio.current_time() + timeout_s
         await core.want(T.STOPPED)
         sig = self._stop_signal(trace_id, rollback, reason)
         core.tombstones.add(trace_id)
         acks: list[Signal] = []
         # Not bound to the trace: the STOP itself ends the trace's other ops.
         with core.ops.open(sig.id, trace_id, {T.STOPPED}, bound_to_trace=False) as op:
-            await core.publish(sig)
-            deadline = anyio.current_time() + timeout_s
+            if not await core.publish_by(sig, deadline):
+                self._send_later(sig)
+                return acks
             while (ack := await op.next(deadline)) is not None:
                 acks.append(ack)
                 if first_only:
                     break
         return acks
+
+    async def abandon(self, trace_id: str, reason: str, *, rollback: bool = False) -> None:
+        """STOP a trace a caller gave up on; never raises, never takes longer than ``GIVE_UP_GRACE_S``.
+
+        Shielded (the caller may be cancelled).  The tombstone is filed at once; no ack
+        is awaited.  When the bus does not take the STOP within the grace it goes to the
+        priority lane, which sends it as soon as the bus does.
+        """
+        core = self._core
+        if not core.running:
+            return
+        core.tombstones.add(trace_id)
+        sig = self._stop_signal(trace_id, rollback, reason)
+        sent = False
+        with anyio.CancelScope(shield=True):
+            try:
+                sent = await core.publish_by(sig, anyio.current_time() + GIVE_UP_GRACE_S)
+            except Exception:
+                log.warning("could not publish STOP for abandoned trace %s", trace_id, exc_info=True)
+                return
+        if not sent:
+            self._send_later(sig)
+
+    def _send_later(self, sig: Signal) -> None:
+        if not self._core.try_priority(self._publish_late, sig):
+            log.warning("STOP for trace %s not sent: the bus did not take it in time", sig.trace_id)
+
+    async def _publish_late(self, sig: Signal) -> None:
+        try:
+            await self._core.publish(sig)
+        except Exception as exc:
+            log.warning("STOP for trace %s could not be sent: %s", sig.trace_id, exc)
 
     # -- router side ------------------------------------------------------------------------
     async def _on_stop(self, sig: Signal) -> None:
@@ -187,11 +235,13 @@ class StopService(Service):
         core.tombstones.add(trace)
         cancelled = core.cancel_trace(trace)
         core.ops.fail_trace(trace, "was STOPped")
-        had_pathway = core.close_pathways(trace)
+        had_pathway = core.close_pathways(trace, "the trace was STOPped")
         rollback = bool(sig.payload.get("rollback"))
         if self._settlement.hosts_engrams():
             rollback = self._settlement.decide(trace, rollback)  # the first settlement asked wins
-        await core.run_job(self._finish, sig, cancelled, had_pathway, rollback)
+        elif not (cancelled or had_pathway):
+            return  # no stake here, nothing to settle: stay silent
+        await core.run_priority(self._finish, sig, cancelled, had_pathway, rollback)
 
     async def _finish(self, sig: Signal, cancelled: int, had_pathway: bool, rollback: bool) -> None:
         """Roll back or commit the trace's Engram writes, then answer STOPPED if we had a stake."""
