@@ -56,6 +56,7 @@ from .retry import RetryStrategy, retry_loop
 from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
 from .stops import StopService, StopTombstones
 from .synapse.base import Subscription, Synapse
+from .telemetry import dispatching, retrying
 
 __all__ = ["Dendrite", "current_task"]
 
@@ -450,18 +451,19 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         kw: dict[str, Any],
     ) -> Signal:
         """The one dispatch → wait → close path (plain calls and every retry attempt)."""
-        pw = await self.dispatch(
-            neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
-        )
-        try:
-            return await pw.wait(timeout_s)
-        except PathwayTimeout:
-            raise DispatchTimeout(
-                f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
-                f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
-            ) from None
-        finally:
-            pw._close_now()
+        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # OpenTelemetry (no-op when off)
+            pw = await self.dispatch(
+                neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
+            )
+            try:
+                return call.reply(await pw.wait(timeout_s))
+            except PathwayTimeout:
+                raise DispatchTimeout(
+                    f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
+                    f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
+                ) from None
+            finally:
+                pw._close_now()
 
     async def run_with_retry(
         self,
@@ -489,7 +491,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         async def stop(trace: str, rollback: bool, reason: str) -> None:
             await self.emit_stop(trace_id=trace, rollback=rollback, reason=reason)
 
-        return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
+        with retrying(neuron, capabilities, retry.max_attempts):  # OpenTelemetry: one span over the attempts
+            return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
 
     # ------------------------------------------------------------------ STOP
     def is_stopped(self, trace_id: str) -> bool:
