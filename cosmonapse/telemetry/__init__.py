@@ -307,6 +307,8 @@ def bus_event(kind: str, subject: str | None = None) -> None:
 
 
 def facade_call(method: str) -> Scope:
-    """Around one blocking facade call (counted and timed)."""
+    """Around one blocking facade call (counted and timed); looks for a newly configured SDK first."""
+    if not SWITCH.on:
+        refresh()
     impl = SWITCH.impl
     return impl.facade_call(method) if impl is not None else NOOP
