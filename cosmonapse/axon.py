@@ -39,6 +39,7 @@ import attrs
 from .codec import json_problem
 from .context import NeuronContext
 from .signal import Directed, Signal, SignalType
+from .telemetry import SWITCH as _TEL
 from .telemetry import log_extra, neuron_call
 
 __all__ = ["Axon", "NeuronFn", "reply_signals"]
@@ -224,8 +225,11 @@ class Axon:
         if not isinstance(input, dict):
             input = {}
         try:
-            with neuron_call(self.neuron_id, task):  # OpenTelemetry (no-op when off)
+            if _TEL.impl is None:
                 output = await self.call_neuron(input, context)
+            else:
+                with neuron_call(self.neuron_id, task):  # OpenTelemetry: a span around the call
+                    output = await self.call_neuron(input, context)
         except BaseException as exc:
             if _is_cancellation(exc):
                 raise

@@ -56,6 +56,7 @@ from .retry import RetryStrategy, retry_loop
 from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
 from .stops import StopService, StopTombstones
 from .synapse.base import Subscription, Synapse
+from .telemetry import SWITCH as _TEL
 from .telemetry import dispatching, retrying
 
 __all__ = ["Dendrite", "current_task"]
@@ -451,19 +452,34 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         kw: dict[str, Any],
     ) -> Signal:
         """The one dispatch → wait → close path (plain calls and every retry attempt)."""
-        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # OpenTelemetry (no-op when off)
-            pw = await self.dispatch(
-                neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
-            )
-            try:
-                return call.reply(await pw.wait(timeout_s))
-            except PathwayTimeout:
-                raise DispatchTimeout(
-                    f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
-                    f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
-                ) from None
-            finally:
-                pw._close_now()
+        if _TEL.impl is None:  # OpenTelemetry off: not even a no-op span on this path
+            return await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # a CLIENT span, the latency metric
+            reply = await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+            return call.reply(reply)
+
+    async def _await_reply(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        timeout_s: float | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        kw: dict[str, Any],
+    ) -> Signal:
+        pw = await self.dispatch(
+            neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
+        )
+        try:
+            return await pw.wait(timeout_s)
+        except PathwayTimeout:
+            raise DispatchTimeout(
+                f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
+                f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
+            ) from None
+        finally:
+            pw._close_now()
 
     async def run_with_retry(
         self,
