@@ -55,7 +55,7 @@ def traced(view: F) -> F:
         route = request.url_rule.rule if request.url_rule is not None else request.path
         with tracer.start_as_current_span(
             f"{request.method} {route}",
-            context=propagate.extract(dict(request.headers)),
+            context=propagate.extract(request.headers),  # case-insensitive look-ups
             kind=SpanKind.SERVER,
             attributes={"http.request.method": request.method, "http.route": route, "url.path": request.path},
         ) as span:
