@@ -39,6 +39,8 @@ import attrs
 from .codec import json_problem
 from .context import NeuronContext
 from .signal import Directed, Signal, SignalType
+from .telemetry import SWITCH as _TEL
+from .telemetry import log_extra, neuron_call
 
 __all__ = ["Axon", "NeuronFn", "reply_signals"]
 
@@ -119,7 +121,10 @@ class Axon:
         try:
             return list(await self.context_fetcher(ref))
         except Exception:
-            log.exception("context fetch for %s failed; running with empty context", ref)
+            log.exception(
+                "context fetch for %s failed; running with empty context", ref,
+                extra=log_extra(task, neuron=self.neuron_id),
+            )  # fmt: skip
             return []
 
     async def call_neuron(self, input: dict[str, Any], context: NeuronContext) -> Any:
@@ -139,7 +144,8 @@ class Axon:
         """
         state = {"finished": False, "abandoned": False}
         lock = threading.Lock()
-        trace = context.trace_id if isinstance(context, NeuronContext) else "?"
+        task = context.task if isinstance(context, NeuronContext) else None
+        trace = task.trace_id if task is not None else "?"
 
         def work() -> Any:
             outcome = "returned"
@@ -160,6 +166,7 @@ class Axon:
                         self.neuron_id,
                         outcome,
                         trace,
+                        extra=log_extra(task, neuron=self.neuron_id),
                     )
 
         try:
@@ -175,6 +182,7 @@ class Axon:
                     "its thread is abandoned and its result will be dropped",
                     self.neuron_id,
                     trace,
+                    extra=log_extra(task, neuron=self.neuron_id),
                 )
             raise
 
@@ -217,7 +225,11 @@ class Axon:
         if not isinstance(input, dict):
             input = {}
         try:
-            output = await self.call_neuron(input, context)
+            if _TEL.impl is None:
+                output = await self.call_neuron(input, context)
+            else:
+                with neuron_call(self.neuron_id, task):  # OpenTelemetry: a span around the call
+                    output = await self.call_neuron(input, context)
         except BaseException as exc:
             if _is_cancellation(exc):
                 raise
@@ -231,7 +243,10 @@ class Axon:
         problem = json_problem(output)
         if problem is not None:
             message = f"neuron {self.neuron_id} returned an output that cannot go on the wire: {problem}"
-            log.error("%s (TASK %s, trace %s)", message, task.id, task.trace_id)
+            log.error(
+                "%s (TASK %s, trace %s)", message, task.id, task.trace_id,
+                extra=log_extra(task, neuron=self.neuron_id),
+            )  # fmt: skip
             return [_error(task, self.neuron_id, "INVALID_OUTPUT", message)]
         return reply_signals(task, self.neuron_id, output)
 
@@ -244,6 +259,7 @@ class Axon:
             task.id,
             task.trace_id,
             self.scrub(text),
+            extra=log_extra(task, neuron=self.neuron_id),
         )
 
 

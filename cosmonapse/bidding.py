@@ -27,6 +27,7 @@ from .errors import CosmonapseError
 from .hosting import AxonHosting
 from .pathway import Pathway, PathwayScope
 from .signal import Directed, Signal, SignalType
+from .telemetry import offering
 
 __all__ = ["SELECTIONS", "BidLedger", "Bidding", "BiddingTimeout", "choose_bid"]
 
@@ -150,24 +151,32 @@ class Bidding(Service):
         pw = core.open_pathway(offer.trace_id, "originator", scope)
         pw.task = offer
         try:
-            bids = await self._collect_bids(offer, deadline_ms, select)
-            if not bids:
-                raise BiddingTimeout(
-                    f"no BID for offer {offer.id} (trace {offer.trace_id}) within {deadline_ms} ms"
-                )
-            winner = choose_bid(bids, select)
-            await core.publish(_award(offer, winner, context_ref, finalize))
-            for bid in bids:
-                if bid is not winner:
-                    await core.publish(
-                        Signal(
-                            type=T.TASK_DECLINED,
-                            trace_id=offer.trace_id,
-                            parent_id=bid.id,
-                            directed=Directed(bid.neuron),
-                            payload={"reason": "not selected"},
-                        )
+            with offering(offer, select, deadline_ms) as span:  # OpenTelemetry (no-op when off)
+                bids = await self._collect_bids(offer, deadline_ms, select)
+                span.note(**{"cosmonapse.bidding.bids": len(bids)})
+                if not bids:
+                    raise BiddingTimeout(
+                        f"no BID for offer {offer.id} (trace {offer.trace_id}) within {deadline_ms} ms"
                     )
+                winner = choose_bid(bids, select)
+                span.note(
+                    **{
+                        "cosmonapse.bidding.winner": winner.neuron,
+                        "cosmonapse.bidding.winning_bid": winner.id,
+                    }
+                )
+                await core.publish(_award(offer, winner, context_ref, finalize))
+                for bid in bids:
+                    if bid is not winner:
+                        await core.publish(
+                            Signal(
+                                type=T.TASK_DECLINED,
+                                trace_id=offer.trace_id,
+                                parent_id=bid.id,
+                                directed=Directed(bid.neuron),
+                                payload={"reason": "not selected"},
+                            )
+                        )
         except BaseException:
             pw._close_now()
             raise

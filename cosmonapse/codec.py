@@ -167,8 +167,9 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
     elif not isinstance(meta, dict):
         raise SignalDecodeError("meta", f"must be an object, got {type(meta).__name__}")
 
-    if filled:
-        log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value)
+    if filled and log.isEnabledFor(logging.DEBUG):
+        extra = {"trace_id": trace_id, "event_id": sid, "neuron": directed.id if directed else None}
+        log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value, extra=extra)
     return Signal(
         type=stype,
         trace_id=trace_id,

@@ -44,6 +44,8 @@ from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
 from .taskhost import TaskHost
+from .telemetry import SWITCH as _TEL
+from .telemetry import log_extra, refresh, unwatch, watch
 
 __all__ = ["Core", "Role", "Route", "Service", "TombstoneStore"]
 
@@ -207,6 +209,9 @@ class Core:
             return
         routes = self._table.get(sig.type)
         if routes is not None:
+            if (otel := _TEL.impl) is not None:  # OpenTelemetry: the Signal's context is current meanwhile
+                await otel.route(sig, routes)
+                return
             for route in routes:
                 await route(sig)
 
@@ -268,8 +273,14 @@ class Core:
     ) -> Subscription:
         """A subscription of the user's own, its Signals handed to the job pool."""
 
-        async def forward(sig: Signal) -> None:
+        async def job(sig: Signal) -> None:
             await self.run_job(handler, sig)
+
+        async def forward(sig: Signal) -> None:
+            if (otel := _TEL.impl) is not None:
+                await otel.route(sig, (job,))
+            else:
+                await self.run_job(handler, sig)
 
         sub = await self.synapse.subscribe(self.subject(signal_type), forward, queue_group=queue_group)
         self._raw_subs.append(sub)
@@ -301,7 +312,10 @@ class Core:
             if sig.type is not T.TASK:
                 self._subject_cache[sig.type] = subject
         try:
-            await self.synapse.publish(subject, sig)
+            if (otel := _TEL.impl) is not None:  # OpenTelemetry: a PRODUCER span, the trace context into meta
+                await otel.publish(self, subject, sig)
+            else:
+                await self.synapse.publish(subject, sig)
         except SynapseClosedError as exc:
             raise SynapseClosedError(
                 f"Dendrite {self.dendrite_id!r} cannot publish {sig.type.value}: its synapse is closed "
@@ -339,11 +353,17 @@ class Core:
         self._host.start_soon(fn, *args, name=f"{name}:{self.dendrite_id}")
 
     async def run_task(self, fn: JobFn, *args: Any) -> None:
-        """Hand an inbound TASK's work to the task pool (waits for a free runner)."""
+        """Hand an inbound TASK's work to the task pool (waits for a free runner).
+
+        The TASK is the job's last argument (telemetry reads it there).
+        """
         pool = self._task_pool
         if pool is not None and self.running:
             try:
-                await pool.submit(fn, *args)
+                if (otel := _TEL.impl) is not None:  # OpenTelemetry: the TASK's CONSUMER span around the job
+                    await pool.submit(otel.task_job(self, fn, args))
+                else:
+                    await pool.submit(fn, *args)
             except anyio.ClosedResourceError:
                 pass  # stopping: dropped like any TASK that arrives after stop
 
@@ -352,7 +372,10 @@ class Core:
         pool = self._job_pool
         if pool is not None and self.running:
             try:
-                await pool.submit(_call, fn, args)
+                if (otel := _TEL.impl) is not None:  # OpenTelemetry: the job runs in its Signal's context
+                    await pool.submit(otel.handler_job(self, _call, fn, args))
+                else:
+                    await pool.submit(_call, fn, args)
             except anyio.ClosedResourceError:
                 pass  # stopping
 
@@ -466,7 +489,15 @@ class Core:
         if self.running:
             raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is already running")
         host = TaskHost(f"dendrite:{self.dendrite_id}")
-        await host.open()
+        if refresh() and (otel := _TEL.impl) is not None:  # OpenTelemetry: our tasks start span-less
+            token = otel.detached()
+            try:
+                await host.open()
+            finally:
+                otel.reattach(token)
+        else:
+            await host.open()
+        watch(self, self.dendrite_id, self._gauges)
         self._host = host
         tg = host.task_group
         self.deadlines = Deadlines()
@@ -481,6 +512,11 @@ class Core:
         if self._feed_subjects:
             feed = sorted(self._feed_subjects)
             self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
+
+    def _gauges(self) -> tuple[int, int]:
+        """(traces with an open Pathway or a running TASK, running TASKs), for telemetry's gauges."""
+        pool = self._task_pool
+        return len(self._pathways.keys() | self._trace_scopes.keys()), pool.busy if pool is not None else 0
 
     @property
     def is_open(self) -> bool:
@@ -501,6 +537,7 @@ class Core:
         if host is None:
             return
         self.running = False
+        unwatch(self)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                 await self._unsubscribe_all()
@@ -530,7 +567,13 @@ class Core:
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """Run a job that may be sync or async (user handlers and hooks are either)."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        await result
+    """Run a job that may be sync or async (user handlers and hooks are either); log its failure."""
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        sig = args[0] if args and isinstance(args[0], Signal) else None
+        log.exception("job %r raised", fn, extra=log_extra(sig))
+        if (otel := _TEL.impl) is not None:
+            otel.failed(exc)

@@ -19,6 +19,7 @@ import anyio
 from .core import Core, Route, Service
 from .errors import CosmonapseError
 from .signal import Directed, Signal, SignalType
+from .telemetry import answering, awaiting
 
 __all__ = ["ANSWER_TYPES", "DecisionCache", "DecisionTimeout", "Decisions"]
 
@@ -98,8 +99,10 @@ class Decisions(Service):
         if cached is not None:
             return cached
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
-        with core.ops.open(request.id, request.trace_id, types) as op:
+        with awaiting(request) as span, core.ops.open(request.id, request.trace_id, types) as op:
             answer = await op.next(deadline)
+            if answer is not None:
+                span.reply(answer)
         if answer is None:
             raise DecisionTimeout(
                 f"no answer to {request.type.value} {request.id} (trace {request.trace_id}) "
@@ -123,7 +126,8 @@ class Decisions(Service):
         """Publish CLARIFICATION_ANSWER for *request* (any role); returns it."""
         _expect(request, T.CLARIFICATION, "answer_clarification()")
         sig = self._answer(request, T.CLARIFICATION_ANSWER, {"answer": answer}, meta)
-        await self._emit(sig)
+        with answering(request, "answer"):  # OpenTelemetry: continues the request's trace
+            await self._emit(sig)
         return sig
 
     async def _decide(
@@ -141,7 +145,8 @@ class Decisions(Service):
         if ttl_ms is not None:
             payload["ttl_ms"] = int(ttl_ms)
         sig = self._answer(request, T.PERMISSION_DECISION, payload, meta)
-        await self._emit(sig)
+        with answering(request, "answer"):  # OpenTelemetry: continues the request's trace
+            await self._emit(sig)
         return sig
 
     async def grant_permission(
@@ -171,9 +176,10 @@ class Decisions(Service):
         target = neuron or request.neuron
         if not target:
             raise ValueError(f"{request.type.value} {request.id} names no neuron to answer; pass neuron=")
-        return await self._dispatch_task(
-            neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
-        )
+        with answering(request, "respond"):  # OpenTelemetry: continues the request's trace
+            return await self._dispatch_task(
+                neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
+            )
 
     async def respond_to_clarification(
         self,
@@ -231,6 +237,7 @@ class Decisions(Service):
                     "from": escalation.neuron,
                 }
             }
-        return await self._dispatch_task(
-            neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
-        )
+        with answering(escalation, "respond"):  # OpenTelemetry: continues the escalation's trace
+            return await self._dispatch_task(
+                neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
+            )

@@ -56,6 +56,8 @@ from .retry import RetryStrategy, retry_loop
 from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
 from .stops import StopService, StopTombstones
 from .synapse.base import Subscription, Synapse
+from .telemetry import SWITCH as _TEL
+from .telemetry import dispatching, retrying
 
 __all__ = ["Dendrite", "current_task"]
 
@@ -450,6 +452,22 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         kw: dict[str, Any],
     ) -> Signal:
         """The one dispatch → wait → close path (plain calls and every retry attempt)."""
+        if _TEL.impl is None:  # OpenTelemetry off: not even a no-op span on this path
+            return await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # a CLIENT span, the latency metric
+            reply = await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+            return call.reply(reply)
+
+    async def _await_reply(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        timeout_s: float | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        kw: dict[str, Any],
+    ) -> Signal:
         pw = await self.dispatch(
             neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
         )
@@ -489,7 +507,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         async def stop(trace: str, rollback: bool, reason: str) -> None:
             await self.emit_stop(trace_id=trace, rollback=rollback, reason=reason)
 
-        return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
+        with retrying(neuron, capabilities, retry.max_attempts):  # OpenTelemetry: one span over the attempts
+            return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
 
     # ------------------------------------------------------------------ STOP
     def is_stopped(self, trace_id: str) -> bool:

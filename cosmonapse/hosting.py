@@ -23,6 +23,7 @@ from .context import NeuronContext, current_task
 from .core import Core, Route, Service
 from .errors import DendriteProtocolError
 from .signal import Directed, Signal, SignalType
+from .telemetry import log_extra
 
 __all__ = ["AxonHosting", "is_routed_task"]
 
@@ -215,7 +216,12 @@ class AxonHosting(Service):
         finally:
             core.unfile_scope(trace, scope)
         if scope.cancelled_caught:
-            log.debug("TASK %s on trace %s was cancelled", task.id, trace)
+            log.debug(
+                "TASK %s on trace %s was cancelled",
+                task.id,
+                trace,
+                extra=log_extra(task, neuron=axon.neuron_id),
+            )
 
     async def _on_discover(self, sig: Signal) -> None:
         if self.axons and self._answers_discover():

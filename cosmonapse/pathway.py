@@ -30,6 +30,7 @@ import anyio.lowlevel
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
+from .telemetry import log_extra
 
 __all__ = ["DEFAULT_PATHWAY_BUFFER", "Callback", "Pathway", "PathwayHost", "PathwayRole", "PathwayScope"]
 
@@ -137,6 +138,7 @@ class Pathway:
                             "Pathway %s buffer full (%d unread): dropping the oldest non-reply Signals",
                             self.trace_id,
                             self._max,
+                            extra=log_extra(old),
                         )
                     break
         buf.append(sig)

@@ -31,6 +31,8 @@ from .core import Core, Route, Service
 from .engram.saga import CompensationReport
 from .errors import DendriteProtocolError
 from .signal import Signal, SignalType
+from .telemetry import rollback as rollback_span
+from .telemetry import stop_sent, stop_settled
 
 __all__ = [
     "DEFAULT_STOP_MEMORY",
@@ -155,6 +157,7 @@ class StopService(Service):
         # Remember at once: a dispatch on this trace right after is refused here,
         # before our own STOP has come back from the bus.
         core.tombstones.add(trace_id)
+        stop_sent(trace_id, rollback)
         await core.publish(sig)
         return sig
 
@@ -168,6 +171,7 @@ class StopService(Service):
         await core.want(T.STOPPED)
         sig = self._stop_signal(trace_id, rollback, reason)
         core.tombstones.add(trace_id)
+        stop_sent(trace_id, rollback)
         acks: list[Signal] = []
         # Not bound to the trace: the STOP itself ends the trace's other ops.
         with core.ops.open(sig.id, trace_id, {T.STOPPED}, bound_to_trace=False) as op:
@@ -196,9 +200,14 @@ class StopService(Service):
     async def _finish(self, sig: Signal, cancelled: int, had_pathway: bool, rollback: bool) -> None:
         """Roll back or commit the trace's Engram writes, then answer STOPPED if we had a stake."""
         settlement = self._settlement
-        reports = await settlement.settle(sig.trace_id, rollback) if settlement.hosts_engrams() else []
+        reports: list[CompensationReport] = []
+        if settlement.hosts_engrams():
+            with rollback_span(sig.trace_id, rollback) as span:  # OpenTelemetry (no-op when off)
+                reports = await settlement.settle(sig.trace_id, rollback)
+                span.note(**{"cosmonapse.rollback.compensated": sum(r.restored for r in reports)})
         compensated = sum(r.restored for r in reports)
         conflicts = [r.to_payload() for r in reports if r.conflicts]
+        stop_settled(sig, cancelled, compensated, len(conflicts), rollback and settlement.hosts_engrams())
         if not (cancelled or compensated or conflicts or had_pathway):
             return  # no stake here: stay silent
         payload: dict[str, Any] = {

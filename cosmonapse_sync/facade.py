@@ -45,6 +45,7 @@ from cosmonapse.signal import Signal, SignalType
 from cosmonapse.synapse.base import Subscription, Synapse
 from cosmonapse.synapse.connect import make_synapse
 from cosmonapse.synapse.memory import MemorySynapse
+from cosmonapse.telemetry import facade_call
 
 from ._generated_dendrite import DendriteTwins
 from .adapt import adapt_axon, to_async
@@ -261,11 +262,13 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
     # ------------------------------------------------------------ calls
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run ``await fn(*args)`` on the portal (``facade.dendrite`` is the live Dendrite there)."""
-        return self._portal.current("call()").call(fn, *args, what="call()")
+        with facade_call("call"):  # OpenTelemetry: counted and timed (no-op when off)
+            return self._portal.current("call()").call(fn, *args, what="call()")
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         what = f"{name}()"
-        return self._portal.current(what).call(_on_dendrite, self, name, args, kwargs, what=what)
+        with facade_call(name):
+            return self._portal.current(what).call(_on_dendrite, self, name, args, kwargs, what=what)
 
     def _read(self, name: str) -> Any:
         return getattr(self.dendrite or self._template, name)
@@ -305,13 +308,14 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
             call["trace_id"] = call.get("trace_id") or new_trace_id()
             if timeout_s is not None:
                 backstop = timeout_s + self.stop_ack_timeout_s + _BACKSTOP_MARGIN_S
-        return self._portal.current("dispatch_and_wait()").call(
-            self._dispatch_and_wait,
-            call,
-            backstop_s=backstop,
-            cancel_grace_s=self.stop_ack_timeout_s + 2.0,
-            what="dispatch_and_wait()",
-        )
+        with facade_call("dispatch_and_wait"):
+            return self._portal.current("dispatch_and_wait()").call(
+                self._dispatch_and_wait,
+                call,
+                backstop_s=backstop,
+                cancel_grace_s=self.stop_ack_timeout_s + 2.0,
+                what="dispatch_and_wait()",
+            )
 
     async def _dispatch_and_wait(self, call: dict[str, Any]) -> Signal:
         dendrite: Dendrite = CURRENT_LOOP.get().value

@@ -40,6 +40,9 @@ LAYERS: dict[str, int] = {
     "cosmonapse.runners": PROTOCOL,
     "cosmonapse.deadlines": PROTOCOL,
     "cosmonapse.clock": PROTOCOL,
+    # ... and OpenTelemetry (spans, metrics, the trace context in meta and in log records): every
+    #    layer reports through it, so it sits at the bottom and imports only the envelope
+    "cosmonapse.telemetry": PROTOCOL,
     # 2. buses
     "cosmonapse.synapse": BUSES,
     # 3. participants: the Neuron contract and what it is handed (context), Neuron sources,

@@ -27,6 +27,7 @@ from ..core import Core, Route, Service
 from ..errors import DendriteProtocolError
 from ..hosting import AxonHosting
 from ..signal import Signal, SignalType
+from ..telemetry import log_extra
 from .record import NeuronRecord, utc_now
 from .store import RegistryStore
 
@@ -185,7 +186,10 @@ class RegistryService(Service):
                 try:
                     await self._apply_presence(store, sig)
                 except Exception:
-                    log.warning("registry store failed on %s %s", sig.type.value, sig.id, exc_info=True)
+                    log.warning(
+                        "registry store failed on %s %s", sig.type.value, sig.id, exc_info=True,
+                        extra=log_extra(sig),
+                    )  # fmt: skip
                 await self._refreshed()
 
     async def _apply_presence(self, store: RegistryStore, sig: Signal) -> None:

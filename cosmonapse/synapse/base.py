@@ -52,6 +52,7 @@ from ..errors import SynapseClosedError, SynapseFailedError
 from ..ids import new_ulid
 from ..signal import Signal
 from ..taskhost import TaskHost, TaskHostFailed
+from ..telemetry import bus_event, log_extra
 from .buffer import SignalBuffer
 
 __all__ = [
@@ -142,6 +143,7 @@ class Subscription:
         """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
         buffer = self._buffer
         if buffer is not None and self.active and not buffer.put_nowait(sig):
+            bus_event("backpressure", self.subject)  # the publisher waits for this pump
             await buffer.put(sig)
 
     def deliver_nowait(self, sig: Signal) -> bool:
@@ -389,6 +391,7 @@ class Synapse(abc.ABC):
         """A network reader could not file *sig* (``sub.offer`` refused): count it, say so now and then."""
         self.dropped += 1
         sub.dropped += 1
+        bus_event("dropped", sub.subject)
         now = time.monotonic()
         if now >= sub._next_drop_log:
             log.warning(
@@ -402,6 +405,7 @@ class Synapse(abc.ABC):
                 sub.dropped,
                 sig.type.value,
                 sig.trace_id,
+                extra=log_extra(sig),
             )
             sub._logged_drops = sub.dropped
             sub._next_drop_log = now + DROP_LOG_INTERVAL
@@ -429,7 +433,10 @@ class Synapse(abc.ABC):
                 try:
                     await handler(sig)
                 except Exception:
-                    log.exception("handler for %s raised on %s %s", sub.subject, sig.type.value, sig.id)
+                    log.exception(
+                        "handler for %s raised on %s %s", sub.subject, sig.type.value, sig.id,
+                        extra=log_extra(sig),
+                    )  # fmt: skip
         except anyio.EndOfStream:
             return
         finally:
