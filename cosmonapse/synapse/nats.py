@@ -490,7 +490,7 @@ class NatsSynapse(Synapse):
                 self._pool.append(found)
                 log.debug("NATS server discovered: %s", found)
 
-    async def _handshake(self, server: _Server, *, subscribe: bool = True) -> _Conn:
+    async def _handshake(self, server: _Server, *, queues_only: bool = False) -> _Conn:
         """Connect, read INFO, [TLS], send CONNECT (+ every active SUB) + PING, wait for the PONG."""
         with anyio.fail_after(self.connect_timeout):
             stream: ByteStream = await anyio.connect_tcp(server.host, server.port)
@@ -517,7 +517,10 @@ class NatsSynapse(Synapse):
                         "nkeys_seed or user_credentials"
                     )
                 frames = bytearray(encode_connect(await self._connect_options(server, info, tls)))
-                sent = set(self._subs) if subscribe else set()
+                subs = self._subs
+                sent = (
+                    {sid for sid in subs if subs[sid].queue_group is not None} if queues_only else set(subs)
+                )
                 for sid in sent:
                     frames += self._sub_frame(self._subs[sid], sid)
                 frames += PING_FRAME
@@ -697,11 +700,14 @@ class NatsSynapse(Synapse):
     async def _leave_lame_duck(self, conn: _Conn) -> None:
         """Move off a server in lame-duck mode before it closes us: connect elsewhere, then switch.
 
-        The new connection is set up (TLS, auth) while the old one still serves; then
-        the old one unsubscribes and is flushed (everything it had for us is read,
-        everything we sent reached the server), and the loop switches over, sending
-        every SUB on the new one.  Messages published to us between the UNSUB and the
-        new SUB may be lost, as on any reconnect (NATS core is at most once).
+        The new connection is set up (TLS, auth, and the queue-group subscriptions:
+        a queue group gives each message to one member, so two members of ours never
+        both get it) while the old one still serves; then the old one unsubscribes and
+        is flushed (everything it had for us is read, everything we sent reached the
+        server), and the loop switches over, sending the other SUBs on the new one.
+        So capability-routed work is not lost; a message on a plain subscription
+        published between its UNSUB and the new SUB may be, as on any reconnect (NATS
+        core is at most once) — subscribing it twice instead could deliver it twice.
         """
         await anyio.sleep(random.random() * LAME_DUCK_SPREAD_S)  # allowed: spread a cluster's clients
         new: _Conn | None = None
@@ -709,7 +715,7 @@ class NatsSynapse(Synapse):
             if server is conn.server or server.avoid_until > time.monotonic():
                 continue
             try:
-                new = await self._handshake(server, subscribe=False)
+                new = await self._handshake(server, queues_only=True)
                 break
             except (*_IO_ERRORS, TimeoutError, SynapseError, ProtocolError) as exc:
                 log.debug("NATS lame-duck move to %s failed: %s", server, _describe(exc))

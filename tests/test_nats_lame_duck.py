@@ -1,0 +1,111 @@
+"""A 3-node cluster: a node entering lame-duck mode under load is left for another, nothing is lost.
+
+Both sides know only the node that goes away; the others come from INFO
+``connect_urls``.  The node is put in lame-duck mode (``nats-server --signal
+ldm``) while 300 requests run: each synapse moves to another node before the
+server closes it, every request completes, and the server exits on its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import anyio
+import pytest
+from nats_util import nats_server_binary, start_cluster
+
+from cosmonapse import Signal, SignalType
+from cosmonapse.synapse.nats import NatsSynapse
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.slow,
+    pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed"),
+]
+
+
+def sig(**payload: object) -> Signal:
+    return Signal(type=SignalType.TASK, payload=dict(payload))
+
+
+async def test_lame_duck_node_under_load_is_left_and_no_request_is_lost() -> None:
+    conf = Path(tempfile.mkdtemp(prefix="cosmo-ldm-")) / "ldm.conf"
+    conf.write_text('lame_duck_duration: "30s"\nlame_duck_grace_period: "1s"\n')
+    nodes = await anyio.to_thread.run_sync(lambda: start_cluster(3, extra_args=["-c", str(conf)]))
+    try:
+        first = nodes[0]
+        attempt_timeout = 1.0
+        replies: dict[int, anyio.Event] = {}
+        third = anyio.Event()
+        done = retries = sent = 0
+        moved = {"requester": anyio.Event(), "responder": anyio.Event()}
+        async with NatsSynapse(first.url, name="responder") as responder:
+            requester = NatsSynapse(first.url, name="requester")
+
+            async def echo(s: Signal) -> None:
+                await responder.publish(f"rep.{s.payload['i']}", s)
+
+            async def on_reply(s: Signal) -> None:
+                nonlocal done
+                ev = replies[s.payload["i"]]
+                if not ev.is_set():
+                    ev.set()
+                    done += 1
+                    if done == 100:
+                        third.set()
+
+            async def request(i: int) -> None:
+                nonlocal retries
+                replies[i] = anyio.Event()
+                for attempt in itertools.count():
+                    await requester.publish("ldm.req", sig(i=i, attempt=attempt))
+                    with anyio.move_on_after(attempt_timeout):
+                        await replies[i].wait()
+                        return
+                    retries += 1
+                    assert attempt < 20, f"request {i} never answered"
+
+            async with requester:
+                requester.add_reconnect_callback(moved["requester"].set)
+                responder.add_reconnect_callback(moved["responder"].set)
+                assert len(requester.servers) == len(responder.servers) == 3  # learnt from connect_urls
+                await responder.subscribe("ldm.req", echo, queue_group="caps:echo")
+                await requester.subscribe("rep.*", on_reply)
+                await responder.flush()
+                await requester.flush()
+                after_move = anyio.Event()
+
+                async def client() -> None:  # requests one after another until 100 were sent after the moves
+                    nonlocal sent
+                    while not after_move.is_set():
+                        i, sent = sent, sent + 1
+                        await request(i)
+
+                with anyio.fail_after(60):
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(20):
+                            tg.start_soon(client)
+                        await third.wait()
+                        await anyio.to_thread.run_sync(first.lame_duck)
+                        for ev in moved.values():
+                            await ev.wait()
+                        target = sent + 100
+                        while sent < target:
+                            await requester.flush()
+                        after_move.set()
+                assert done == sent and sent > 200
+                others = (nodes[1].url, nodes[2].url)
+                assert requester.connected_url in others and responder.connected_url in others
+                assert requester.lame_duck_moves == responder.lame_duck_moves == 1
+                # The node goes away on its own; nobody is connected to it any more.
+                assert first.proc is not None
+                await anyio.to_thread.run_sync(lambda: first.proc.wait(45))  # type: ignore[union-attr]
+                await requester.flush()
+                await responder.flush()
+                assert requester.lame_duck_moves == responder.lame_duck_moves == 1
+                print(f"lame duck: {sent} requests, {retries} retried")
+    finally:
+        for node in nodes:
+            node.stop()
