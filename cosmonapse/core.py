@@ -58,9 +58,12 @@ MAX_PENDING_CONTROL = 1024
 
 
 class TombstoneStore(Protocol):
-    """The traces seen STOPped (``stops.StopTombstones`` in memory; a durable store may stand in).
+    """The traces seen STOPped (``stops.StopTombstones``, in memory and optionally in a database).
 
-    Asked on the event loop's thread, from the router: keep both calls quick.
+    ``add`` and ``in`` are asked on the event loop's thread, from the router: keep
+    them quick and in memory.  Durability is the two async calls, made off the
+    router: ``load`` once at start (before anything is subscribed) and ``persist``
+    for each STOP (before an orchestrator publishes it; in the STOP's job on a worker).
     """
 
     def add(self, trace_id: str) -> bool:
@@ -68,6 +71,14 @@ class TombstoneStore(Protocol):
         ...
 
     def __contains__(self, trace_id: object) -> bool: ...
+
+    async def load(self) -> int:
+        """Bring in the tombstones stored durably (other processes' STOPs); returns how many."""
+        ...
+
+    async def persist(self, trace_id: str) -> None:
+        """Store *trace_id*'s tombstone durably, if there is somewhere to; never raises."""
+        ...
 
 
 class Service:

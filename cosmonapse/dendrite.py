@@ -54,7 +54,7 @@ from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
 from .retry import RetryStrategy, retry_loop
 from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
-from .stops import StopService, StopTombstones
+from .stops import StopService, StopTombstones, find_ledger
 from .synapse.base import Subscription, Synapse
 
 __all__ = ["Dendrite", "current_task"]
@@ -132,7 +132,9 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             stale_after_s=stale_after_s,
             refreshed=self._hooks.fire_refresh,
         )
-        self._stops = StopService(core, self._engrams)
+        self._stops = StopService(
+            core, self._engrams, lambda: find_ledger(registry_store, *self._engrams.host.engrams.values())
+        )
         self._bidding = Bidding(
             core, self._hosting, lambda: self._handlers.has(T.TASK_OFFER), auto_bid=auto_bid
         )

@@ -30,6 +30,7 @@ Tasks, all in the synapse's task group:
 from __future__ import annotations
 
 import base64
+import importlib
 import logging
 import os
 import random
@@ -937,10 +938,9 @@ def _too_large(subject: str, size: int, limit: int) -> PayloadTooLargeError:
 def _nkeys() -> Any:
     """The ``nkeys`` module (the ``nkeys`` extra), or None when it is not installed."""
     try:
-        import nkeys
+        return importlib.import_module("nkeys")  # optional and untyped: imported by name
     except ImportError:
         return None
-    return nkeys
 
 
 async def _read_text(path: str | os.PathLike[str]) -> str:
