@@ -55,6 +55,8 @@ Role = Literal["orchestrator", "worker"]
 Route = Callable[[Signal], Awaitable[None]]
 #: Sync code's requests to the control loop: at most this many wait at once.
 MAX_PENDING_CONTROL = 1024
+#: Idle task runners kept for the next burst (the rest retire).
+IDLE_TASK_RUNNERS = 256
 
 
 class TombstoneStore(Protocol):
@@ -358,6 +360,18 @@ class Core:
             except anyio.ClosedResourceError:
                 pass  # stopping: dropped like any TASK that arrives after stop
 
+    @property
+    def tasks_saturated(self) -> bool:
+        """The task pool is full: a new TASK would wait for a runner."""
+        pool = self._task_pool
+        return pool is not None and pool.saturated
+
+    @property
+    def tasks_running(self) -> int:
+        """TASKs running on the task pool now."""
+        pool = self._task_pool
+        return pool.busy if pool is not None else 0
+
     async def run_job(self, fn: JobFn | Callback, *args: Any) -> None:
         """Hand a job (a handler call, a callback, a hook, a follow-up) to the job pool."""
         pool = self._job_pool
@@ -481,7 +495,10 @@ class Core:
         self._host = host
         tg = host.task_group
         self.deadlines = Deadlines()
-        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, name="task")
+        # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
+        # only a few hundred idle runners are kept after a burst (each holds a task's memory).
+        idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
+        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task")
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()
