@@ -109,3 +109,38 @@ async def test_lame_duck_node_under_load_is_left_and_no_request_is_lost() -> Non
     finally:
         for node in nodes:
             node.stop()
+
+
+async def test_tls_cluster_servers_learnt_from_connect_urls_are_used_after_a_node_dies() -> None:
+    """TLS with a private CA on a 3-node cluster: a client that knows one node moves to one it learnt."""
+    from nats_secure_util import Secrets
+
+    secrets = Secrets()
+    conf = secrets.write("tls-cluster.conf", secrets.tls_block() + 'authorization {\n  token: "t0k"\n}\n')
+    nodes = await anyio.to_thread.run_sync(lambda: start_cluster(3, extra_args=["-c", str(conf)]))
+    try:
+        url = f"tls://t0k@127.0.0.1:{nodes[0].port}"
+        async with NatsSynapse(url, tls=secrets.client_context()) as a:
+            assert len(a.servers) == 3
+            assert all(s.startswith("tls://") or s.startswith("nats://") for s in a.servers)
+            reconnected = anyio.Event()
+            a.add_reconnect_callback(reconnected.set)
+            await anyio.to_thread.run_sync(nodes[0].kill)
+            with anyio.fail_after(15):
+                await reconnected.wait()
+            assert a.connected_url is not None and str(nodes[0].port) not in a.connected_url
+            got: list[Signal] = []
+            done = anyio.Event()
+
+            async def inbox(s: Signal) -> None:
+                got.append(s)
+                done.set()
+
+            await a.subscribe("tls.cluster", inbox)
+            await a.publish("tls.cluster", sig(ok=True))
+            with anyio.fail_after(5):
+                await done.wait()
+            assert got[0].payload == {"ok": True}
+    finally:
+        for node in nodes:
+            node.stop()
