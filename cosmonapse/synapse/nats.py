@@ -107,6 +107,10 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 LAME_DUCK_AVOID_S = 120.0
 #: At most this long is spent spreading the moves of clients off a lame-duck server.
 LAME_DUCK_SPREAD_S = 0.25
+#: After a lame-duck move, Signals delivered on both connections are recognised this long.
+MOVE_DEDUPE_S = 2.0
+#: At most this many (subscription, Signal id) pairs are remembered for that.
+MOVE_DEDUPE_MAX = 65536
 _SEED = re.compile(r"^S[A-Z2-7]{57}$")
 
 
@@ -299,6 +303,9 @@ class NatsSynapse(Synapse):
         self._pub_heads: dict[str, bytes] = {}
         self._conn: _Conn | None = None
         self._headers = False  # the live connection takes HPUB
+        # During a lame-duck move: (sid, Signal id) already filed, and until when (0: move in progress).
+        self._move_seen: set[tuple[int, str]] | None = None
+        self._move_seen_until = 0.0
         self._up: anyio.Event | None = None
         self._closing = False
         self._failure: str | None = None
@@ -365,6 +372,7 @@ class NatsSynapse(Synapse):
             new = conn.moved_to
             if new is not None:
                 self.lame_duck_moves += 1
+                self._move_seen_until = time.monotonic() + MOVE_DEDUPE_S
                 log.info("NATS server %s is in lame-duck mode: moved to %s", conn.server, new.server)
             else:
                 log.warning("NATS connection lost (%s); reconnecting", self.last_error)
@@ -491,7 +499,7 @@ class NatsSynapse(Synapse):
                 self._pool.append(found)
                 log.debug("NATS server discovered: %s", found)
 
-    async def _handshake(self, server: _Server, *, queues_only: bool = False) -> _Conn:
+    async def _handshake(self, server: _Server) -> _Conn:
         """Connect, read INFO, [TLS], send CONNECT (+ every active SUB) + PING, wait for the PONG."""
         with anyio.fail_after(self.connect_timeout):
             stream: ByteStream = await anyio.connect_tcp(server.host, server.port)
@@ -518,10 +526,7 @@ class NatsSynapse(Synapse):
                         "nkeys_seed or user_credentials"
                     )
                 frames = bytearray(encode_connect(await self._connect_options(server, info, tls)))
-                subs = self._subs
-                sent = (
-                    {sid for sid in subs if subs[sid].queue_group is not None} if queues_only else set(subs)
-                )
+                sent = set(self._subs)
                 for sid in sent:
                     frames += self._sub_frame(self._subs[sid], sid)
                 frames += PING_FRAME
@@ -651,6 +656,8 @@ class NatsSynapse(Synapse):
                     except SignalDecodeError as exc:
                         self._bad_frame("a frame that is not a Signal", ev.subject, exc)
                         continue
+                    if self._move_seen is not None and self._seen_twice(ev.sid, sig):
+                        continue  # delivered on both connections of a lame-duck move
                     if not sub.offer(sig, len(ev.payload)):  # never waits
                         self._dropped(sub, sig)  # over its limits: drop, count
                 elif type(ev) is HMsg:
@@ -690,6 +697,8 @@ class NatsSynapse(Synapse):
         except SignalDecodeError as exc:
             self._bad_frame("a frame that is not a Signal", ev.subject, exc)
             return
+        if self._move_seen is not None and self._seen_twice(ev.sid, sig):
+            return
         headers = parse_headers(ev.headers)
         for key in TRACE_HEADERS:
             value = headers.get(key)
@@ -698,36 +707,56 @@ class NatsSynapse(Synapse):
         if not sub.offer(sig, len(ev.payload) + len(ev.headers)):
             self._dropped(sub, sig)
 
+    def _seen_twice(self, sid: int, sig: Signal) -> bool:
+        """While a lame-duck move overlaps two connections: True for the second copy of a Signal."""
+        seen = self._move_seen
+        if seen is None:
+            return False
+        if self._move_seen_until and time.monotonic() > self._move_seen_until:
+            self._move_seen = None
+            return False
+        key = (sid, sig.id)
+        if key in seen:
+            return True
+        if len(seen) < MOVE_DEDUPE_MAX:
+            seen.add(key)
+        return False
+
     async def _leave_lame_duck(self, conn: _Conn) -> None:
         """Move off a server in lame-duck mode before it closes us: connect elsewhere, then switch.
 
-        The new connection is set up (TLS, auth, and the queue-group subscriptions:
-        a queue group gives each message to one member, so two members of ours never
-        both get it) while the old one still serves; then the old one unsubscribes and
-        is flushed (everything it had for us is read, everything we sent reached the
-        server), and the loop switches over, sending the other SUBs on the new one.
-        So capability-routed work is not lost; a message on a plain subscription
-        published between its UNSUB and the new SUB may be, as on any reconnect (NATS
-        core is at most once) — subscribing it twice instead could deliver it twice.
+        Make before break: the new connection is set up (TLS, auth, every SUB) while
+        the old one still serves, so for a moment both are subscribed; a message
+        delivered on both is filed once (Signals seen during the move are recognised
+        by subscription and Signal id until ``MOVE_DEDUPE_S`` after the switch).
+        Then publishes wait for the new connection, the old one unsubscribes and is
+        flushed (everything it had for us is read, everything we sent reached the
+        server) and the loop switches over.  Nothing is lost or doubled by the move.
         """
         await anyio.sleep(random.random() * LAME_DUCK_SPREAD_S)  # allowed: spread a cluster's clients
         new: _Conn | None = None
+        self._move_seen, self._move_seen_until = set(), 0.0  # from before the new SUBs exist
         for server in self._order_from(conn.server):
             if server is conn.server or server.avoid_until > time.monotonic():
                 continue
             try:
-                new = await self._handshake(server, queues_only=True)
+                new = await self._handshake(server)
                 break
             except (*_IO_ERRORS, TimeoutError, SynapseError, ProtocolError) as exc:
                 log.debug("NATS lame-duck move to %s failed: %s", server, _describe(exc))
         if new is None:
+            self._move_seen = None
             log.warning("NATS server %s is in lame-duck mode and no other server answered", conn.server)
             return  # stay until it closes us; the reconnect loop takes over then
+        if self._conn is conn:  # publishes from now on wait for the new connection
+            self._conn = None
+            self._up = anyio.Event()
         try:
             conn.write(b"".join(encode_unsub(sid) for sid in self._subs))
             with anyio.move_on_after(self.drain_timeout):
                 await self._ping(conn)
         except BaseException:
+            self._move_seen = None
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(new.stream)
             raise
