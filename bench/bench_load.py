@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,37 +44,52 @@ CALLS = 1200
 # -- memory per running call ---------------------------------------------------------------
 
 
-async def _bare_task_bytes(n: int) -> float:
-    release, started, all_in = anyio.Event(), [0], anyio.Event()
+class _AllIn:
+    """Counts arrivals; ``event`` is set when *n* have arrived; ``release`` lets them go."""
 
-    async def task() -> None:
-        started[0] += 1
-        if started[0] == n:
-            all_in.set()
-        await release.wait()
+    def __init__(self, n: int) -> None:
+        self.n, self.count = n, 0
+        self.event, self.release = anyio.Event(), anyio.Event()
 
-    async with anyio.create_task_group() as tg:
+    async def arrive(self) -> None:
+        self.count += 1
+        if self.count == self.n:
+            self.event.set()
+        await self.release.wait()
+
+
+async def _traced_bytes_per(gate: _AllIn, start_all: Callable[[], Awaitable[None]]) -> float:
+    """Traced bytes per waiter once *start_all* has all of them waiting at *gate*."""
+    gc.collect()
+    tracemalloc.start()
+    b0 = tracemalloc.get_traced_memory()[0]
+    try:
+        await start_all()
+        with anyio.fail_after(120):
+            await gate.event.wait()
         gc.collect()
-        tracemalloc.start()
-        b0 = tracemalloc.get_traced_memory()[0]
-        for _ in range(n):
-            tg.start_soon(task)
-        await all_in.wait()
-        gc.collect()
-        used = tracemalloc.get_traced_memory()[0] - b0
+        return (tracemalloc.get_traced_memory()[0] - b0) / gate.n
+    finally:
         tracemalloc.stop()
-        release.set()
-    return used / n
+        gate.release.set()
+
+
+async def _bare_task_bytes(n: int) -> float:
+    gate = _AllIn(n)
+    async with anyio.create_task_group() as tg:
+
+        async def start_all() -> None:
+            for _ in range(n):
+                tg.start_soon(gate.arrive)
+
+        return await _traced_bytes_per(gate, start_all)
 
 
 async def _worker_bytes(n: int) -> float:
-    release, started, all_in = anyio.Event(), [0], anyio.Event()
+    gate = _AllIn(n)
 
     async def io(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
-        started[0] += 1
-        if started[0] == n:
-            all_in.set()
-        await release.wait()
+        await gate.arrive()
         return {}
 
     async with MemorySynapse(subscription_buffer=n) as syn:
@@ -83,18 +99,12 @@ async def _worker_bytes(n: int) -> float:
             tasks = [
                 Signal(type=SignalType.TASK, directed=Directed("io"), payload={"input": {}}) for _ in range(n)
             ]
-            gc.collect()
-            tracemalloc.start()
-            b0 = tracemalloc.get_traced_memory()[0]
-            for task in tasks:
-                await syn.publish("cosmonapse.mem.TASK", task)
-            with anyio.fail_after(120):
-                await all_in.wait()
-            gc.collect()
-            used = tracemalloc.get_traced_memory()[0] - b0
-            tracemalloc.stop()
-            release.set()
-    return used / n
+
+            async def start_all() -> None:
+                for task in tasks:
+                    await syn.publish("cosmonapse.mem.TASK", task)
+
+            return await _traced_bytes_per(gate, start_all)
 
 
 # -- worker processes ----------------------------------------------------------------------------
@@ -158,11 +168,13 @@ async def _fire(
     calls: int,
     in_flight: int,
     *,
+    target: dict[str, Any] | None = None,
     retry: RetryStrategy | None = None,
     timeout_s: float = 30,
     during: Any = None,
 ) -> dict[str, Any]:
-    """*calls* routed calls, *in_flight* at a time; returns rate, errors, who ran them, latencies."""
+    """*calls* calls (routed to ``work`` unless *target*), *in_flight* at a time: rate, errors, by whom."""
+    target = target or {"capabilities": ["work"]}
     by: dict[str, int] = {}
     errors: list[str] = []
     lat: list[float] = []
@@ -180,7 +192,7 @@ async def _fire(
                     t0 = time.perf_counter()
                     try:
                         reply = await orch.dispatch_and_wait(
-                            capabilities=["work"], input={}, timeout_s=timeout_s, retry=retry
+                            **target, input={}, timeout_s=timeout_s, retry=retry
                         )
                         who = str(reply.payload.get("output", {}).get("by", reply.type.value))
                         by[who] = by.get(who, 0) + 1
@@ -204,32 +216,13 @@ async def _fire(
     }
 
 
-async def _ten_thousand(url: str) -> dict[str, Any]:
-    """10,000 dispatch_and_wait at once to one default worker whose Neuron sleeps 1 s."""
-    errors: list[str] = []
-    async with NatsSynapse(url) as syn:
-        orch = Dendrite(synapse=syn, namespace="big", heartbeat_s=0, max_concurrent_handlers=4096)
-        async with orch:
-
-            async def call() -> None:
-                try:
-                    await orch.dispatch_and_wait(neuron="work-big", input={}, timeout_s=30)
-                except Exception as exc:
-                    errors.append(type(exc).__name__)
-
-            t0 = time.perf_counter()
-            async with anyio.create_task_group() as tg:
-                for _ in range(N_NATS):
-                    tg.start_soon(call)
-            return {"elapsed": time.perf_counter() - t0, "errors": len(errors)}
-
-
 def _scenarios(url: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     procs = [_spawn(url, "big", "big", 10_000, 1.0)]
     try:
         _wait_ready(procs)
-        r = anyio.run(_ten_thousand, url)
+        big = {"neuron": "work-big"}
+        r = anyio.run(lambda: _fire(url, "big", N_NATS, N_NATS, target=big))
         rows.append(
             {
                 "case": f"{N_NATS:,} calls at once, 1 worker (default limit), Neuron sleeps 1 s",
