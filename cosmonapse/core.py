@@ -313,6 +313,10 @@ class Core:
             subject = signal_subject(self.namespace, sig)
             if sig.type is not T.TASK:
                 self._subject_cache[sig.type] = subject
+        await self.publish_on(subject, sig)
+
+    async def publish_on(self, subject: str, sig: Signal) -> None:
+        """Publish *sig* on *subject* exactly (a routed TASK handed back to its own queue group)."""
         try:
             await self.synapse.publish(subject, sig)
         except SynapseClosedError as exc:

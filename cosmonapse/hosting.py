@@ -5,8 +5,10 @@
   queue group, so one host of a group runs each) go to the core's task pool;
   each runs in a cancel scope filed under its trace, which STOP cancels.
 * Load shedding: when the task pool is full (``max_concurrent_tasks`` running), a
-  capability-routed TASK is handed back to the queue group (re-published, a
-  decline count in ``meta``) so an idle member takes it; after ``MAX_DECLINES``
+  capability-routed TASK is handed back to the queue group (re-published on the
+  group's own subject, ``TASK.routed.<key of the group>``, which only that group's
+  members subscribe — in the same queue group — so it reaches no other group and
+  no observer twice; a decline count in ``meta``) so an idle member takes it; after ``MAX_DECLINES``
   hand-backs it is kept and waits here, as addressed TASKs do (the TASK pump
   waits for a runner; the bus buffers behind it, bounded by its pending limits).
   We decline rather than leave the queue group: if every member left, NATS
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -91,6 +94,7 @@ class AxonHosting(Service):
         self._context_host = context_host  # what NeuronContext.recall/imprint go through
         self.axons: dict[str, Axon] = {}
         self._group: str | None = None
+        self._returns: str | None = None  # the subject only our queue group hears: TASKs handed back
         #: Capability-routed TASKs handed back to the queue group because the task pool was full.
         self.declined: int = 0
         #: TASKs that had to wait for a runner (the pool was full when they arrived).
@@ -178,7 +182,7 @@ class AxonHosting(Service):
         await self._refreshed()
 
     async def stopped(self, reason: str | None) -> None:
-        self._group = None
+        self._group = self._returns = None
         for axon in list(self.axons.values()):
             await self._deregister(axon, reason)
 
@@ -203,9 +207,15 @@ class AxonHosting(Service):
         routed = self._core.subject(T.TASK, routed=True)
         if self._group is not None:
             await self._core.drop_group(routed, self._group)
+            if self._returns is not None:
+                await self._core.drop_group(self._returns, self._group)
         self._group = group
+        self._returns = None
         if group is not None:
             await self._core.subscribe_group(routed, group, self._on_routed_task)
+            returns = f"{routed}.g{hashlib.sha256(group.encode()).hexdigest()[:16]}"
+            await self._core.subscribe_group(returns, group, self._on_routed_task)
+            self._returns = returns
 
     # ------------------------------------------------------------------ routing
     async def _on_task(self, sig: Signal) -> None:
@@ -240,10 +250,11 @@ class AxonHosting(Service):
     async def _decline(self, sig: Signal) -> bool:
         """Hand a routed TASK back to its queue group; False when it has been handed back enough."""
         declines = sig.meta.get(DECLINES_KEY, 0)
-        if not isinstance(declines, int) or declines >= MAX_DECLINES:
+        returns = self._returns
+        if returns is None or not isinstance(declines, int) or declines >= MAX_DECLINES:
             return False
         with anyio.move_on_after(DECLINE_PUBLISH_TIMEOUT_S):  # cancellation-safe: nothing half-sent
-            await self._core.publish(sig.evolve(meta={**sig.meta, DECLINES_KEY: declines + 1}))
+            await self._core.publish_on(returns, sig.evolve(meta={**sig.meta, DECLINES_KEY: declines + 1}))
             self.declined += 1
             return True
         return False  # the bus would not take it now (our own buffer full, in-process): keep it

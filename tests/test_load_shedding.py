@@ -179,6 +179,54 @@ async def test_waiting_tasks_of_a_stopped_trace_never_start(bus: Callable[[], An
             assert w.task_load.refused_stopped == 4
 
 
+async def test_a_handed_back_task_goes_to_its_own_group_only(bus: Callable[[], Any]) -> None:
+    """Workers with different capability sets are different queue groups; a hand-back never multiplies.
+
+    A routed TASK reaches one member of every group whose capabilities cover it (so
+    it runs once per group, as before load shedding); the full worker hands its copy
+    back to its own group only — here itself, so it comes back ``MAX_DECLINES``
+    times and then waits — and the other group's worker runs its copy once.
+    """
+    sa, sb, so = bus(), bus(), bus()
+    hog = Gate()
+    ran = {"a": 0, "b": 0}
+
+    def work(name: str) -> Any:
+        async def neuron(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
+            ran[name] += 1
+            return {"by": name}
+
+        return neuron
+
+    async with connected(sa, sb, so):
+        a = Dendrite(synapse=sa, namespace="groups", role="worker", heartbeat_s=0, max_concurrent_tasks=1)
+        a.attach_axon(Axon("hog-a", hog, ["extra"]))
+        a.attach_axon(Axon("work-a", work("a"), ["work"]))
+        b = Dendrite(synapse=sb, namespace="groups", role="worker", heartbeat_s=0)
+        b.attach_axon(Axon("work-b", work("b"), ["work"]))
+        orch = Dendrite(synapse=so, namespace="groups", heartbeat_s=0)
+        async with a, b, orch:
+            await flush(sa, sb)
+            held = await orch.dispatch(neuron="hog-a", input={})
+            await hog.wait_inside(1)
+            pw = await orch.dispatch(capabilities=["work"], input={})
+            assert (await pw.wait(timeout_s=5)).payload["output"] == {"by": "b"}
+            with anyio.fail_after(10):
+                while a.task_load.waited < 1:
+                    await flush(so, sa)
+                    await anyio.sleep(0.01)  # allowed: polling a counter of another connection, bounded
+            assert a.task_load.declined == MAX_DECLINES  # not multiplied by the number of groups
+            assert ran == {"a": 0, "b": 1}
+            hog.release.set()
+            await held.wait(timeout_s=5)
+            with anyio.fail_after(5):
+                while ran["a"] < 1:
+                    await flush(sa)
+                    await anyio.sleep(0.01)  # allowed: the waiting copy runs once the hog is gone, bounded
+            pw._close_now()
+            assert ran == {"a": 1, "b": 1}
+
+
 @pytest.mark.slow
 async def test_the_default_limit_holds_ten_thousand_running_calls() -> None:
     n = 10_000
@@ -205,3 +253,58 @@ async def test_the_default_limit_holds_ten_thousand_running_calls() -> None:
                     assert w.task_load.running == n and w.task_load.waited == 0
                     gate.release.set()
             assert errors == []
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_mid_load_costs_no_call(nats_url: str | None, anyio_backend: str) -> None:
+    """Three worker processes behind ``work``; one is SIGKILLed a third of the way in; every call succeeds."""
+    if nats_url is None:
+        pytest.skip("nats-server not installed")
+    from nats_util import Inbox
+    from nats_worker import WorkerProcess
+
+    from cosmonapse import RetryStrategy
+
+    ns = f"killed{anyio_backend}"
+    workers = [WorkerProcess(nats_url, ns, f"w{i}", "none", "-", anyio_backend, limit=5) for i in range(3)]
+    calls, in_flight = 600, 30
+    by: dict[str, int] = {}
+    failures: list[BaseException] = []
+    third = anyio.Event()
+    async with NatsSynapse(nats_url) as osyn:
+        registers = Inbox()
+        await osyn.subscribe(f"cosmonapse.{ns}.REGISTER", registers)
+        await osyn.flush()
+        try:
+            for worker in workers:
+                await worker.start(registers)
+            async with Dendrite(synapse=osyn, namespace=ns, heartbeat_s=0) as orch:
+                started = 0
+
+                async def client() -> None:
+                    nonlocal started
+                    while started < calls:
+                        started += 1
+                        if started == calls // 3:
+                            third.set()
+                        try:
+                            retry = RetryStrategy(max_attempts=5, timeout_s=1)
+                            reply = await orch.dispatch_and_wait(capabilities=["work"], input={}, retry=retry)
+                        except Exception as exc:
+                            failures.append(exc)
+                            continue
+                        who = reply.payload["output"]["by"]
+                        by[who] = by.get(who, 0) + 1
+
+                with anyio.fail_after(90):
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(in_flight):
+                            tg.start_soon(client)
+                        await third.wait()
+                        await workers[0].kill()
+            assert failures == []
+            assert sum(by.values()) == calls
+            assert by.get("w0", 0) > 0 and by.get("w1", 0) > 0 and by.get("w2", 0) > 0
+        finally:
+            for worker in workers:
+                await worker.stop()

@@ -12,9 +12,6 @@ the STOP.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import anyio
 import pytest
 from nats_util import Inbox, nats_server_binary
+from nats_worker import WorkerProcess as Worker
 
 from cosmonapse import Dendrite, SignalType
 from cosmonapse.engram.postgres import PostgresEngram
@@ -33,8 +31,6 @@ from cosmonapse.stops import StopLedger, StopTombstones, find_ledger
 from cosmonapse.synapse.nats import NatsSynapse
 
 pytestmark = pytest.mark.anyio
-
-WORKER = Path(__file__).with_name("stop_worker.py")
 
 
 def make_ledger(kind: str, tmp_path: Path, dsn: str | None) -> Any:
@@ -118,38 +114,6 @@ async def test_a_persist_that_fails_is_logged_and_the_stop_goes_on(caplog: pytes
 
 
 # -- worker processes -------------------------------------------------------------------------
-
-
-class Worker:
-    def __init__(self, url: str, namespace: str, name: str, kind: str, store: str, backend: str) -> None:
-        self.args = [sys.executable, str(WORKER), url, namespace, name, kind, store, backend]
-        self.name = name
-        self.proc: anyio.abc.Process | None = None
-
-    async def start(self, registers: Inbox) -> None:
-        seen = len(registers.items)
-        self.proc = await anyio.open_process(
-            self.args, stdout=None, stderr=None, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        # REGISTERs come after the worker's SUBs on the same connection: it is live then.
-        with anyio.fail_after(30):
-            while not any(
-                s.directed and s.directed.id == f"echo-{self.name}" and s.payload.get("pid") is None
-                for s in registers.items[seen:]
-            ):
-                await registers.wait_for(len(registers.items) + 1, timeout_s=30)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        with anyio.fail_after(10):
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
-                await self.proc.wait()
 
 
 async def refuses(orch: Dendrite, name: str, trace: str) -> None:
