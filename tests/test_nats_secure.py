@@ -18,7 +18,7 @@ import pytest
 from nats_secure_util import Identity, Operator, Secrets
 from nats_util import Inbox, NatsServer, nats_server_binary
 
-from cosmonapse import Axon, Dendrite, Signal, SignalType, connect_synapse
+from cosmonapse import Axon, Dendrite, Signal, SignalType, SynapseError, connect_synapse
 from cosmonapse.synapse.nats import NatsAuthError, NatsSynapse, NatsTLSError, PayloadTooLargeError
 
 pytestmark = [
@@ -343,3 +343,26 @@ async def test_max_payload_counts_the_headers_too() -> None:
             with pytest.raises(PayloadTooLargeError, match=r"payload of \d+ bytes .* max_payload of 4096"):
                 await a.publish("big.h", body)
             await round_trip(a)  # the connection is fine
+
+
+async def test_credentials_refused_after_a_restart_are_reported_not_hidden(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server comes back with another password: reconnects are refused, publishes say why."""
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="cosmonapse.synapse.nats")
+    srv = NatsServer(extra_args=["--user", "cosmo", "--pass", "old"]).start()
+    try:
+        async with NatsSynapse(srv.url, user="cosmo", password="old", publish_timeout=1.0) as syn:
+            await round_trip(syn)
+            srv.kill()
+            srv.extra_args = ["--user", "cosmo", "--pass", "new"]
+            await anyio.to_thread.run_sync(srv.start)
+            with anyio.fail_after(FAST), pytest.raises(SynapseError, match="refused our credentials"):
+                while True:  # until the reader has seen the old connection go
+                    await syn.publish("after.restart", sig())
+                    await syn.flush(timeout_s=1.0)
+            assert "refused our credentials (user 'cosmo' and password)" in caplog.text
+    finally:
+        srv.stop()
