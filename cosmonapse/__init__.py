@@ -36,6 +36,7 @@ from .errors import (
     SynapseFailedError,
 )
 from .handlers import HandlerSpec
+from .hosting import TaskLoad
 from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
@@ -61,7 +62,7 @@ from .signal import (
 )
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
-from .synapse.nats import NatsSynapse
+from .synapse.nats import NatsAuthError, NatsSynapse, NatsTLSError
 
 if TYPE_CHECKING:  # loaded on first use at run time (it pulls in httpx); typed like any import
     from .neuron import Neuron
@@ -95,7 +96,9 @@ __all__ = [
     "LifecycleHooks",
     "MemoryRegistryStore",
     "MemorySynapse",
+    "NatsAuthError",
     "NatsSynapse",
+    "NatsTLSError",
     "Neuron",
     "NeuronContext",
     "NeuronFn",
@@ -121,6 +124,7 @@ __all__ = [
     "SynapseClosedError",
     "SynapseError",
     "SynapseFailedError",
+    "TaskLoad",
     "TraceStoppedError",
     "connect_synapse",
     "converter",

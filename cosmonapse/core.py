@@ -57,12 +57,17 @@ Role = Literal["orchestrator", "worker"]
 Route = Callable[[Signal], Awaitable[None]]
 #: Sync code's requests to the control loop: at most this many wait at once.
 MAX_PENDING_CONTROL = 1024
+#: Idle task runners kept for the next burst (the rest retire).
+IDLE_TASK_RUNNERS = 256
 
 
 class TombstoneStore(Protocol):
-    """The traces seen STOPped (``stops.StopTombstones`` in memory; a durable store may stand in).
+    """The traces seen STOPped (``stops.StopTombstones``, in memory and optionally in a database).
 
-    Asked on the event loop's thread, from the router: keep both calls quick.
+    ``add`` and ``in`` are asked on the event loop's thread, from the router: keep
+    them quick and in memory.  Durability is the two async calls, made off the
+    router: ``load`` once at start (before anything is subscribed) and ``persist``
+    for each STOP (before an orchestrator publishes it; in the STOP's job on a worker).
     """
 
     def add(self, trace_id: str) -> bool:
@@ -70,6 +75,14 @@ class TombstoneStore(Protocol):
         ...
 
     def __contains__(self, trace_id: object) -> bool: ...
+
+    async def load(self) -> int:
+        """Bring in the tombstones stored durably (other processes' STOPs); returns how many."""
+        ...
+
+    async def persist(self, trace_id: str) -> None:
+        """Store *trace_id*'s tombstone durably, if there is somewhere to; never raises."""
+        ...
 
 
 class Service:
@@ -311,6 +324,10 @@ class Core:
             subject = signal_subject(self.namespace, sig)
             if sig.type is not T.TASK:
                 self._subject_cache[sig.type] = subject
+        await self.publish_on(subject, sig)
+
+    async def publish_on(self, subject: str, sig: Signal) -> None:
+        """Publish *sig* on *subject* exactly (a routed TASK handed back to its own queue group)."""
         try:
             if (otel := _TEL.impl) is not None:  # OpenTelemetry: a PRODUCER span, the trace context into meta
                 await otel.publish(self, subject, sig)
@@ -366,6 +383,18 @@ class Core:
                     await pool.submit(fn, *args)
             except anyio.ClosedResourceError:
                 pass  # stopping: dropped like any TASK that arrives after stop
+
+    @property
+    def tasks_saturated(self) -> bool:
+        """The task pool is full: a new TASK would wait for a runner."""
+        pool = self._task_pool
+        return pool is not None and pool.saturated
+
+    @property
+    def tasks_running(self) -> int:
+        """TASKs running on the task pool now."""
+        pool = self._task_pool
+        return pool.busy if pool is not None else 0
 
     async def run_job(self, fn: JobFn | Callback, *args: Any) -> None:
         """Hand a job (a handler call, a callback, a hook, a follow-up) to the job pool."""
@@ -501,7 +530,10 @@ class Core:
         self._host = host
         tg = host.task_group
         self.deadlines = Deadlines()
-        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, name="task")
+        # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
+        # only a few hundred idle runners are kept after a burst (each holds a task's memory).
+        idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
+        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task")
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()

@@ -46,7 +46,7 @@ from .engram.client import EngramService
 from .engram.model import ImprintReceipt, RecallResult
 from .errors import DendriteProtocolError, DispatchTimeout, PathwayTimeout, SynapseClosedError
 from .handlers import HandlerDecorators, HandlerFn, Handlers, HandlerSpec
-from .hosting import AxonHosting
+from .hosting import AxonHosting, TaskLoad
 from .lifecycle import HookFn, HookKind, Hooks, LifecycleHooks
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
 from .registry.mirror import RegistryService
@@ -54,7 +54,7 @@ from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
 from .retry import RetryStrategy, retry_loop
 from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
-from .stops import StopService, StopTombstones
+from .stops import StopService, StopTombstones, find_ledger
 from .synapse.base import Subscription, Synapse
 from .telemetry import SWITCH as _TEL
 from .telemetry import dispatching, retrying
@@ -82,7 +82,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         role: Literal["orchestrator", "worker"] = "orchestrator",
         auto_bid: bool = True,
         stale_after_s: float | None = None,
-        max_concurrent_tasks: int = 64,
+        max_concurrent_tasks: int = 10_000,
         max_concurrent_handlers: int = 256,
         pathway_buffer: int = DEFAULT_PATHWAY_BUFFER,
         shutdown_timeout_s: float = 5.0,
@@ -134,7 +134,9 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             stale_after_s=stale_after_s,
             refreshed=self._hooks.fire_refresh,
         )
-        self._stops = StopService(core, self._engrams)
+        self._stops = StopService(
+            core, self._engrams, lambda: find_ledger(registry_store, *self._engrams.host.engrams.values())
+        )
         self._bidding = Bidding(
             core, self._hosting, lambda: self._handlers.has(T.TASK_OFFER), auto_bid=auto_bid
         )
@@ -172,6 +174,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     def axons(self) -> dict[str, Axon]:
         """The attached Axons, by neuron id (a copy)."""
         return dict(self._hosting.axons)
+
+    @property
+    def task_load(self) -> TaskLoad:
+        """TASKs running, the limit, and what load shedding did (waited, declined, refused as STOPped)."""
+        return self._hosting.load()
 
     @property
     def engrams(self) -> dict[str, Engram]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from cosmonapse.engram.model import ImprintReceipt, RecallResult
+from cosmonapse.hosting import TaskLoad
 from cosmonapse.pathway import PathwayScope
 from cosmonapse.registry.record import NeuronRecord
 from cosmonapse.retry import RetryStrategy
@@ -26,6 +27,14 @@ class DendriteTwins:
 
     def _read(self, name: str) -> Any:
         raise NotImplementedError
+
+    @property
+    def task_load(self) -> TaskLoad:
+        """Blocking twin of the property ``Dendrite.task_load``.
+
+        TASKs running, the limit, and what load shedding did (waited, declined, refused as STOPped).
+        """
+        return self._read("task_load")
 
     @property
     def auto_bid(self) -> bool:

@@ -54,6 +54,7 @@ LAYERS: dict[str, int] = {
     "cosmonapse.registry": PARTICIPANTS,
     "cosmonapse.sqlite_db": PARTICIPANTS,
     "cosmonapse.postgres_db": PARTICIPANTS,
+    "cosmonapse.tombstone_sql": PARTICIPANTS,
     # 4. orchestration: the core, its services and the Dendrite
     "cosmonapse.core": ORCHESTRATION,
     "cosmonapse.dendrite": ORCHESTRATION,

@@ -38,7 +38,9 @@ from cosmonapse import (
     LifecycleHooks,
     MemoryRegistryStore,
     MemorySynapse,
+    NatsAuthError,
     NatsSynapse,
+    NatsTLSError,
     Neuron,
     NeuronContext,
     NeuronFn,
@@ -64,6 +66,7 @@ from cosmonapse import (
     SynapseClosedError,
     SynapseError,
     SynapseFailedError,
+    TaskLoad,
     TraceStoppedError,
     connect_synapse,
     converter,
@@ -103,6 +106,7 @@ _EVERYTHING: tuple[object, ...] = (
     decode_signal, default_retry_on, encode_signal, new_event_id, Dendrite, MemorySynapse, Synapse,
     DeadlockError, FacadeClosedError, Portal, PortalTimeout, SyncFacadeError, SyncSubscription,
     ThreadedNeuron, Pathway, NeuronContext, PostgresEngram, PostgresRegistryStore, SynapseFailedError,
+    NatsAuthError, NatsTLSError,
 )  # fmt: skip
 
 
@@ -182,6 +186,8 @@ async def flask_like_app(sig: Signal) -> None:  # never called: only type-checke
     assert_type(cosmo.axons, dict[str, Axon])
     assert_type(cosmo.engrams, dict[str, Engram])
     assert_type(cosmo.capabilities, list[str])
+    assert_type(cosmo.task_load, TaskLoad)
+    assert_type(cosmo.task_load.saturated, bool)
 
     # -- life cycle and info ------------------------------------------------------------
     cosmo.start()
