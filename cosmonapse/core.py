@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Literal, Protocol
@@ -55,6 +56,11 @@ Role = Literal["orchestrator", "worker"]
 Route = Callable[[Signal], Awaitable[None]]
 #: Sync code's requests to the control loop: at most this many wait at once.
 MAX_PENDING_CONTROL = 1024
+
+#: Per synapse, the running cores with subscriptions still to make.  A publish by any
+#: of them makes them all first, so a handler registered (a plain, sync call) on one
+#: Dendrite hears what another Dendrite on the same synapse publishes right after.
+_UNSETTLED: weakref.WeakKeyDictionary[Synapse, set[Core]] = weakref.WeakKeyDictionary()
 
 
 class TombstoneStore(Protocol):
@@ -145,6 +151,8 @@ class Core:
         self._raw_subs: list[Subscription] = []
         self._sub_lock: anyio.Lock | None = None
         self._subs_dirty = False
+        #: The cores of this synapse with subscriptions pending (this one included, when it has).
+        self._unsettled: set[Core] = _UNSETTLED.setdefault(synapse, set())
         # An orchestrator reads every type but TASK through one subscription (one
         # pump), so the Signals of a trace reach its Pathway in publish order and it
         # does not get its own TASKs back.  Workers subscribe to exact subjects only.
@@ -184,6 +192,7 @@ class Core:
         self._wanted = wanted
         if self.running and self._missing():
             self._subs_dirty = True
+            self._unsettled.add(self)
             self._wake_control()
 
     def _wanted_subjects(self) -> Iterator[str]:
@@ -245,13 +254,27 @@ class Core:
         lock = self._sub_lock
         if lock is None or not self.running:
             self._subs_dirty = False
+            self._unsettled.discard(self)
             return
         async with lock:
             self._subs_dirty = False
             for subject in self._missing():
                 if not self.running:
-                    return
+                    break
                 self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+            if not self._subs_dirty:
+                self._unsettled.discard(self)
+
+    async def _settle_synapse(self) -> None:
+        """Make the pending subscriptions of every core on this synapse (before a publish)."""
+        for core in list(self._unsettled):
+            if core is self:
+                await core.settle()
+                continue
+            try:
+                await core.settle()
+            except Exception:  # the other Dendrite's own control loop reports its failure
+                log.debug("%s: settling the subscriptions of %s failed", self.dendrite_id, core.dendrite_id)
 
     async def subscribe_group(self, subject: str, group: str, handler: Handler) -> None:
         """A queue-group subscription (capability-routed TASKs), made now."""
@@ -292,9 +315,13 @@ class Core:
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, sig: Signal) -> None:
-        """Publish *sig* on its subject (after any subscription sync code asked for)."""
-        if self._subs_dirty:
-            await self.settle()
+        """Publish *sig* on its subject, after the subscriptions sync code asked for.
+
+        Those of every Dendrite on this synapse: a handler registered on one is live
+        for what any of them publishes next.
+        """
+        if self._unsettled:
+            await self._settle_synapse()
         subject = self._subject_cache.get(sig.type)
         if subject is None or sig.type is T.TASK:
             subject = signal_subject(self.namespace, sig)
@@ -475,6 +502,7 @@ class Core:
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()
         self._subs_dirty = False
+        self._unsettled.discard(self)
         self.running = True
         host.start_soon(self.deadlines.run, name=f"deadlines:{self.dendrite_id}")
         host.start_soon(self._control_loop, name=f"control:{self.dendrite_id}")
@@ -501,6 +529,7 @@ class Core:
         if host is None:
             return
         self.running = False
+        self._unsettled.discard(self)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                 await self._unsubscribe_all()

@@ -38,6 +38,8 @@ HandlerFn = Callable[[Signal], Awaitable[Any] | Any]
 F = TypeVar("F", bound=HandlerFn)
 
 T = SignalType
+#: Presence: what a roster is built from.
+PRESENCE_TYPES = frozenset({T.REGISTER, T.DEREGISTER, T.HEARTBEAT})
 #: The named decorators of seed 004 (plus on_audit / on_stop / on_stopped so every type has one).
 DECORATOR_TYPES: dict[str, SignalType] = {
     "on_task_signal": T.TASK,
@@ -122,6 +124,10 @@ class HandlerRegistry:
 
     def has_trace_handlers(self) -> bool:
         return bool(self._by_trace)
+
+    def wants_presence(self) -> bool:
+        """Handlers that read who is there: presence types, or a ``capability=`` filter."""
+        return any(t in self._by_type for t in PRESENCE_TYPES) or self.uses_capability_filter()
 
     def matching(self, sig: Signal, has_capability: Callable[[Signal, str], bool]) -> list[HandlerSpec]:
         specs = self._by_type.get(sig.type)
@@ -328,6 +334,9 @@ class Handlers(Service):
 
     def has(self, signal_type: SignalType) -> bool:
         return self.registry.has(signal_type)
+
+    def wants_presence(self) -> bool:
+        return self.registry.wants_presence()
 
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
         types = set(SignalType) if self.registry.has_trace_handlers() else self.registry.types()

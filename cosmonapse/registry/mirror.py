@@ -12,6 +12,12 @@
 * ``capability=`` handler filters see who has which capability: the
   service learns it from REGISTERs (with or without a store), and at start the
   store's records seed that table.
+* Late joiners are not blind: a Dendrite that cares who is there (an
+  orchestrator, one with a store, one with presence handlers or capability
+  filters) sends DISCOVER once its subscriptions are in place, and again when
+  such a handler is registered while it runs; hosts answer with REGISTERs
+  (protocol §7.5), so rosters, stores and filters are warm within a second
+  whatever the start order.
 """
 
 from __future__ import annotations
@@ -56,8 +62,11 @@ class RegistryService(Service):
         heartbeat_s: float,
         stale_after_s: float | None,
         refreshed: Callable[[], Awaitable[None]],
+        presence_wanted: Callable[[], bool] = lambda: False,
     ) -> None:
         self._core = core
+        self._presence_wanted = presence_wanted  # handlers that read presence (besides a store)
+        self._discover_pending = False
         self._hosting = hosting
         self.store: RegistryStore | None = store
         self.heartbeat_s: float = heartbeat_s
@@ -129,10 +138,57 @@ class RegistryService(Service):
         if stale_after > 0:
             self._core.clock.add(max(0.01, stale_after / 3), self._sweep_tick, name="registry-sweep")
 
+    def wants_presence(self) -> bool:
+        """Does this Dendrite need to know who is there (an orchestrator, a store, handlers)?"""
+        return self._core.role == "orchestrator" or self.store is not None or self._presence_wanted()
+
     async def announce(self) -> None:
-        """After our REGISTERs: ask every host to re-announce (§7.1), so the store fills up."""
-        if self.store is not None:
-            await self._core.publish(Signal(type=T.DISCOVER))
+        """After our REGISTERs: ask every host to re-announce (§7.1) so we learn who is already there."""
+        if self.wants_presence():
+            await self._discover()
+
+    def discover_soon(self) -> None:
+        """A presence handler was registered while running: DISCOVER once the control loop gets to it.
+
+        Registrations made in one go share one DISCOVER.
+        """
+        if self._core.running and not self._discover_pending:
+            self._discover_pending = True
+            self._core.soon(self._discover)
+
+    async def _discover(self) -> None:
+        self._discover_pending = False
+        await self._core.publish(Signal(type=T.DISCOVER))
+
+    def seen(self) -> dict[str, tuple[str, ...]]:
+        """Every neuron this Dendrite knows of (its own and those heard REGISTER), with its capabilities."""
+        known = dict(self.peer_caps)
+        known.update((nid, axon.capabilities) for nid, axon in self._hosting.axons.items())
+        return known
+
+    def unseen(self, neuron: str | None, capabilities: list[str] | None) -> str | None:
+        """Why a dispatch may have gone unanswered: no such neuron was ever heard of (else None)."""
+        known = self.seen()
+        namespace = self._core.namespace
+        if neuron:
+            if neuron in known:
+                return None
+            what = f"this Dendrite heard no REGISTER from neuron {neuron!r} on namespace {namespace!r}"
+        elif capabilities:
+            wanted = set(capabilities)
+            if any(wanted <= set(caps) for caps in known.values()):
+                return None
+            what = (
+                f"this Dendrite heard no REGISTER from a neuron with capabilities {sorted(wanted)} "
+                f"on namespace {namespace!r}"
+            )
+        else:
+            return None
+        if not known:
+            return f"{what}, nor from any other (is a worker running on this bus and namespace?)"
+        names = [f"{nid} {list(caps)}" for nid, caps in sorted(known.items())[:10]]
+        more = f" and {len(known) - 10} more" if len(known) > 10 else ""
+        return f"{what}; heard from: {', '.join(names)}{more}"
 
     async def stopped(self, reason: str | None) -> None:
         """Our own Axons are gone (our DEREGISTERs no longer reach our own mirror)."""
