@@ -25,7 +25,6 @@ callback) goes to the control loop, never to a task of its own.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import weakref
 from collections import deque
@@ -40,7 +39,7 @@ from .deadlines import Deadlines
 from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
-from .runners import JobFn, RunnerPool
+from .runners import JobFn, RunnerPool, call_any
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
@@ -295,6 +294,7 @@ class Core:
             await self.run_job(handler, sig)
 
         sub = await self.synapse.subscribe(self.subject(signal_type), forward, queue_group=queue_group)
+        sub._unsubscriber = self.unsubscribe_raw
         self._raw_subs.append(sub)
         return sub
 
@@ -459,7 +459,7 @@ class Core:
                 f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
                 "use dispatch_task() for follow-up TASKs on it, or close it first"
             )
-        pw = Pathway(self, trace_id, role=role, scope=scope, max_buffer=self.pathway_buffer)
+        pw = Pathway(trace_id, host=self, role=role, scope=scope, max_buffer=self.pathway_buffer)
         pathways.append(pw)
         return pw
 
@@ -560,6 +560,4 @@ class Core:
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """Run a job that may be sync or async (user handlers and hooks are either)."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        await result
+    await call_any(fn, *args)

@@ -165,7 +165,7 @@ async def test_emitters_payload_shapes_and_attribution() -> None:
     assert by_type[T.ESCALATION].payload == {"reason": "stuck", "target": "human"}
     assert by_type[T.CONTEXT_SYNC].payload == {"snapshot": {"a": 1}}
     assert by_type[T.MEMORY_APPEND].payload == {"key": "k", "value": [1]}
-    assert by_type[T.TOOL_RESULT].payload == {"tool": "t", "error": "boom"}
+    assert by_type[T.TOOL_RESULT].payload == {"tool": "t", "tool_name": "t", "error": "boom"}
     assert by_type[T.TOOL_RESULT].directed == Directed("eff")
     assert by_type[T.ERROR].payload == {"code": "X", "message": "m", "recoverable": True}
     assert by_type[T.CRITIQUE].directed == Directed("boss")

@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "cosmonapse.ids": PROTOCOL,
     "cosmonapse.codec": PROTOCOL,
     "cosmonapse.subjects": PROTOCOL,
+    "cosmonapse.envelope": PROTOCOL,
     "cosmonapse.errors": PROTOCOL,
     "cosmonapse.taskhost": PROTOCOL,
     "cosmonapse.__about__": PROTOCOL,
@@ -49,6 +50,7 @@ LAYERS: dict[str, int] = {
     "cosmonapse.neuron": PARTICIPANTS,
     "cosmonapse.engram": PARTICIPANTS,
     "cosmonapse.registry": PARTICIPANTS,
+    "cosmonapse.storage": PARTICIPANTS,
     "cosmonapse.sqlite_db": PARTICIPANTS,
     "cosmonapse.postgres_db": PARTICIPANTS,
     # 4. orchestration: the core, its services and the Dendrite
