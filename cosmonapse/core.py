@@ -26,12 +26,15 @@ callback) goes to the control loop, never to a task of its own.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .clock import Clock
@@ -164,6 +167,9 @@ class Core:
         # the control loop: work sync code asked for
         self._control: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
         self._control_wake: anyio.Event | None = None
+        # the event loop the core runs on, for sync calls made from another thread
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
         self.refresh()
 
     # ------------------------------------------------------------------ services and routes
@@ -387,6 +393,19 @@ class Core:
         """``PathwayHost``: a Pathway's ``on()`` callback, in the job pool."""
         await self.run_job(fn, sig)
 
+    def on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the sync *fn* on the core's event loop: now if this is its thread, else there, waiting.
+
+        Registering a handler from another thread (seed 000's Flask app decorates a
+        Dendrite whose loop runs in a background thread) must not touch the core's
+        tables while the loop reads them.
+        """
+        token = self._loop_token
+        if token is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            anyio.from_thread.run_sync(fn, *args, token=token)
+
     def soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Ask the control loop to run ``await fn(*args)`` (for sync callers on a running core)."""
         if not self.running:
@@ -494,6 +513,8 @@ class Core:
             raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is already running")
         host = TaskHost(f"dendrite:{self.dendrite_id}")
         await host.open()
+        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
         self._host = host
         tg = host.task_group
         self.deadlines = Deadlines()
@@ -546,6 +567,7 @@ class Core:
                 await host.aclose()
             finally:
                 self._host = None
+                self._loop_token = self._loop_thread = None
                 self.deadlines = None
                 self._task_pool = self._job_pool = None
                 self._control_wake = None

@@ -291,6 +291,9 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
 
     # ------------------------------------------------------------------ handlers and hooks
     def _add_handler(self, spec: HandlerSpec) -> None:
+        self._core.on_loop(self._file_handler, spec)
+
+    def _file_handler(self, spec: HandlerSpec) -> None:
         knew = self._registry.wants_presence()
         self._handlers.add(spec)
         roster = T.REGISTER in (spec.types or ()) or (not knew and self._registry.wants_presence())
@@ -298,7 +301,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             self._registry.discover_soon()  # a roster registered late still hears who is there
 
     def _add_hook(self, kind: HookKind, fn: HookFn, every_s: float | None) -> None:
-        self._hooks.add(kind, fn, every_s)
+        self._core.on_loop(self._hooks.add, kind, fn, every_s)
 
     async def subscribe(
         self, signal_type: SignalType, handler: HandlerFn, *, queue_group: str | None = None
