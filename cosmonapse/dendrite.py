@@ -371,7 +371,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         open_call: bool,
         what: str,
     ) -> Signal:
-        require_target(neuron, capabilities, open_call, what)
+        if open_call or not (neuron or capabilities):
+            require_target(neuron, capabilities, open_call, what)
         return request_signal(
             self._core, T.TASK, input=input, payload=task_payload(context_ref, capabilities, finalize),
             neuron=neuron, trace_id=trace_id, parent_id=parent_id, meta=meta, what="TASK",

@@ -12,6 +12,7 @@ from typing import Any
 
 from .context import current_task
 from .core import Core
+from .envelope import task_payload
 from .errors import DendriteProtocolError
 from .ids import new_trace_id
 from .signal import Directed, Signal, SignalType
@@ -65,18 +66,6 @@ def request_signal(
         payload={"input": input, **payload},
         meta=dict(meta or {}),
     )
-
-
-def task_payload(context_ref: str | None, capabilities: list[str] | None, finalize: bool) -> dict[str, Any]:
-    """The optional keys of a TASK (or an award) payload, left out when unset."""
-    payload: dict[str, Any] = {}
-    if context_ref:
-        payload["context_ref"] = context_ref
-    if capabilities:
-        payload["capabilities"] = list(capabilities)
-    if finalize:
-        payload["finalize"] = True
-    return payload
 
 
 def describe_target(neuron: str | None, capabilities: list[str] | None) -> str:

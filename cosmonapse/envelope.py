@@ -113,14 +113,20 @@ def task_signal(
     capabilities: list[str] | None = None, finalize: bool = False, meta: dict[str, Any] | None = None,
 ) -> Signal:  # fmt: skip
     """TASK ``{input, context_ref?, capabilities?, finalize?}`` on a new trace unless given."""
-    payload: dict[str, Any] = {"input": input}
+    payload = {"input": input, **task_payload(context_ref, capabilities, finalize)}
+    return _signal(T.TASK, trace_id, parent_id, _to(directed, neuron), payload, meta)
+
+
+def task_payload(context_ref: str | None, capabilities: list[str] | None, finalize: bool) -> dict[str, Any]:
+    """The optional keys of a TASK (or an award) payload, left out when unset."""
+    payload: dict[str, Any] = {}
     if context_ref:
         payload["context_ref"] = context_ref
     if capabilities:
         payload["capabilities"] = list(capabilities)
     if finalize:
         payload["finalize"] = True
-    return _signal(T.TASK, trace_id, parent_id, _to(directed, neuron), payload, meta)
+    return payload
 
 
 def agent_output_signal(

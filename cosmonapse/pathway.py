@@ -141,7 +141,7 @@ class Pathway:
         if held is not None:  # callbacks of an earlier Signal still run: keep the order
             held.append(sig)
             return
-        if self._callbacks and sig.type in self._callbacks:
+        if self._callbacks is not None and sig.type in self._callbacks:
             self._held = deque((sig,))
             try:
                 if self._host is None:
@@ -152,7 +152,10 @@ class Pathway:
                 self._held = None
                 raise
             return
-        self._accept(sig)
+        if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:  # _accept, inlined: the hot path
+            self._buffer(sig)
+        if sig.type in TERMINAL_TYPES:
+            self._close_now()
 
     def _accept(self, sig: Signal) -> None:
         if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
