@@ -25,6 +25,7 @@ callbacks, ``async for sig in pw`` — over one bounded buffer:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,7 @@ import anyio.lowlevel
 
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
-from .runners import call_any
+from .runners import call_any, in_context
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 
 __all__ = ["DEFAULT_PATHWAY_BUFFER", "Callback", "Pathway", "PathwayHost", "PathwayRole", "PathwayScope"]
@@ -139,6 +140,8 @@ class Pathway:
             return
         held = self._held
         if held is not None:  # callbacks of an earlier Signal still run: keep the order
+            if len(held) >= self._max:
+                self._make_room(held, "queue of Signals waiting for callbacks", first=1)  # [0] is running
             held.append(sig)
             return
         if self._callbacks is not None and sig.type in self._callbacks:
@@ -166,11 +169,12 @@ class Pathway:
     async def _run_held(self, first: Signal) -> None:
         """One job per Pathway at a time: run each held Signal's callbacks, then let readers have it."""
         held = self._held
+        base = contextvars.copy_context()  # each callback starts from here, as a job of its own would
         while held:
             sig = held[0]
             for cb in (self._callbacks or {}).get(sig.type, ()):
                 try:
-                    await call_any(cb, sig)
+                    await in_context(call_any(cb, sig), base.copy())
                 except Exception:
                     log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
             held.popleft()
@@ -184,19 +188,27 @@ class Pathway:
     def _buffer(self, sig: Signal) -> None:
         buf = self._buf
         if len(buf) >= self._max:
-            for i, old in enumerate(buf):
-                if old.type not in WAIT_TYPES:
-                    del buf[i]
-                    self.dropped += 1
-                    if self.dropped == 1:
-                        log.warning(
-                            "Pathway %s buffer full (%d unread): dropping the oldest non-reply Signals",
-                            self.trace_id,
-                            self._max,
-                        )
-                    break
+            self._make_room(buf, "buffer")
         buf.append(sig)
         self._wake()
+
+    def _make_room(self, queue: list[Signal] | deque[Signal], what: str, first: int = 0) -> None:
+        """Drop the oldest Signal of a full *queue* (from index *first*) that is not a reply.
+
+        Replies are never dropped.
+        """
+        for i, old in enumerate(queue):
+            if i >= first and old.type not in WAIT_TYPES:
+                del queue[i]
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning(
+                        "Pathway %s %s full (%d): dropping the oldest non-reply Signals",
+                        self.trace_id,
+                        what,
+                        self._max,
+                    )
+                return
 
     def _wake(self) -> None:
         waiters = self._waiters

@@ -222,3 +222,29 @@ async def test_a_pathway_built_alone_runs_its_callbacks_inline() -> None:
     await pw._deliver(ask)
     assert seen == [ask.id]
     assert await pw.wait(1) is ask and not pw.closed and pw.parent_id is None
+
+
+async def test_signals_held_for_slow_callbacks_are_bounded_like_the_buffer() -> None:
+    async with MemorySynapse() as syn:
+        orch = Dendrite(synapse=syn, namespace="held", heartbeat_s=0, pathway_buffer=4)
+        gate = anyio.Event()
+        called = SignalRecorder()
+
+        async with orch:
+            pw = await orch.observe_pathway("trc_held")
+
+            @pw.on(T.PLAN)
+            async def slow(sig: Signal) -> None:
+                await called(sig)
+                await gate.wait()
+
+            for i in range(10):
+                await orch.emit_plan(trace_id="trc_held", parent_id=None, steps=[i])
+            await orch.emit_final(trace_id="trc_held", parent_id=None, result={})
+            await called.wait_for(count=1)
+            gate.set()
+            final = await pw.wait_for(T.FINAL, 5)
+        assert final.type is T.FINAL  # the reply is never the one dropped
+        # 4 held at most, the running one included: it, then the newest that fit beside the FINAL
+        assert [s.payload["steps"][0] for s in called.signals] == [0, 8, 9]
+        assert pw.dropped == 7
