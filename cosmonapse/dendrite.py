@@ -497,7 +497,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         try:
             return await pw.wait(timeout_s)
         except PathwayTimeout:
-            why = self._registry.unseen(neuron, capabilities)
+            why = await self._registry.explain_unanswered(neuron, capabilities)
             raise DispatchTimeout(
                 f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
                 f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})" + (f": {why}" if why else "")

@@ -124,15 +124,23 @@ async def test_who_sends_discover_at_start() -> None:
         # a worker that only serves has no use for a roster: it sends none
         quiet = Dendrite(synapse=syn, namespace="who", role="worker", dendrite_id="quiet")
         quiet.attach_axon(Axon("q", chat))
-        # a worker with a capability filter, and an orchestrator, need to know who is there
+        # nor does an orchestrator that keeps no roster (it asks when a dispatch times out)
+        bare = Dendrite(synapse=syn, namespace="who", dendrite_id="bare")
+        # a worker with a capability filter, and an orchestrator with a store, need to know who is there
         curious = Dendrite(synapse=syn, namespace="who", role="worker", dendrite_id="curious")
         curious.on_agent_output(capability="chat")(SignalRecorder())
-        orch = Dendrite(synapse=syn, namespace="who", dendrite_id="orch")
-        async with quiet, curious, orch:
+        orch = Dendrite(
+            synapse=syn, namespace="who", dendrite_id="orch", registry_store=MemoryRegistryStore()
+        )
+        async with quiet, bare, curious, orch:
             fence = Signal(type=T.DISCOVER, payload={"neuron": "nobody"})
             await syn.publish("cosmonapse.who.DISCOVER", fence)
             sigs = await discovers.wait_for(lambda sigs: fence in sigs)
-        assert len(sigs) == 3  # curious's and orch's, then the fence
+            assert len(sigs) == 3  # curious's and orch's, then the fence
+            await bare.dispatch_and_wait(neuron="q", input={})  # the happy path asks nothing either
+            later = Signal(type=T.DISCOVER, payload={"neuron": "nobody"})
+            await syn.publish("cosmonapse.who.DISCOVER", later)
+            assert len(await discovers.wait_for(lambda sigs: later in sigs)) == 4
 
 
 async def test_seed_000_on_trace_then_dispatch_and_wait_sees_every_signal_of_the_trace() -> None:

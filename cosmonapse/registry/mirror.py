@@ -12,12 +12,12 @@
 * ``capability=`` handler filters see who has which capability: the
   service learns it from REGISTERs (with or without a store), and at start the
   store's records seed that table.
-* Late joiners are not blind: a Dendrite that cares who is there (an
-  orchestrator, one with a store, one with presence handlers or capability
-  filters) sends DISCOVER once its subscriptions are in place, and again when
-  such a handler is registered while it runs; hosts answer with REGISTERs
-  (protocol §7.5), so rosters, stores and filters are warm within a second
-  whatever the start order.
+* Late joiners are not blind: a Dendrite that cares who is there (one with a
+  store, presence handlers or capability filters) sends DISCOVER once its
+  subscriptions are in place, and again when such a handler is registered while
+  it runs; hosts answer with REGISTERs (protocol §7.5), so rosters, stores and
+  filters are warm within a second whatever the start order.  A Dendrite that
+  keeps no roster asks only when it must explain a dispatch that timed out.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ log: logging.Logger = logging.getLogger("cosmonapse.registry")
 T = SignalType
 #: Presence Signals waiting to be applied before the router waits (backpressure).
 PRESENCE_BUFFER = 1024
+#: How long a Dendrite without a roster listens for REGISTERs when explaining a timeout.
+DISCOVER_ASK_S = 0.25
 
 
 def is_neuron_register(sig: Signal) -> bool:
@@ -67,6 +69,9 @@ class RegistryService(Service):
         self._core = core
         self._presence_wanted = presence_wanted  # handlers that read presence (besides a store)
         self._discover_pending = False
+        #: This Dendrite has asked who is there (so what it heard since is the roster).
+        self.discovered: bool = False
+        self._heard: anyio.Event | None = None  # set (and dropped) at the next REGISTER
         self._hosting = hosting
         self.store: RegistryStore | None = store
         self.heartbeat_s: float = heartbeat_s
@@ -139,8 +144,8 @@ class RegistryService(Service):
             self._core.clock.add(max(0.01, stale_after / 3), self._sweep_tick, name="registry-sweep")
 
     def wants_presence(self) -> bool:
-        """Does this Dendrite need to know who is there (an orchestrator, a store, handlers)?"""
-        return self._core.role == "orchestrator" or self.store is not None or self._presence_wanted()
+        """Does this Dendrite need to know who is there (a store, presence handlers, capability filters)?"""
+        return self.store is not None or self._presence_wanted()
 
     async def announce(self) -> None:
         """After our REGISTERs: ask every host to re-announce (§7.1) so we learn who is already there."""
@@ -158,6 +163,7 @@ class RegistryService(Service):
 
     async def _discover(self) -> None:
         self._discover_pending = False
+        self.discovered = True
         await self._core.publish(Signal(type=T.DISCOVER))
 
     def seen(self) -> dict[str, tuple[str, ...]]:
@@ -165,6 +171,26 @@ class RegistryService(Service):
         known = dict(self.peer_caps)
         known.update((nid, axon.capabilities) for nid, axon in self._hosting.axons.items())
         return known
+
+    async def explain_unanswered(
+        self, neuron: str | None, capabilities: list[str] | None, ask_s: float = DISCOVER_ASK_S
+    ) -> str | None:
+        """Why a dispatch went unanswered, if it is that nobody by that name or with those
+        capabilities is there; else None.
+
+        A Dendrite that keeps no roster asks first (DISCOVER) and listens up to *ask_s*:
+        an error path, so the happy path sends nothing.
+        """
+        if self.unseen(neuron, capabilities) is None:
+            return None
+        if not self.discovered and self._core.running:
+            await self._discover()
+            with anyio.move_on_after(ask_s):
+                while self.unseen(neuron, capabilities) is not None:
+                    if self._heard is None:
+                        self._heard = anyio.Event()
+                    await self._heard.wait()
+        return self.unseen(neuron, capabilities)
 
     def unseen(self, neuron: str | None, capabilities: list[str] | None) -> str | None:
         """Why a dispatch may have gone unanswered: no such neuron was ever heard of (else None)."""
@@ -209,6 +235,9 @@ class RegistryService(Service):
             caps = sig.payload.get("capabilities")
             if isinstance(caps, list):
                 self.peer_caps[sig.directed.id] = tuple(str(c) for c in caps)
+            heard, self._heard = self._heard, None
+            if heard is not None:
+                heard.set()
         await self._mirror(sig)
 
     async def _on_deregister(self, sig: Signal) -> None:

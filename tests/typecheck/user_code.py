@@ -302,6 +302,7 @@ async def flask_like_app(sig: Signal) -> None:  # never called: only type-checke
     sub = cosmo.subscribe(T.CONSENSUS, raw)
     assert_type(sub, SyncSubscription)
     cosmo.unsubscribe(sub)
+    assert_type(cosmo.subscribe(T.PLAN, raw).unsubscribe(), None)
     assert_type(cosmo.call(connect_synapse, "memory://"), Any)
     cosmo.stop(reason="bye")
     assert_type(cosmo.close(timeout_s=5), bool)
