@@ -23,7 +23,6 @@ Whatever the Neuron does, its host survives it:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import threading
@@ -38,11 +37,12 @@ import attrs
 
 from .codec import json_problem
 from .context import NeuronContext
+from .runners import is_async_callable
 from .signal import Directed, Signal, SignalType
 from .telemetry import SWITCH as _TEL
 from .telemetry import log_extra, neuron_call
 
-__all__ = ["Axon", "NeuronFn", "reply_signals"]
+__all__ = ["Axon", "ContextFetcher", "NeuronFn", "reply_signals"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.axon")
 
@@ -52,14 +52,6 @@ _counter_lock = threading.Lock()  # the Axon's counters are also bumped from Neu
 #: when a plain function runs under the sync facade), so it is typed loosely here.
 NeuronFn = Callable[[dict[str, Any], Any], Any]
 ContextFetcher = Callable[[str], Awaitable[list[Any]]]
-
-
-def _is_async_callable(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
 
 
 def _caps(value: Any) -> tuple[str, ...]:
@@ -89,7 +81,7 @@ class Axon:
             raise ValueError("Axon needs a non-empty neuron_id")
         if not callable(self.neuron_fn):
             raise TypeError(f"neuron_fn of {self.neuron_id!r} is not callable")
-        self._is_async = _is_async_callable(self.neuron_fn)
+        self._is_async = is_async_callable(self.neuron_fn)
         self._scrubber = getattr(self.neuron_fn, "scrub_secrets", None)
 
     def scrub(self, value: Any) -> Any:

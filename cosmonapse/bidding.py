@@ -23,7 +23,7 @@ import anyio
 
 from .core import Core, Route, Service
 from .dispatching import request_signal, task_payload
-from .errors import CosmonapseError
+from .errors import CosmonapseError, DendriteProtocolError
 from .hosting import AxonHosting
 from .pathway import Pathway, PathwayScope
 from .signal import Directed, Signal, SignalType
@@ -209,7 +209,7 @@ class Bidding(Service):
         """Answer *offer* with a BID for *neuron* (any role may bid); returns the BID."""
         self._core.require_running("bid()")
         if offer.type is not T.TASK_OFFER:
-            raise ValueError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
+            raise DendriteProtocolError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
         payload: dict[str, Any] = {"cost": float(cost)}
         if eta_ms is not None:
             payload["eta_ms"] = int(eta_ms)

@@ -25,13 +25,16 @@ callback) goes to the control loop, never to a task of its own.
 
 from __future__ import annotations
 
-import inspect
 import logging
+import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .clock import Clock
@@ -39,7 +42,7 @@ from .deadlines import Deadlines
 from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
-from .runners import JobFn, RunnerPool
+from .runners import JobFn, RunnerPool, call_any
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
@@ -59,6 +62,11 @@ Route = Callable[[Signal], Awaitable[None]]
 MAX_PENDING_CONTROL = 1024
 #: Idle task runners kept for the next burst (the rest retire).
 IDLE_TASK_RUNNERS = 256
+
+#: Per synapse, the running cores with subscriptions still to make.  A publish by any
+#: of them makes them all first, so a handler registered (a plain, sync call) on one
+#: Dendrite hears what another Dendrite on the same synapse publishes right after.
+_UNSETTLED: weakref.WeakKeyDictionary[Synapse, set[Core]] = weakref.WeakKeyDictionary()
 
 
 class TombstoneStore(Protocol):
@@ -160,6 +168,8 @@ class Core:
         self._raw_subs: list[Subscription] = []
         self._sub_lock: anyio.Lock | None = None
         self._subs_dirty = False
+        #: The cores of this synapse with subscriptions pending (this one included, when it has).
+        self._unsettled: set[Core] = _UNSETTLED.setdefault(synapse, set())
         # An orchestrator reads every type but TASK through one subscription (one
         # pump), so the Signals of a trace reach its Pathway in publish order and it
         # does not get its own TASKs back.  Workers subscribe to exact subjects only.
@@ -172,6 +182,9 @@ class Core:
         # the control loop: work sync code asked for
         self._control: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
         self._control_wake: anyio.Event | None = None
+        # the event loop the core runs on, for sync calls made from another thread
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
         self.refresh()
 
     # ------------------------------------------------------------------ services and routes
@@ -199,6 +212,7 @@ class Core:
         self._wanted = wanted
         if self.running and self._missing():
             self._subs_dirty = True
+            self._unsettled.add(self)
             self._wake_control()
 
     def _wanted_subjects(self) -> Iterator[str]:
@@ -263,13 +277,27 @@ class Core:
         lock = self._sub_lock
         if lock is None or not self.running:
             self._subs_dirty = False
+            self._unsettled.discard(self)
             return
         async with lock:
             self._subs_dirty = False
             for subject in self._missing():
                 if not self.running:
-                    return
+                    break
                 self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+            if not self._subs_dirty:
+                self._unsettled.discard(self)
+
+    async def _settle_synapse(self) -> None:
+        """Make the pending subscriptions of every core on this synapse (before a publish)."""
+        for core in list(self._unsettled):
+            if core is self:
+                await core.settle()
+                continue
+            try:
+                await core.settle()
+            except Exception:  # the other Dendrite's own control loop reports its failure
+                log.debug("%s: settling the subscriptions of %s failed", self.dendrite_id, core.dendrite_id)
 
     async def subscribe_group(self, subject: str, group: str, handler: Handler) -> None:
         """A queue-group subscription (capability-routed TASKs), made now."""
@@ -296,6 +324,7 @@ class Core:
                 await self.run_job(handler, sig)
 
         sub = await self.synapse.subscribe(self.subject(signal_type), forward, queue_group=queue_group)
+        sub._unsubscriber = self.unsubscribe_raw
         self._raw_subs.append(sub)
         return sub
 
@@ -316,9 +345,13 @@ class Core:
 
     # ------------------------------------------------------------------ publishing
     async def publish(self, sig: Signal) -> None:
-        """Publish *sig* on its subject (after any subscription sync code asked for)."""
-        if self._subs_dirty:
-            await self.settle()
+        """Publish *sig* on its subject, after the subscriptions sync code asked for.
+
+        Those of every Dendrite on this synapse: a handler registered on one is live
+        for what any of them publishes next.
+        """
+        if self._unsettled:
+            await self._settle_synapse()
         subject = self._subject_cache.get(sig.type)
         if subject is None or sig.type is T.TASK:
             subject = signal_subject(self.namespace, sig)
@@ -408,9 +441,35 @@ class Core:
             except anyio.ClosedResourceError:
                 pass  # stopping
 
+    async def run_handler(
+        self, call: Callable[[Callback, tuple[Signal]], Awaitable[None]], fn: Callback, sig: Signal
+    ) -> None:
+        """One user handler call for *sig*, made by a job that is already running (per-trace order).
+
+        ``call(fn, (sig,))`` does the call and logs a failure; with an SDK it runs in a
+        CONSUMER span of its own, parented on the context *sig* carried.
+        """
+        if (otel := _TEL.impl) is not None:
+            await otel.handler_job(self, call, fn, (sig,))()
+        else:
+            await call(fn, (sig,))
+
     async def run_callback(self, fn: Callback, sig: Signal) -> None:
         """``PathwayHost``: a Pathway's ``on()`` callback, in the job pool."""
         await self.run_job(fn, sig)
+
+    def on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the sync *fn* on the core's event loop: now if this is its thread, else there, waiting.
+
+        Registering a handler from another thread (seed 000's Flask app decorates a
+        Dendrite whose loop runs in a background thread) must not touch the core's
+        tables while the loop reads them.
+        """
+        token = self._loop_token
+        if token is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            anyio.from_thread.run_sync(fn, *args, token=token)
 
     def soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Ask the control loop to run ``await fn(*args)`` (for sync callers on a running core)."""
@@ -484,7 +543,7 @@ class Core:
                 f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
                 "use dispatch_task() for follow-up TASKs on it, or close it first"
             )
-        pw = Pathway(self, trace_id, role=role, scope=scope, max_buffer=self.pathway_buffer)
+        pw = Pathway(trace_id, host=self, role=role, scope=scope, max_buffer=self.pathway_buffer)
         pathways.append(pw)
         return pw
 
@@ -526,6 +585,8 @@ class Core:
                 otel.reattach(token)
         else:
             await host.open()
+        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
         watch(self, self.dendrite_id, self._gauges)
         self._host = host
         tg = host.task_group
@@ -538,6 +599,7 @@ class Core:
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()
         self._subs_dirty = False
+        self._unsettled.discard(self)
         self.running = True
         host.start_soon(self.deadlines.run, name=f"deadlines:{self.dendrite_id}")
         host.start_soon(self._control_loop, name=f"control:{self.dendrite_id}")
@@ -570,6 +632,7 @@ class Core:
             return
         self.running = False
         unwatch(self)
+        self._unsettled.discard(self)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                 await self._unsubscribe_all()
@@ -586,6 +649,7 @@ class Core:
                 await host.aclose()
             finally:
                 self._host = None
+                self._loop_token = self._loop_thread = None
                 self.deadlines = None
                 self._task_pool = self._job_pool = None
                 self._control_wake = None
@@ -601,9 +665,7 @@ class Core:
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     """Run a job that may be sync or async (user handlers and hooks are either); log its failure."""
     try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            await result
+        await call_any(fn, *args)
     except Exception as exc:
         sig = args[0] if args and isinstance(args[0], Signal) else None
         log.exception("job %r raised", fn, extra=log_extra(sig))

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from .core import Core, Route, Service
-from .errors import CosmonapseError
+from .errors import CosmonapseError, DendriteProtocolError
 from .signal import Directed, Signal, SignalType
 from .telemetry import answering, awaiting
 
@@ -62,7 +62,7 @@ class DecisionCache:
 
 def _expect(request: Signal, stype: SignalType, what: str) -> None:
     if request.type is not stype:
-        raise ValueError(f"{what} answers a {stype.value}, not {request.type.value}")
+        raise DendriteProtocolError(f"{what} answers a {stype.value}, not {request.type.value}")
 
 
 Emit = Callable[[Signal], Awaitable[None]]
@@ -91,9 +91,14 @@ class Decisions(Service):
         ends or is STOPped first.
         """
         core = self._core
-        core.require_running("await_decision()")
         answer_type = ANSWER_TYPES.get(request.type)
-        types = frozenset({answer_type} if answer_type else ANSWER_TYPES.values())
+        if answer_type is None:
+            raise DendriteProtocolError(
+                f"await_decision() waits for the answer to a CLARIFICATION or PERMISSION, "
+                f"not a {request.type.value} ({request.id}); nothing would ever answer it"
+            )
+        core.require_running("await_decision()")
+        types = frozenset({answer_type})
         await core.want(*types)
         cached = self.cache.get(request.id, types)
         if cached is not None:
@@ -175,7 +180,9 @@ class Decisions(Service):
     ) -> Signal:
         target = neuron or request.neuron
         if not target:
-            raise ValueError(f"{request.type.value} {request.id} names no neuron to answer; pass neuron=")
+            raise DendriteProtocolError(
+                f"{request.type.value} {request.id} names no neuron to answer; pass neuron="
+            )
         with answering(request, "respond"):  # OpenTelemetry: continues the request's trace
             return await self._dispatch_task(
                 neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
@@ -224,11 +231,19 @@ class Decisions(Service):
         input: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Signal:
-        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        """Answer an ESCALATION with a TASK on its trace (orchestrators); returns the TASK.
+
+        The TASK goes to *neuron*, else ``payload.target``, else back to the escalating
+        neuron (seed 000: ``respond_to_escalation(sig, input={...})`` re-dispatches to it
+        with the override).  Without *input* it carries ``{"escalation": {reason, context,
+        from}}``.
+        """
         _expect(escalation, T.ESCALATION, "respond_to_escalation()")
-        target = neuron or escalation.payload.get("target")
+        target = neuron or escalation.payload.get("target") or escalation.neuron
         if not target:
-            raise ValueError(f"ESCALATION {escalation.id} has no target; pass neuron=")
+            raise DendriteProtocolError(
+                f"ESCALATION {escalation.id} names no target and no escalating neuron; pass neuron="
+            )
         if input is None:
             input = {
                 "escalation": {

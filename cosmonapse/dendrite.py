@@ -39,7 +39,7 @@ from .bidding import Bidding
 from .context import current_task
 from .core import Core, Role
 from .decisions import Decisions
-from .dispatching import describe_target, request_signal, task_payload
+from .dispatching import describe_target, request_signal, require_target, task_payload
 from .emitters import CognitionEmitters
 from .engram.base import Engram
 from .engram.client import EngramService
@@ -52,8 +52,8 @@ from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
 from .registry.mirror import RegistryService
 from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
-from .retry import RetryStrategy, retry_loop
-from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
+from .retry import RetryStrategy, require_strategy, retry_loop
+from .signal import ORCHESTRATION_TYPES, SYNAPSE_TYPES, Signal, SignalType
 from .stops import StopService, StopTombstones, find_ledger
 from .synapse.base import Subscription, Synapse
 from .telemetry import SWITCH as _TEL
@@ -133,6 +133,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             heartbeat_s=heartbeat_s,
             stale_after_s=stale_after_s,
             refreshed=self._hooks.fire_refresh,
+            presence_wanted=lambda: self._handlers.wants_presence(),
         )
         self._stops = StopService(
             core, self._engrams, lambda: find_ledger(registry_store, *self._engrams.host.engrams.values())
@@ -299,10 +300,17 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
 
     # ------------------------------------------------------------------ handlers and hooks
     def _add_handler(self, spec: HandlerSpec) -> None:
+        self._core.on_loop(self._file_handler, spec)
+
+    def _file_handler(self, spec: HandlerSpec) -> None:
+        knew = self._registry.wants_presence()
         self._handlers.add(spec)
+        roster = T.REGISTER in (spec.types or ()) or (not knew and self._registry.wants_presence())
+        if roster and self.running:
+            self._registry.discover_soon()  # a roster registered late still hears who is there
 
     def _add_hook(self, kind: HookKind, fn: HookFn, every_s: float | None) -> None:
-        self._hooks.add(kind, fn, every_s)
+        self._core.on_loop(self._hooks.add, kind, fn, every_s)
 
     async def subscribe(
         self, signal_type: SignalType, handler: HandlerFn, *, queue_group: str | None = None
@@ -313,17 +321,35 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         return await self._core.subscribe_raw(signal_type, handler, queue_group)
 
     async def unsubscribe(self, sub: Subscription) -> None:
-        """Undo ``subscribe()``."""
+        """Undo ``subscribe()`` (``await sub.unsubscribe()`` does the same)."""
         await self._core.unsubscribe_raw(sub)
+
+    async def ensure_subscribed(self, *types: SignalType) -> None:
+        """Wait until *types* (or, with none given, every handler's types) are subscribed.
+
+        Handlers registered on a running Dendrite are live before the next publish of
+        any Dendrite on this synapse anyway; this is the explicit form, for Signals
+        that come from elsewhere (another process, a raw ``synapse.publish``).
+        """
+        if types:
+            await self._core.want(*(SignalType(t) for t in types))
+        else:
+            await self._core.settle()
 
     # ------------------------------------------------------------------ publishing
     async def emit(self, signal: Signal) -> None:
-        """Publish *signal*: only SYNAPSE_TYPES, and TASK/STOP only from an orchestrator."""
+        """Publish *signal*: only SYNAPSE_TYPES, and orchestration Signals only from an orchestrator.
+
+        A worker's ``emit()`` refuses ``ORCHESTRATION_TYPES`` (TASK, STOP, FINAL, ERROR,
+        PLAN, the cognition stream, offers and awards): workers serve TASKs and bid
+        (``bid()``), answer and decide, discover and remember; their Neurons stream
+        through their ``NeuronContext``.
+        """
         if signal.type not in SYNAPSE_TYPES:
             raise DendriteProtocolError(
                 f"emit() refuses {signal.type.value}: only the Axon/lifecycle paths may publish it"
             )
-        if signal.type in ROLE_GATED_TYPES:
+        if signal.type in ORCHESTRATION_TYPES:
             self._core.require_orchestrator(f"emit({signal.type.value})")
         self._core.require_running("emit()")
         await self._core.publish(signal)
@@ -351,7 +377,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         capabilities: list[str] | None,
         finalize: bool,
         meta: dict[str, Any] | None,
+        open_call: bool,
+        what: str,
     ) -> Signal:
+        if open_call or not (neuron or capabilities):
+            require_target(neuron, capabilities, open_call, what)
         return request_signal(
             self._core, T.TASK, input=input, payload=task_payload(context_ref, capabilities, finalize),
             neuron=neuron, trace_id=trace_id, parent_id=parent_id, meta=meta, what="TASK",
@@ -368,14 +398,20 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         capabilities: list[str] | None = None,
         finalize: bool = False,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> Signal:
-        """Publish a TASK (addressed, capability-routed, or an open call); returns it."""
+        """Publish a TASK to ``neuron=`` or to ``capabilities=`` (one is required); returns it.
+
+        ``open_call=True`` (and neither) sends the reference's open call instead: the
+        first ``catch_all`` Axon of every host runs it.
+        """
         core = self._core
         core.require_orchestrator("dispatch_task()")
         core.require_running("dispatch_task()")
         task = self._task(
             neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
-            capabilities=capabilities, finalize=finalize, meta=meta,
+            capabilities=capabilities, finalize=finalize, meta=meta, open_call=open_call,
+            what="dispatch_task()",
         )  # fmt: skip
         await core.publish(task)
         return task
@@ -392,15 +428,20 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         parent_id: str | None = None,
         context_ref: str | None = None,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> Pathway:
-        """Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway."""
+        """Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway.
+
+        The TASK goes to ``neuron=`` or ``capabilities=`` (one is required), or with
+        ``open_call=True`` to every host's first ``catch_all`` Axon.
+        """
         core = self._core
         core.require_orchestrator("dispatch()")
         core.require_running("dispatch()")
         task = self._task(
             neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
             capabilities=capabilities, finalize=scope == "terminal" if finalize is None else finalize,
-            meta=meta,
+            meta=meta, open_call=open_call, what="dispatch()",
         )  # fmt: skip
         if not core.pathways_wanted:
             await core.want_pathways()
@@ -481,9 +522,10 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         try:
             return await pw.wait(timeout_s)
         except PathwayTimeout:
+            why = await self._registry.explain_unanswered(neuron, capabilities)
             raise DispatchTimeout(
                 f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
-                f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})"
+                f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})" + (f": {why}" if why else "")
             ) from None
         finally:
             pw._close_now()
@@ -501,6 +543,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         **kw: Any,
     ) -> Signal:
         """Dispatch and wait, retrying per *retry* (see ``RetryStrategy``)."""
+        require_strategy(retry)
         self._core.require_orchestrator("run_with_retry()")
         self._core.require_running("run_with_retry()")
         wait_s = retry.timeout_s if retry.timeout_s is not None else timeout_s
@@ -672,7 +715,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         input: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Signal:
-        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        """Answer an ESCALATION with a TASK on its trace (orchestrators); returns the TASK.
+
+        Sent to *neuron*, else ``payload.target``, else back to the escalating neuron;
+        *input* replaces the default ``{"escalation": {reason, context, from}}``.
+        """
         return await self._decisions.respond_to_escalation(escalation, neuron=neuron, input=input, meta=meta)
 
     # ------------------------------------------------------------------ Engram

@@ -24,7 +24,7 @@ from .pathway import PathwayScope
 from .signal import Signal, SignalType
 from .telemetry import log_extra, retried
 
-__all__ = ["Attempt", "RetryStrategy", "default_retry_on", "retry_loop", "run_with_retry"]
+__all__ = ["Attempt", "RetryStrategy", "default_retry_on", "require_strategy", "retry_loop", "run_with_retry"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.retry")
 
@@ -83,6 +83,15 @@ class RetryStrategy:
         except Exception:
             log.warning("backoff(%d) raised; retrying at once", attempt, exc_info=True)
             return 0.0
+
+
+def require_strategy(retry: object) -> None:
+    """``retry=`` must be a ``RetryStrategy`` (``retry=3`` is a common slip): a TypeError saying so."""
+    if not isinstance(retry, RetryStrategy):
+        raise TypeError(
+            f"retry= takes a RetryStrategy, not {type(retry).__name__} {retry!r}: "
+            f"e.g. retry=RetryStrategy(max_attempts={retry if type(retry) is int else 3})"
+        )
 
 
 async def retry_loop(

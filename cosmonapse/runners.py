@@ -19,6 +19,8 @@ Each job runs in its own copy of the runner's starting context, so a
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import logging
 import types
 from collections import deque
@@ -29,7 +31,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-__all__ = ["Job", "JobFn", "RunnerPool"]
+__all__ = ["Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
@@ -47,8 +49,25 @@ class _Slot:
         self.job: Job | None = None
 
 
+def is_async_callable(fn: Any) -> bool:
+    """A coroutine function, a ``partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+async def call_any(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, awaited when it returns an awaitable (user handlers and hooks are either)."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 @types.coroutine
-def _in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
+def in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
     """Await *coro* with every step of it run inside *context*.
 
     A task runs its coroutine's steps in the task's own context; stepping the job's
@@ -168,7 +187,7 @@ class RunnerPool:
                 try:
                     awaitable = fn(*args)
                     coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
-                    await _in_context(coro, base.copy())
+                    await in_context(coro, base.copy())
                 except Exception:
                     log.exception("%s job %r raised", self.name, fn)
                 finally:

@@ -71,6 +71,12 @@ class SyncSubscription:
     handler: HandlerFn
     queue_group: str | None = None
     live: Subscription | None = None
+    _owner: SyncDendrite | None = attrs.field(default=None, repr=False, alias="owner")
+
+    def unsubscribe(self) -> None:
+        """Undo ``subscribe()``: the same as ``facade.unsubscribe(sub)``."""
+        if self._owner is not None:
+            self._owner.unsubscribe(self)
 
 
 class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
@@ -436,7 +442,7 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
     ) -> SyncSubscription:
         """A raw subscription to one type (sync *handler* in a worker thread); kept across forks."""
         self.start()
-        sub = SyncSubscription(SignalType(signal_type), to_async(handler), queue_group)
+        sub = SyncSubscription(SignalType(signal_type), to_async(handler), queue_group, owner=self)
 
         async def forward(d: Dendrite) -> None:
             sub.live = await d.subscribe(sub.signal_type, sub.handler, queue_group=queue_group)

@@ -218,11 +218,11 @@ async def test_log_records_carry_the_ids_without_an_sdk_too(caplog: pytest.LogCa
 
     class Seen(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.name == "cosmonapse.core":
+            if record.name == "cosmonapse.handlers":
                 logged.set()
 
     seen = Seen()
-    logging.getLogger("cosmonapse.core").addHandler(seen)
+    logging.getLogger("cosmonapse.handlers").addHandler(seen)
     assert not telemetry.SWITCH.on
     with caplog.at_level(logging.ERROR, logger="cosmonapse"):
         async with pair(Axon(neuron_id="boom", neuron_fn=boom)) as (orch, _):
@@ -230,12 +230,12 @@ async def test_log_records_carry_the_ids_without_an_sdk_too(caplog: pytest.LogCa
             reply = await orch.dispatch_and_wait(neuron="boom", input={})
             with anyio.fail_after(5):
                 await logged.wait()
-    logging.getLogger("cosmonapse.core").removeHandler(seen)
+    logging.getLogger("cosmonapse.handlers").removeHandler(seen)
     for rec in caplog.records:
         assert {"trace_id", "event_id", "neuron"} <= rec.__dict__.keys(), rec.getMessage()
         assert rec.__dict__["trace_id"] == reply.trace_id
         assert "otel_trace_id" not in rec.__dict__
-    handler = next(r for r in caplog.records if r.name == "cosmonapse.core")
+    handler = next(r for r in caplog.records if r.name == "cosmonapse.handlers")
     assert handler.__dict__["event_id"] == reply.id and handler.exc_info is not None
 
 

@@ -56,7 +56,7 @@ from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
     DEFAULT_SUBSCRIPTION_BUFFER,
-    Handler,
+    AnyHandler,
     Subscription,
     Synapse,
 )
@@ -919,7 +919,7 @@ class NatsSynapse(Synapse):
         return encode_sub(check_subscribe_subject(self._sid_subject[sid]), sid, queue)
 
     async def subscribe(
-        self, subject: str | Sequence[str], handler: Handler, *, queue_group: str | None = None
+        self, subject: str | Sequence[str], handler: AnyHandler, *, queue_group: str | None = None
     ) -> Subscription:
         # Validate before the base starts a pump, so bad input costs nothing.
         for one in (subject,) if isinstance(subject, str) else subject:
