@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from .__about__ import __version__ as __version__
-from .axon import Axon, NeuronFn
+from .axon import Axon, ContextFetcher, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext, current_task
@@ -24,6 +24,41 @@ from .engram import (
     RecallResult,
     SqliteEngram,
 )
+from .envelope import (
+    agent_output_signal,
+    audit_signal,
+    bid_signal,
+    clarification_answer_signal,
+    clarification_signal,
+    consensus_signal,
+    context_sync_signal,
+    critique_signal,
+    deregister_signal,
+    directed_to,
+    discover_signal,
+    error_signal,
+    escalation_signal,
+    final_signal,
+    heartbeat_signal,
+    imprint_signal,
+    imprinted_signal,
+    memory_append_signal,
+    permission_decision_signal,
+    permission_signal,
+    plan_signal,
+    recall_signal,
+    recalled_signal,
+    register_signal,
+    stop_signal,
+    stopped_signal,
+    task_awarded_signal,
+    task_declined_signal,
+    task_offer_signal,
+    task_signal,
+    thought_delta_signal,
+    tool_call_signal,
+    tool_result_signal,
+)
 from .errors import (
     CosmonapseError,
     DendriteProtocolError,
@@ -37,6 +72,7 @@ from .errors import (
     SynapseFailedError,
 )
 from .handlers import HandlerSpec
+from .hosting import TaskLoad
 from .ids import new_event_id, new_trace_id
 from .lifecycle import LifecycleHooks
 from .ops import OpCancelled
@@ -51,6 +87,7 @@ from .registry import (
 from .retry import RetryStrategy, default_retry_on, run_with_retry
 from .signal import (
     AXON_TYPES,
+    ORCHESTRATION_TYPES,
     PATHWAY_TYPES,
     SYNAPSE_TYPES,
     TERMINAL_SCOPE_TYPES,
@@ -62,13 +99,14 @@ from .signal import (
 )
 from .stops import StopTombstones, TraceStoppedError
 from .synapse import DevSynapse, MemorySynapse, Subscription, Synapse, connect_synapse
-from .synapse.nats import NatsSynapse
+from .synapse.nats import NatsAuthError, NatsSynapse, NatsTLSError
 
 if TYPE_CHECKING:  # loaded on first use at run time (it pulls in httpx); typed like any import
     from .neuron import Neuron
 
 __all__ = [
     "AXON_TYPES",
+    "ORCHESTRATION_TYPES",
     "PATHWAY_TYPES",
     "SYNAPSE_TYPES",
     "TERMINAL_SCOPE_TYPES",
@@ -76,6 +114,7 @@ __all__ = [
     "WAIT_TYPES",
     "Axon",
     "BiddingTimeout",
+    "ContextFetcher",
     "CosmonapseError",
     "DecisionTimeout",
     "Dendrite",
@@ -97,7 +136,9 @@ __all__ = [
     "LifecycleHooks",
     "MemoryRegistryStore",
     "MemorySynapse",
+    "NatsAuthError",
     "NatsSynapse",
+    "NatsTLSError",
     "Neuron",
     "NeuronContext",
     "NeuronFn",
@@ -123,16 +164,50 @@ __all__ = [
     "SynapseClosedError",
     "SynapseError",
     "SynapseFailedError",
+    "TaskLoad",
     "TraceStoppedError",
+    "agent_output_signal",
+    "audit_signal",
+    "bid_signal",
+    "clarification_answer_signal",
+    "clarification_signal",
     "connect_synapse",
+    "consensus_signal",
+    "context_sync_signal",
     "converter",
+    "critique_signal",
     "current_task",
     "decode_signal",
     "default_retry_on",
+    "deregister_signal",
+    "directed_to",
+    "discover_signal",
     "encode_signal",
+    "error_signal",
+    "escalation_signal",
+    "final_signal",
+    "heartbeat_signal",
+    "imprint_signal",
+    "imprinted_signal",
+    "memory_append_signal",
     "new_event_id",
     "new_trace_id",
+    "permission_decision_signal",
+    "permission_signal",
+    "plan_signal",
+    "recall_signal",
+    "recalled_signal",
+    "register_signal",
     "run_with_retry",
+    "stop_signal",
+    "stopped_signal",
+    "task_awarded_signal",
+    "task_declined_signal",
+    "task_offer_signal",
+    "task_signal",
+    "thought_delta_signal",
+    "tool_call_signal",
+    "tool_result_signal",
 ]
 
 

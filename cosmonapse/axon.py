@@ -23,7 +23,6 @@ Whatever the Neuron does, its host survives it:
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import threading
@@ -38,9 +37,12 @@ import attrs
 
 from .codec import json_problem
 from .context import NeuronContext
+from .runners import is_async_callable
 from .signal import Directed, Signal, SignalType
+from .telemetry import SWITCH as _TEL
+from .telemetry import log_extra, neuron_call
 
-__all__ = ["Axon", "NeuronFn", "reply_signals"]
+__all__ = ["Axon", "ContextFetcher", "NeuronFn", "reply_signals"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.axon")
 
@@ -50,14 +52,6 @@ _counter_lock = threading.Lock()  # the Axon's counters are also bumped from Neu
 #: when a plain function runs under the sync facade), so it is typed loosely here.
 NeuronFn = Callable[[dict[str, Any], Any], Any]
 ContextFetcher = Callable[[str], Awaitable[list[Any]]]
-
-
-def _is_async_callable(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
 
 
 def _caps(value: Any) -> tuple[str, ...]:
@@ -87,7 +81,7 @@ class Axon:
             raise ValueError("Axon needs a non-empty neuron_id")
         if not callable(self.neuron_fn):
             raise TypeError(f"neuron_fn of {self.neuron_id!r} is not callable")
-        self._is_async = _is_async_callable(self.neuron_fn)
+        self._is_async = is_async_callable(self.neuron_fn)
         self._scrubber = getattr(self.neuron_fn, "scrub_secrets", None)
 
     def scrub(self, value: Any) -> Any:
@@ -119,7 +113,10 @@ class Axon:
         try:
             return list(await self.context_fetcher(ref))
         except Exception:
-            log.exception("context fetch for %s failed; running with empty context", ref)
+            log.exception(
+                "context fetch for %s failed; running with empty context", ref,
+                extra=log_extra(task, neuron=self.neuron_id),
+            )  # fmt: skip
             return []
 
     async def call_neuron(self, input: dict[str, Any], context: NeuronContext) -> Any:
@@ -139,7 +136,8 @@ class Axon:
         """
         state = {"finished": False, "abandoned": False}
         lock = threading.Lock()
-        trace = context.trace_id if isinstance(context, NeuronContext) else "?"
+        task = context.task if isinstance(context, NeuronContext) else None
+        trace = task.trace_id if task is not None else "?"
 
         def work() -> Any:
             outcome = "returned"
@@ -160,6 +158,7 @@ class Axon:
                         self.neuron_id,
                         outcome,
                         trace,
+                        extra=log_extra(task, neuron=self.neuron_id),
                     )
 
         try:
@@ -175,6 +174,7 @@ class Axon:
                     "its thread is abandoned and its result will be dropped",
                     self.neuron_id,
                     trace,
+                    extra=log_extra(task, neuron=self.neuron_id),
                 )
             raise
 
@@ -217,7 +217,11 @@ class Axon:
         if not isinstance(input, dict):
             input = {}
         try:
-            output = await self.call_neuron(input, context)
+            if _TEL.impl is None:
+                output = await self.call_neuron(input, context)
+            else:
+                with neuron_call(self.neuron_id, task):  # OpenTelemetry: a span around the call
+                    output = await self.call_neuron(input, context)
         except BaseException as exc:
             if _is_cancellation(exc):
                 raise
@@ -231,7 +235,10 @@ class Axon:
         problem = json_problem(output)
         if problem is not None:
             message = f"neuron {self.neuron_id} returned an output that cannot go on the wire: {problem}"
-            log.error("%s (TASK %s, trace %s)", message, task.id, task.trace_id)
+            log.error(
+                "%s (TASK %s, trace %s)", message, task.id, task.trace_id,
+                extra=log_extra(task, neuron=self.neuron_id),
+            )  # fmt: skip
             return [_error(task, self.neuron_id, "INVALID_OUTPUT", message)]
         return reply_signals(task, self.neuron_id, output)
 
@@ -244,6 +251,7 @@ class Axon:
             task.id,
             task.trace_id,
             self.scrub(text),
+            extra=log_extra(task, neuron=self.neuron_id),
         )
 
 

@@ -23,11 +23,12 @@ import anyio
 
 from .core import Core, Route, Service
 from .dispatching import request_signal, task_payload
-from .errors import CosmonapseError
+from .errors import CosmonapseError, DendriteProtocolError
 from .hosting import AxonHosting
 from .pathway import Pathway, PathwayScope
 from .signal import Directed, Signal, SignalType
 from .stops import refuse_stopped
+from .telemetry import offering
 
 __all__ = ["SELECTIONS", "BidLedger", "Bidding", "BiddingTimeout", "choose_bid"]
 
@@ -151,24 +152,32 @@ class Bidding(Service):
         pw = core.open_pathway(offer.trace_id, "originator", scope)
         pw.task = offer
         try:
-            bids = await self._collect_bids(offer, deadline_ms, select)
-            if not bids:
-                raise BiddingTimeout(
-                    f"no BID for offer {offer.id} (trace {offer.trace_id}) within {deadline_ms} ms"
-                )
-            winner = choose_bid(bids, select)
-            await core.publish(_award(offer, winner, context_ref, finalize))
-            for bid in bids:
-                if bid is not winner:
-                    await core.publish(
-                        Signal(
-                            type=T.TASK_DECLINED,
-                            trace_id=offer.trace_id,
-                            parent_id=bid.id,
-                            directed=Directed(bid.neuron),
-                            payload={"reason": "not selected"},
-                        )
+            with offering(offer, select, deadline_ms) as span:  # OpenTelemetry (no-op when off)
+                bids = await self._collect_bids(offer, deadline_ms, select)
+                span.note(**{"cosmonapse.bidding.bids": len(bids)})
+                if not bids:
+                    raise BiddingTimeout(
+                        f"no BID for offer {offer.id} (trace {offer.trace_id}) within {deadline_ms} ms"
                     )
+                winner = choose_bid(bids, select)
+                span.note(
+                    **{
+                        "cosmonapse.bidding.winner": winner.neuron,
+                        "cosmonapse.bidding.winning_bid": winner.id,
+                    }
+                )
+                await core.publish(_award(offer, winner, context_ref, finalize))
+                for bid in bids:
+                    if bid is not winner:
+                        await core.publish(
+                            Signal(
+                                type=T.TASK_DECLINED,
+                                trace_id=offer.trace_id,
+                                parent_id=bid.id,
+                                directed=Directed(bid.neuron),
+                                payload={"reason": "not selected"},
+                            )
+                        )
         except BaseException:
             pw._close_now()
             raise
@@ -201,7 +210,7 @@ class Bidding(Service):
         """Answer *offer* with a BID for *neuron* (any role may bid); returns the BID."""
         self._core.require_running("bid()")
         if offer.type is not T.TASK_OFFER:
-            raise ValueError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
+            raise DendriteProtocolError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
         refuse_stopped(self._core, offer.trace_id, "bid()")
         payload: dict[str, Any] = {"cost": float(cost)}
         if eta_ms is not None:

@@ -20,7 +20,7 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
 from .errors import SignalDecodeError
 from .ids import new_event_id, new_trace_id
-from .signal import Directed, Signal, SignalType, utc_now_iso
+from .signal import Directed, Signal, SignalType, install_codec, utc_now_iso
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -167,8 +167,9 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
     elif not isinstance(meta, dict):
         raise SignalDecodeError("meta", f"must be an object, got {type(meta).__name__}")
 
-    if filled:
-        log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value)
+    if filled and log.isEnabledFor(logging.DEBUG):
+        extra = {"trace_id": trace_id, "event_id": sid, "neuron": directed.id if directed else None}
+        log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value, extra=extra)
     return Signal(
         type=stype,
         trace_id=trace_id,
@@ -288,3 +289,16 @@ converter.register_unstructure_hook(Signal, signal_to_dict)
 converter.register_structure_hook(Signal, lambda raw, _cls: signal_from_dict(raw))
 converter.register_unstructure_hook(Directed, _directed_to_dict)
 converter.register_structure_hook(Directed, lambda raw, _cls: _directed_from(raw))
+
+
+class _JsonCodec:
+    """``Signal.encode``/``Signal.decode`` go through here."""
+
+    def encode(self, sig: Signal) -> bytes:
+        return encode_signal(sig)
+
+    def decode(self, data: bytes | str) -> Signal:
+        return decode_signal(data)
+
+
+install_codec(_JsonCodec())

@@ -17,6 +17,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .engram.model import ImprintReceipt, RecallResult
+from .envelope import (
+    plan_signal,
+    thought_delta_signal,
+    tool_call_signal,
+    tool_result_signal,
+)
 from .signal import Directed, Signal, SignalType
 
 __all__ = ["NeuronContext", "Publish", "current_task"]
@@ -66,37 +72,41 @@ class NeuronContext(list[Any]):
 
     async def emit(self, signal_type: SignalType, payload: dict[str, Any], **meta: Any) -> Signal:
         """Publish a Signal of *signal_type* on this trace, parent = the TASK, from this neuron."""
+        return await self._sent(
+            Signal(
+                type=signal_type,
+                trace_id=self.task.trace_id,
+                parent_id=self.task.id,
+                directed=Directed(id=self.neuron_id),
+                payload=payload,
+                meta=dict(meta),
+            )
+        )
+
+    async def _sent(self, sig: Signal) -> Signal:
         if self._publish is None:
             raise RuntimeError("this NeuronContext is not attached to a Dendrite")
-        sig = Signal(
-            type=signal_type,
-            trace_id=self.task.trace_id,
-            parent_id=self.task.id,
-            directed=Directed(id=self.neuron_id),
-            payload=payload,
-            meta=dict(meta),
-        )
         await self._publish(sig)
         return sig
+
+    def _here(self) -> dict[str, Any]:
+        """This TASK's trace, the TASK as parent, this neuron as the source (the builders' keywords)."""
+        return {"trace_id": self.task.trace_id, "parent_id": self.task.id, "neuron": self.neuron_id}
 
     async def emit_thought_delta(self, delta: str, *, seq: int | None = None) -> Signal:
         """Stream a piece of text (a token, a sentence) ahead of the reply."""
         if seq is None:
             seq = self._seq
         self._seq = seq + 1
-        return await self.emit(SignalType.THOUGHT_DELTA, {"delta": delta, "seq": seq})
+        return await self._sent(thought_delta_signal(**self._here(), delta=delta, seq=seq))
 
     async def emit_plan(self, steps: list[Any], *, rationale: str | None = None) -> Signal:
-        payload: dict[str, Any] = {"steps": list(steps)}
-        if rationale is not None:
-            payload["rationale"] = rationale
-        return await self.emit(SignalType.PLAN, payload)
+        return await self._sent(plan_signal(**self._here(), steps=steps, rationale=rationale))
 
     async def emit_tool_call(self, tool: str, args: dict[str, Any], *, call_id: str | None = None) -> Signal:
-        payload: dict[str, Any] = {"tool": tool, "args": args}
-        if call_id is not None:
-            payload["call_id"] = call_id
-        return await self.emit(SignalType.TOOL_CALL, payload)
+        """TOOL_CALL ``{tool, tool_name, args, call_id?}``."""
+        sig = tool_call_signal(**self._here(), tool=tool, args=args, call_id=call_id)
+        return await self._sent(sig)
 
     async def emit_tool_result(
         self,
@@ -106,14 +116,11 @@ class NeuronContext(list[Any]):
         error: str | None = None,
         call_id: str | None = None,
     ) -> Signal:
-        payload: dict[str, Any] = {"tool": tool}
-        if result is not None:
-            payload["result"] = result
-        if error is not None:
-            payload["error"] = error
-        if call_id is not None:
-            payload["call_id"] = call_id
-        return await self.emit(SignalType.TOOL_RESULT, payload)
+        """TOOL_RESULT ``{tool, tool_name, result?, error?, call_id?}``."""
+        here = self._here()
+        return await self._sent(
+            tool_result_signal(**here, tool=tool, result=result, error=error, call_id=call_id)
+        )
 
     # -- Engram (shared memory) --------------------------------------------------
     def _host(self, what: str) -> Any:

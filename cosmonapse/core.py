@@ -32,13 +32,16 @@ callback) goes to the control loop, never to a task of its own.
 
 from __future__ import annotations
 
-import inspect
 import logging
+import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskGroup
 
@@ -47,11 +50,13 @@ from .deadlines import Deadlines
 from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
-from .runners import JobFn, RunnerPool, describe_fn
+from .runners import FailureLog, JobFn, RunnerPool, call_any, describe_fn
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
 from .taskhost import TaskHost
+from .telemetry import SWITCH as _TEL
+from .telemetry import log_extra, refresh, unwatch, watch
 
 __all__ = ["Core", "DendriteStats", "Role", "Route", "Service", "TombstoneStore"]
 
@@ -63,6 +68,13 @@ Role = Literal["orchestrator", "worker"]
 Route = Callable[[Signal], Awaitable[None]]
 #: Sync code's requests to the control loop: at most this many wait at once.
 MAX_PENDING_CONTROL = 1024
+#: Idle task runners kept for the next burst (the rest retire).
+IDLE_TASK_RUNNERS = 256
+
+#: Per synapse, the running cores with subscriptions still to make.  A publish by any
+#: of them makes them all first, so a handler registered (a plain, sync call) on one
+#: Dendrite hears what another Dendrite on the same synapse publishes right after.
+_UNSETTLED: weakref.WeakKeyDictionary[Synapse, set[Core]] = weakref.WeakKeyDictionary()
 #: Types that travel ahead of data: their own subscription, their follow-ups in the priority lane.
 PRIORITY_TYPES = frozenset({T.STOP, T.STOPPED})
 #: Runners of the priority lane (STOP settlement, STOPPED, STOPs sent late); more work waits in
@@ -90,9 +102,12 @@ class DendriteStats:
 
 
 class TombstoneStore(Protocol):
-    """The traces seen STOPped (``stops.StopTombstones`` in memory; a durable store may stand in).
+    """The traces seen STOPped (``stops.StopTombstones``, in memory and optionally in a database).
 
-    Asked on the event loop's thread, from the router: keep both calls quick.
+    ``add`` and ``in`` are asked on the event loop's thread, from the router: keep
+    them quick and in memory.  Durability is the two async calls, made off the
+    router: ``load`` once at start (before anything is subscribed) and ``persist``
+    for each STOP (before an orchestrator publishes it; in the STOP's job on a worker).
     """
 
     def add(self, trace_id: str) -> bool:
@@ -100,6 +115,14 @@ class TombstoneStore(Protocol):
         ...
 
     def __contains__(self, trace_id: object) -> bool: ...
+
+    async def load(self) -> int:
+        """Bring in the tombstones stored durably (other processes' STOPs); returns how many."""
+        ...
+
+    async def persist(self, trace_id: str) -> None:
+        """Store *trace_id*'s tombstone durably, if there is somewhere to; never raises."""
+        ...
 
 
 class Service:
@@ -170,6 +193,8 @@ class Core:
         self.duplicate_tasks: int = 0
         self.evicted_pathways: int = 0
         self._suppressed_before = 0  # suppressed errors of pools already closed
+        # user code's failures (handlers, callbacks, hooks), rate-limited per logger and job
+        self._failure_logs: dict[str, FailureLog] = {}
         self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
         self._host: TaskHost | None = None
         self._task_pool: RunnerPool | None = None
@@ -187,6 +212,8 @@ class Core:
         self._raw_subs: list[Subscription] = []
         self._sub_lock: anyio.Lock | None = None
         self._subs_dirty = False
+        #: The cores of this synapse with subscriptions pending (this one included, when it has).
+        self._unsettled: set[Core] = _UNSETTLED.setdefault(synapse, set())
         # An orchestrator reads every type but TASK through one subscription (one
         # pump), so the Signals of a trace reach its Pathway in publish order and it
         # does not get its own TASKs back; STOP and STOPPED come through a second one,
@@ -207,6 +234,9 @@ class Core:
         # the control loop: work sync code asked for
         self._control: deque[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = deque()
         self._control_wake: anyio.Event | None = None
+        # the event loop the core runs on, for sync calls made from another thread
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
         self.refresh()
 
     # ------------------------------------------------------------------ services and routes
@@ -234,6 +264,7 @@ class Core:
         self._wanted = wanted
         if self.running and self._missing():
             self._subs_dirty = True
+            self._unsettled.add(self)
             self._wake_control()
 
     def _wanted_subjects(self) -> Iterator[str]:
@@ -261,6 +292,9 @@ class Core:
             return
         routes = self._table.get(sig.type)
         if routes is not None:
+            if (otel := _TEL.impl) is not None:  # OpenTelemetry: the Signal's context is current meanwhile
+                await otel.route(sig, routes)
+                return
             for route in routes:
                 await route(sig)
 
@@ -299,13 +333,27 @@ class Core:
         lock = self._sub_lock
         if lock is None or not self.running:
             self._subs_dirty = False
+            self._unsettled.discard(self)
             return
         async with lock:
             self._subs_dirty = False
             for subject in self._missing():
                 if not self.running:
-                    return
+                    break
                 self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+            if not self._subs_dirty:
+                self._unsettled.discard(self)
+
+    async def _settle_synapse(self) -> None:
+        """Make the pending subscriptions of every core on this synapse (before a publish)."""
+        for core in list(self._unsettled):
+            if core is self:
+                await core.settle()
+                continue
+            try:
+                await core.settle()
+            except Exception:  # the other Dendrite's own control loop reports its failure
+                log.debug("%s: settling the subscriptions of %s failed", self.dendrite_id, core.dendrite_id)
 
     async def subscribe_group(self, subject: str, group: str, handler: Handler) -> None:
         """A queue-group subscription (capability-routed TASKs), made now."""
@@ -322,10 +370,17 @@ class Core:
     ) -> Subscription:
         """A subscription of the user's own, its Signals handed to the job pool."""
 
-        async def forward(sig: Signal) -> None:
+        async def job(sig: Signal) -> None:
             await self.run_job(handler, sig)
 
+        async def forward(sig: Signal) -> None:
+            if (otel := _TEL.impl) is not None:
+                await otel.route(sig, (job,))
+            else:
+                await self.run_job(handler, sig)
+
         sub = await self.synapse.subscribe(self.subject(signal_type), forward, queue_group=queue_group)
+        sub._unsubscriber = self.unsubscribe_raw
         self._raw_subs.append(sub)
         return sub
 
@@ -354,8 +409,12 @@ class Core:
         return subject
 
     def publish_nowait(self, sig: Signal) -> bool:
-        """Publish *sig* now if the bus takes it without waiting; False, with nothing sent, otherwise."""
-        if self._subs_dirty:
+        """Publish *sig* now if the bus takes it without waiting; False, with nothing sent, otherwise.
+
+        Also False while subscriptions are pending on this synapse, or with OpenTelemetry
+        on (its PRODUCER span goes with ``publish``): ``publish`` does that part.
+        """
+        if self._unsettled or _TEL.impl is not None:
             return False
         if sig.type is T.TASK:
             return self.synapse.publish_nowait(signal_subject(self.namespace, sig), sig)
@@ -405,14 +464,25 @@ class Core:
         )
 
     async def publish(self, sig: Signal) -> None:
-        """Publish *sig* on its subject (after any subscription sync code asked for)."""
-        if self._subs_dirty:
-            await self.settle()
+        """Publish *sig* on its subject, after the subscriptions sync code asked for.
+
+        Those of every Dendrite on this synapse: a handler registered on one is live
+        for what any of them publishes next.
+        """
+        if self._unsettled:
+            await self._settle_synapse()
         subject = self._subject_cache.get(sig.type)
         if subject is None or sig.type is T.TASK:
             subject = self._subject_of(sig)
+        await self.publish_on(subject, sig)
+
+    async def publish_on(self, subject: str, sig: Signal) -> None:
+        """Publish *sig* on *subject* exactly (a routed TASK handed back to its own queue group)."""
         try:
-            await self.synapse.publish(subject, sig)
+            if (otel := _TEL.impl) is not None:  # OpenTelemetry: a PRODUCER span, the trace context into meta
+                await otel.publish(self, subject, sig)
+            else:
+                await self.synapse.publish(subject, sig)
         except SynapseClosedError as exc:
             raise SynapseClosedError(
                 f"Dendrite {self.dendrite_id!r} cannot publish {sig.type.value}: its synapse is closed "
@@ -450,42 +520,98 @@ class Core:
         self._host.start_soon(fn, *args, name=f"{name}:{self.dendrite_id}")
 
     async def run_task(self, fn: JobFn, *args: Any) -> None:
-        """Hand an inbound TASK's work to the task pool (waits for a free runner)."""
+        """Hand an inbound TASK's work to the task pool (waits for a free runner).
+
+        The TASK is the job's last argument (telemetry reads it there).
+        """
         pool = self._task_pool
         if pool is not None and self.running:
             try:
-                await pool.submit(fn, *args)
+                if (otel := _TEL.impl) is not None:  # OpenTelemetry: the TASK's CONSUMER span around the job
+                    await pool.submit(otel.task_job(self, fn, args))
+                else:
+                    await pool.submit(fn, *args)
             except anyio.ClosedResourceError:
                 pass  # stopping: dropped like any TASK that arrives after stop
+
+    @property
+    def tasks_saturated(self) -> bool:
+        """The task pool is full: a new TASK would wait for a runner."""
+        pool = self._task_pool
+        return pool is not None and pool.saturated
+
+    @property
+    def tasks_running(self) -> int:
+        """TASKs running on the task pool now."""
+        pool = self._task_pool
+        return pool.busy if pool is not None else 0
 
     async def run_job(self, fn: JobFn | Callback, *args: Any) -> None:
         """Hand a job (a handler call, a callback, a hook, a follow-up) to the job pool."""
         pool = self._job_pool
         if pool is not None and self.running:
             try:
-                await pool.submit(_call, fn, args)
+                if (otel := _TEL.impl) is not None:  # OpenTelemetry: the job runs in its Signal's context
+                    await pool.submit(otel.handler_job(self, self._call, fn, args))
+                else:
+                    await pool.submit(self._call, fn, args)
             except anyio.ClosedResourceError:
                 pass  # stopping
 
-    async def run_for(self, fn: JobFn | Callback, sig: Signal) -> None:
-        """A handler or callback for *sig*, in the job pool.
+    async def run_for(self, sig: Signal, fn: JobFn | Callback, *args: Any) -> None:
+        """``fn(*args)``, a handler or callback job for *sig*, in the job pool.
 
         For STOP and STOPPED it never makes the router wait: with every runner busy
-        the call is queued (bounded) and runs when one is free, so a full job pool
+        the job is queued (bounded) and runs when one is free, so a full job pool
         cannot hold up the next STOP.
         """
         pool = self._job_pool
         if sig.type in PRIORITY_TYPES and pool is not None and self.running:
             try:
-                if pool.submit_nowait(_call, fn, (sig,)):
+                if (otel := _TEL.impl) is not None:
+                    queued = pool.submit_nowait(otel.handler_job(self, self._call, fn, args))
+                else:
+                    queued = pool.submit_nowait(self._call, fn, args)
+                if queued:
                     return
             except anyio.ClosedResourceError:
                 return  # stopping
-        await self.run_job(fn, sig)
+        await self.run_job(fn, *args)
+
+    async def run_handler(
+        self, call: Callable[[Callback, tuple[Signal]], Awaitable[None]], fn: Callback, sig: Signal
+    ) -> None:
+        """One user handler call for *sig*, made by a job that is already running (per-trace order).
+
+        ``call(fn, (sig,))`` does the call and logs a failure; with an SDK it runs in a
+        CONSUMER span of its own, parented on the context *sig* carried.
+        """
+        if (otel := _TEL.impl) is not None:
+            await otel.handler_job(self, call, fn, (sig,))()
+        else:
+            await call(fn, (sig,))
+
+    def failure_log(self, logger: logging.Logger) -> FailureLog:
+        """The rate-limited log of user code's failures on *logger* (one per logger, counted in stats)."""
+        failures = self._failure_logs.get(logger.name)
+        if failures is None:
+            failures = self._failure_logs[logger.name] = FailureLog(logger)
+        return failures
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run a job that may be sync or async (user handlers and hooks are either); log its failure."""
+        try:
+            await call_any(fn, *args)
+        except Exception as exc:
+            sig = args[0] if args and isinstance(args[0], Signal) else None
+            what = f"{self.dendrite_id}: job {describe_fn(fn)}"
+            self.failure_log(log).failed(what, exc, extra=log_extra(sig))
+            if (otel := _TEL.impl) is not None:
+                otel.failed(exc)
 
     async def run_callback(self, fn: Callback, sig: Signal) -> None:
         """``PathwayHost``: a Pathway's ``on()`` callback, in the job pool."""
-        await self.run_for(fn, sig)
+        await self.run_for(sig, fn, sig)
 
     async def run_priority(self, fn: JobFn, *args: Any) -> None:
         """Work a STOP sets off (settlement, STOPPED, a late STOP), apart from the job pool.
@@ -496,9 +622,10 @@ class Core:
         pool = self._priority_pool
         if pool is None or not self.running:
             return
+        job, job_args = self._priority_job(fn, args)
         try:
-            if not pool.submit_nowait(fn, *args):
-                await pool.submit(fn, *args)  # 10,000 queued: only then does the caller wait
+            if not pool.submit_nowait(job, *job_args):
+                await pool.submit(job, *job_args)  # 10,000 queued: only then does the caller wait
         except anyio.ClosedResourceError:
             pass  # stopping
 
@@ -507,10 +634,30 @@ class Core:
         pool = self._priority_pool
         if pool is None or not self.running:
             return False
+        job, job_args = self._priority_job(fn, args)
         try:
-            return pool.submit_nowait(fn, *args)
+            return pool.submit_nowait(job, *job_args)
         except anyio.ClosedResourceError:
             return False
+
+    def _priority_job(self, fn: JobFn, args: tuple[Any, ...]) -> tuple[JobFn, tuple[Any, ...]]:
+        """With OpenTelemetry, the job runs in a span of the Signal it is for (its first argument)."""
+        if (otel := _TEL.impl) is not None:
+            return otel.handler_job(self, self._call, fn, args), ()
+        return fn, args
+
+    def on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the sync *fn* on the core's event loop: now if this is its thread, else there, waiting.
+
+        Registering a handler from another thread (seed 000's Flask app decorates a
+        Dendrite whose loop runs in a background thread) must not touch the core's
+        tables while the loop reads them.
+        """
+        token = self._loop_token
+        if token is None or threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            anyio.from_thread.run_sync(fn, *args, token=token)
 
     def soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Ask the control loop to run ``await fn(*args)`` (for sync callers on a running core)."""
@@ -587,7 +734,7 @@ class Core:
             )
         if self._open_pathways >= self.max_open_pathways:
             self._evict_pathway()
-        pw = Pathway(self, trace_id, role=role, scope=scope, max_buffer=self.pathway_buffer)
+        pw = Pathway(trace_id, host=self, role=role, scope=scope, max_buffer=self.pathway_buffer)
         self._pathways.setdefault(trace_id, []).append(pw)
         self._open_pathways += 1
         return pw
@@ -645,7 +792,8 @@ class Core:
 
     # ------------------------------------------------------------------ counters
     def stats(self) -> DendriteStats:
-        suppressed = self._suppressed_before + sum(
+        suppressed = self._suppressed_before + sum(f.suppressed for f in self._failure_logs.values())
+        suppressed += sum(
             p.failures.suppressed
             for p in (self._task_pool, self._job_pool, self._priority_pool)
             if p is not None
@@ -663,16 +811,30 @@ class Core:
         if self.running:
             raise DendriteProtocolError(f"Dendrite {self.dendrite_id!r} is already running")
         host = TaskHost(f"dendrite:{self.dendrite_id}")
-        await host.open()
+        if refresh() and (otel := _TEL.impl) is not None:  # OpenTelemetry: our tasks start span-less
+            token = otel.detached()
+            try:
+                await host.open()
+            finally:
+                otel.reattach(token)
+        else:
+            await host.open()
+        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        watch(self, self.dendrite_id, self._gauges)
         self._host = host
         tg = host.task_group
         self.deadlines = Deadlines()
-        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, name="task", describe=_describe_job)
-        self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler", describe=_describe_job)
-        self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority", describe=_describe_job)
+        # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
+        # only a few hundred idle runners are kept after a burst (each holds a task's memory).
+        idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
+        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task")
+        self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
+        self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority")
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()
         self._subs_dirty = False
+        self._unsettled.discard(self)
         self.running = True
         host.start_soon(self.deadlines.run, name=f"deadlines:{self.dendrite_id}")
         host.start_soon(self._control_loop, name=f"control:{self.dendrite_id}")
@@ -681,6 +843,11 @@ class Core:
             self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
             priority = sorted(self._priority_subjects)
             self._subs[("priority", None)] = await self.synapse.subscribe(priority, self.route)
+
+    def _gauges(self) -> tuple[int, int]:
+        """(traces with an open Pathway or a running TASK, running TASKs), for telemetry's gauges."""
+        pool = self._task_pool
+        return len(self._pathways.keys() | self._trace_scopes.keys()), pool.busy if pool is not None else 0
 
     @property
     def is_open(self) -> bool:
@@ -701,6 +868,8 @@ class Core:
         if host is None:
             return
         self.running = False
+        unwatch(self)
+        self._unsettled.discard(self)
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_timeout_s):
                 await self._unsubscribe_all()
@@ -718,8 +887,11 @@ class Core:
                 await host.aclose()
             finally:
                 self._host = None
+                self._loop_token = self._loop_thread = None
                 self.deadlines = None
                 self._task_pool = self._job_pool = self._priority_pool = None
+                for failures in self._failure_logs.values():
+                    failures.flush()  # the "raised N more times" lines still owed
                 self._control_wake = None
                 self._sub_lock = None
                 self._subs_dirty = False
@@ -728,17 +900,3 @@ class Core:
                 for pathways in list(self._pathways.values()):
                     for pw in list(pathways):
                         pw._close_now()
-
-
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """Run a job that may be sync or async (user handlers and hooks are either)."""
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        await result
-
-
-def _describe_job(fn: JobFn, args: tuple[Any, ...]) -> str:
-    """The user's function behind a job (``_call`` wraps handlers and hooks)."""
-    if fn is _call and args and callable(args[0]):
-        return describe_fn(args[0])
-    return describe_fn(fn, args)

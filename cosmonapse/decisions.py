@@ -17,8 +17,9 @@ from typing import Any
 import anyio
 
 from .core import Core, Route, Service
-from .errors import CosmonapseError
+from .errors import CosmonapseError, DendriteProtocolError
 from .signal import Directed, Signal, SignalType
+from .telemetry import answering, awaiting
 
 __all__ = ["ANSWER_TYPES", "DecisionCache", "DecisionTimeout", "Decisions"]
 
@@ -61,7 +62,7 @@ class DecisionCache:
 
 def _expect(request: Signal, stype: SignalType, what: str) -> None:
     if request.type is not stype:
-        raise ValueError(f"{what} answers a {stype.value}, not {request.type.value}")
+        raise DendriteProtocolError(f"{what} answers a {stype.value}, not {request.type.value}")
 
 
 Emit = Callable[[Signal], Awaitable[None]]
@@ -90,16 +91,23 @@ class Decisions(Service):
         ends or is STOPped first.
         """
         core = self._core
-        core.require_running("await_decision()")
         answer_type = ANSWER_TYPES.get(request.type)
-        types = frozenset({answer_type} if answer_type else ANSWER_TYPES.values())
+        if answer_type is None:
+            raise DendriteProtocolError(
+                f"await_decision() waits for the answer to a CLARIFICATION or PERMISSION, "
+                f"not a {request.type.value} ({request.id}); nothing would ever answer it"
+            )
+        core.require_running("await_decision()")
+        types = frozenset({answer_type})
         await core.want(*types)
         cached = self.cache.get(request.id, types)
         if cached is not None:
             return cached
         deadline = None if timeout_s is None else anyio.current_time() + timeout_s
-        with core.ops.open(request.id, request.trace_id, types) as op:
+        with awaiting(request) as span, core.ops.open(request.id, request.trace_id, types) as op:
             answer = await op.next(deadline)
+            if answer is not None:
+                span.reply(answer)
         if answer is None:
             raise DecisionTimeout(
                 f"no answer to {request.type.value} {request.id} (trace {request.trace_id}) "
@@ -123,7 +131,8 @@ class Decisions(Service):
         """Publish CLARIFICATION_ANSWER for *request* (any role); returns it."""
         _expect(request, T.CLARIFICATION, "answer_clarification()")
         sig = self._answer(request, T.CLARIFICATION_ANSWER, {"answer": answer}, meta)
-        await self._emit(sig)
+        with answering(request, "answer"):  # OpenTelemetry: continues the request's trace
+            await self._emit(sig)
         return sig
 
     async def _decide(
@@ -141,7 +150,8 @@ class Decisions(Service):
         if ttl_ms is not None:
             payload["ttl_ms"] = int(ttl_ms)
         sig = self._answer(request, T.PERMISSION_DECISION, payload, meta)
-        await self._emit(sig)
+        with answering(request, "answer"):  # OpenTelemetry: continues the request's trace
+            await self._emit(sig)
         return sig
 
     async def grant_permission(
@@ -170,10 +180,13 @@ class Decisions(Service):
     ) -> Signal:
         target = neuron or request.neuron
         if not target:
-            raise ValueError(f"{request.type.value} {request.id} names no neuron to answer; pass neuron=")
-        return await self._dispatch_task(
-            neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
-        )
+            raise DendriteProtocolError(
+                f"{request.type.value} {request.id} names no neuron to answer; pass neuron="
+            )
+        with answering(request, "respond"):  # OpenTelemetry: continues the request's trace
+            return await self._dispatch_task(
+                neuron=target, input=input, trace_id=request.trace_id, parent_id=request.id, meta=meta
+            )
 
     async def respond_to_clarification(
         self,
@@ -218,11 +231,19 @@ class Decisions(Service):
         input: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Signal:
-        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        """Answer an ESCALATION with a TASK on its trace (orchestrators); returns the TASK.
+
+        The TASK goes to *neuron*, else ``payload.target``, else back to the escalating
+        neuron (seed 000: ``respond_to_escalation(sig, input={...})`` re-dispatches to it
+        with the override).  Without *input* it carries ``{"escalation": {reason, context,
+        from}}``.
+        """
         _expect(escalation, T.ESCALATION, "respond_to_escalation()")
-        target = neuron or escalation.payload.get("target")
+        target = neuron or escalation.payload.get("target") or escalation.neuron
         if not target:
-            raise ValueError(f"ESCALATION {escalation.id} has no target; pass neuron=")
+            raise DendriteProtocolError(
+                f"ESCALATION {escalation.id} names no target and no escalating neuron; pass neuron="
+            )
         if input is None:
             input = {
                 "escalation": {
@@ -231,6 +252,7 @@ class Decisions(Service):
                     "from": escalation.neuron,
                 }
             }
-        return await self._dispatch_task(
-            neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
-        )
+        with answering(escalation, "respond"):  # OpenTelemetry: continues the escalation's trace
+            return await self._dispatch_task(
+                neuron=target, input=input, trace_id=escalation.trace_id, parent_id=escalation.id, meta=meta
+            )

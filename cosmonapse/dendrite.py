@@ -40,23 +40,25 @@ from .bidding import Bidding
 from .context import current_task
 from .core import DEFAULT_MAX_OPEN_PATHWAYS, Core, DendriteStats, Role
 from .decisions import Decisions
-from .dispatching import describe_target, request_signal, task_payload
+from .dispatching import describe_target, request_signal, require_target, task_payload
 from .emitters import CognitionEmitters
 from .engram.base import Engram
 from .engram.client import EngramService
 from .engram.model import ImprintReceipt, RecallResult
 from .errors import DendriteProtocolError, DispatchTimeout, PathwayTimeout, SynapseClosedError
 from .handlers import HandlerDecorators, HandlerFn, Handlers, HandlerSpec
-from .hosting import AxonHosting
+from .hosting import AxonHosting, TaskLoad
 from .lifecycle import HookFn, HookKind, Hooks, LifecycleHooks
 from .pathway import DEFAULT_PATHWAY_BUFFER, Pathway, PathwayScope
 from .registry.mirror import RegistryService
 from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
-from .retry import RetryStrategy, retry_loop
-from .signal import ROLE_GATED_TYPES, SYNAPSE_TYPES, Signal, SignalType
-from .stops import StopService, StopTombstones, TraceStoppedError
+from .retry import RetryStrategy, require_strategy, retry_loop
+from .signal import ORCHESTRATION_TYPES, SYNAPSE_TYPES, Signal, SignalType
+from .stops import StopService, StopTombstones, TraceStoppedError, find_ledger
 from .synapse.base import Subscription, Synapse
+from .telemetry import SWITCH as _TEL
+from .telemetry import dispatching, retrying
 
 __all__ = ["Dendrite", "current_task"]
 
@@ -83,7 +85,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         role: Literal["orchestrator", "worker"] = "orchestrator",
         auto_bid: bool = True,
         stale_after_s: float | None = None,
-        max_concurrent_tasks: int = 64,
+        max_concurrent_tasks: int = 10_000,
         max_concurrent_handlers: int = 256,
         pathway_buffer: int = DEFAULT_PATHWAY_BUFFER,
         shutdown_timeout_s: float = 5.0,
@@ -138,8 +140,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             heartbeat_s=heartbeat_s,
             stale_after_s=stale_after_s,
             refreshed=self._hooks.fire_refresh,
+            presence_wanted=lambda: self._handlers.wants_presence(),
         )
-        self._stops = StopService(core, self._engrams)
+        self._stops = StopService(
+            core, self._engrams, lambda: find_ledger(registry_store, *self._engrams.host.engrams.values())
+        )
         self._bidding = Bidding(
             core, self._hosting, lambda: self._handlers.has(T.TASK_OFFER), auto_bid=auto_bid
         )
@@ -177,6 +182,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     def axons(self) -> dict[str, Axon]:
         """The attached Axons, by neuron id (a copy)."""
         return dict(self._hosting.axons)
+
+    @property
+    def task_load(self) -> TaskLoad:
+        """TASKs running, the limit, and what load shedding did (waited, declined, refused as STOPped)."""
+        return self._hosting.load()
 
     @property
     def engrams(self) -> dict[str, Engram]:
@@ -307,10 +317,17 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
 
     # ------------------------------------------------------------------ handlers and hooks
     def _add_handler(self, spec: HandlerSpec) -> None:
+        self._core.on_loop(self._file_handler, spec)
+
+    def _file_handler(self, spec: HandlerSpec) -> None:
+        knew = self._registry.wants_presence()
         self._handlers.add(spec)
+        roster = T.REGISTER in (spec.types or ()) or (not knew and self._registry.wants_presence())
+        if roster and self.running:
+            self._registry.discover_soon()  # a roster registered late still hears who is there
 
     def _add_hook(self, kind: HookKind, fn: HookFn, every_s: float | None) -> None:
-        self._hooks.add(kind, fn, every_s)
+        self._core.on_loop(self._hooks.add, kind, fn, every_s)
 
     async def subscribe(
         self, signal_type: SignalType, handler: HandlerFn, *, queue_group: str | None = None
@@ -321,17 +338,35 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         return await self._core.subscribe_raw(signal_type, handler, queue_group)
 
     async def unsubscribe(self, sub: Subscription) -> None:
-        """Undo ``subscribe()``."""
+        """Undo ``subscribe()`` (``await sub.unsubscribe()`` does the same)."""
         await self._core.unsubscribe_raw(sub)
+
+    async def ensure_subscribed(self, *types: SignalType) -> None:
+        """Wait until *types* (or, with none given, every handler's types) are subscribed.
+
+        Handlers registered on a running Dendrite are live before the next publish of
+        any Dendrite on this synapse anyway; this is the explicit form, for Signals
+        that come from elsewhere (another process, a raw ``synapse.publish``).
+        """
+        if types:
+            await self._core.want(*(SignalType(t) for t in types))
+        else:
+            await self._core.settle()
 
     # ------------------------------------------------------------------ publishing
     async def emit(self, signal: Signal) -> None:
-        """Publish *signal*: only SYNAPSE_TYPES, and TASK/STOP only from an orchestrator."""
+        """Publish *signal*: only SYNAPSE_TYPES, and orchestration Signals only from an orchestrator.
+
+        A worker's ``emit()`` refuses ``ORCHESTRATION_TYPES`` (TASK, STOP, FINAL, ERROR,
+        PLAN, the cognition stream, offers and awards): workers serve TASKs and bid
+        (``bid()``), answer and decide, discover and remember; their Neurons stream
+        through their ``NeuronContext``.
+        """
         if signal.type not in SYNAPSE_TYPES:
             raise DendriteProtocolError(
                 f"emit() refuses {signal.type.value}: only the Axon/lifecycle paths may publish it"
             )
-        if signal.type in ROLE_GATED_TYPES:
+        if signal.type in ORCHESTRATION_TYPES:
             self._core.require_orchestrator(f"emit({signal.type.value})")
         self._core.require_running("emit()")
         if signal.trace_id in self._core.tombstones and signal.type is not T.STOP:
@@ -368,7 +403,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         capabilities: list[str] | None,
         finalize: bool,
         meta: dict[str, Any] | None,
+        open_call: bool,
+        what: str,
     ) -> Signal:
+        if open_call or not (neuron or capabilities):
+            require_target(neuron, capabilities, open_call, what)
         return request_signal(
             self._core, T.TASK, input=input, payload=task_payload(context_ref, capabilities, finalize),
             neuron=neuron, trace_id=trace_id, parent_id=parent_id, meta=meta, what="TASK",
@@ -385,14 +424,20 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         capabilities: list[str] | None = None,
         finalize: bool = False,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> Signal:
-        """Publish a TASK (addressed, capability-routed, or an open call); returns it."""
+        """Publish a TASK to ``neuron=`` or to ``capabilities=`` (one is required); returns it.
+
+        ``open_call=True`` (and neither) sends the reference's open call instead: the
+        first ``catch_all`` Axon of every host runs it.
+        """
         core = self._core
         core.require_orchestrator("dispatch_task()")
         core.require_running("dispatch_task()")
         task = self._task(
             neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
-            capabilities=capabilities, finalize=finalize, meta=meta,
+            capabilities=capabilities, finalize=finalize, meta=meta, open_call=open_call,
+            what="dispatch_task()",
         )  # fmt: skip
         await core.publish(task)
         return task
@@ -409,11 +454,16 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         parent_id: str | None = None,
         context_ref: str | None = None,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> Pathway:
-        """Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway."""
+        """Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway.
+
+        The TASK goes to ``neuron=`` or ``capabilities=`` (one is required), or with
+        ``open_call=True`` to every host's first ``catch_all`` Axon.
+        """
         pw = await self._originate(
             neuron, input, capabilities, scope, finalize, trace_id=trace_id, parent_id=parent_id,
-            context_ref=context_ref, meta=meta,
+            context_ref=context_ref, meta=meta, open_call=open_call, what="dispatch()",
         )  # fmt: skip
         assert pw.task is not None
         try:
@@ -435,15 +485,17 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         parent_id: str | None = None,
         context_ref: str | None = None,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
+        what: str = "dispatch_and_wait()",
     ) -> Pathway:
         """The TASK of a dispatch and its originator Pathway, opened before anything is published."""
         core = self._core
-        core.require_orchestrator("dispatch()")
-        core.require_running("dispatch()")
+        core.require_orchestrator(what)
+        core.require_running(what)
         task = self._task(
             neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
             capabilities=capabilities, finalize=scope == "terminal" if finalize is None else finalize,
-            meta=meta,
+            meta=meta, open_call=open_call, what=what,
         )  # fmt: skip
         if not core.pathways_wanted:
             await core.want_pathways()
@@ -477,7 +529,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     ) -> Signal:
         """Dispatch, wait for the first reply (or terminal, with scope="terminal"), close, return it.
 
-        With ``retry=`` the same arc runs under ``run_with_retry``.
+        With ``retry=`` the same arc runs under ``run_with_retry``.  A call that gives
+        up (no reply within *timeout_s*, or the caller cancelled) STOPs its trace.
         """
         if retry is not None:
             return await self.run_with_retry(
@@ -520,12 +573,34 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         kw: dict[str, Any],
         give_up: GiveUp | None,
     ) -> Signal:
-        """The one dispatch → wait → close path (plain calls and every retry attempt).
+        """The one dispatch → wait → close path (plain calls and every retry attempt)."""
+        if _TEL.impl is None:  # OpenTelemetry off: not even a no-op span on this path
+            return await self._await_reply(
+                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
+            )
+        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # a CLIENT span, the latency metric
+            reply = await self._await_reply(
+                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
+            )
+            return call.reply(reply)
 
-        *timeout_s* bounds the whole call, the TASK's publish included (an outage
-        costs the caller its deadline, not the bus's publish timeout).  When the call
-        gives up — no reply in time, or the caller is cancelled — the trace is handed
-        to *give_up* (a plain call STOPs it; a retry attempt leaves that to the loop).
+    async def _await_reply(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        timeout_s: float | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        kw: dict[str, Any],
+        give_up: GiveUp | None,
+    ) -> Signal:
+        """Publish the TASK and wait for the reply, both within *timeout_s*.
+
+        *timeout_s* bounds the TASK's publish too (an outage costs the caller its
+        deadline, not the bus's publish timeout).  When the call gives up — no reply in
+        time, or the caller is cancelled — the trace is handed to *give_up* (a plain
+        call STOPs it; a retry attempt leaves that to the loop).
         """
         core = self._core
         pw = await self._originate(neuron, input, capabilities, scope, finalize, **kw)
@@ -551,10 +626,6 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
                 return await pw.wait(wait_s)
             except PathwayTimeout:
                 gave_up = "dispatch_and_wait timed out"
-                raise DispatchTimeout(
-                    f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
-                    f"(trace {trace}, TASK {task.id})"
-                ) from None
         except anyio.get_cancelled_exc_class():
             gave_up = "the caller gave up on dispatch_and_wait"
             raise
@@ -562,6 +633,12 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             pw._close_now()
             if gave_up is not None and give_up is not None:
                 await give_up(trace, gave_up)
+        # no reply in time (the trace is STOPped already): say why, if it is that nobody is there
+        why = await self._registry.explain_unanswered(neuron, capabilities)
+        raise DispatchTimeout(
+            f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
+            f"(trace {trace}, TASK {task.id})" + (f": {why}" if why else "")
+        )
 
     async def run_with_retry(
         self,
@@ -576,6 +653,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         **kw: Any,
     ) -> Signal:
         """Dispatch and wait, retrying per *retry* (see ``RetryStrategy``)."""
+        require_strategy(retry)
         self._core.require_orchestrator("run_with_retry()")
         self._core.require_running("run_with_retry()")
         wait_s = retry.timeout_s if retry.timeout_s is not None else timeout_s
@@ -589,7 +667,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         async def stop(trace: str, rollback: bool, reason: str) -> None:
             await self._stops.abandon(trace, reason, rollback=rollback)
 
-        return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
+        with retrying(neuron, capabilities, retry.max_attempts):  # OpenTelemetry: one span over the attempts
+            return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
 
     # ------------------------------------------------------------------ STOP
     def is_stopped(self, trace_id: str) -> bool:
@@ -746,7 +825,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         input: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Signal:
-        """Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators)."""
+        """Answer an ESCALATION with a TASK on its trace (orchestrators); returns the TASK.
+
+        Sent to *neuron*, else ``payload.target``, else back to the escalating neuron;
+        *input* replaces the default ``{"escalation": {reason, context, from}}``.
+        """
         return await self._decisions.respond_to_escalation(escalation, neuron=neuron, input=input, meta=meta)
 
     # ------------------------------------------------------------------ Engram

@@ -12,11 +12,30 @@ from typing import Any
 
 from .context import current_task
 from .core import Core
+from .envelope import task_payload
+from .errors import DendriteProtocolError
 from .ids import new_trace_id
 from .signal import Directed, Signal, SignalType
 from .stops import refuse_stopped
 
-__all__ = ["describe_target", "request_signal", "task_payload"]
+__all__ = ["describe_target", "request_signal", "require_target", "task_payload"]
+
+
+def require_target(neuron: str | None, capabilities: list[str] | None, open_call: bool, what: str) -> None:
+    """Seed 004: a TASK is addressed (``neuron=``) or capability-routed (``capabilities=``).
+
+    An open call (neither; the first ``catch_all`` Axon of every host runs it) is the
+    reference's third routing mode: sent only when asked for with ``open_call=True``.
+    """
+    if open_call:
+        if neuron or capabilities:
+            raise DendriteProtocolError(f"{what}: open_call=True takes neither neuron= nor capabilities=")
+        return
+    if not neuron and not capabilities:
+        raise DendriteProtocolError(
+            f"{what} needs neuron= or capabilities= (at least one is required); "
+            "pass open_call=True to reach catch-all Axons instead"
+        )
 
 
 def request_signal(
@@ -47,18 +66,6 @@ def request_signal(
         payload={"input": input, **payload},
         meta=dict(meta or {}),
     )
-
-
-def task_payload(context_ref: str | None, capabilities: list[str] | None, finalize: bool) -> dict[str, Any]:
-    """The optional keys of a TASK (or an award) payload, left out when unset."""
-    payload: dict[str, Any] = {}
-    if context_ref:
-        payload["context_ref"] = context_ref
-    if capabilities:
-        payload["capabilities"] = list(capabilities)
-    if finalize:
-        payload["finalize"] = True
-    return payload
 
 
 def describe_target(neuron: str | None, capabilities: list[str] | None) -> str:

@@ -29,8 +29,12 @@ class SignalDecodeError(CosmonapseError, ValueError):
         super().__init__(f"invalid Signal: {where}{message}")
 
 
-class DendriteProtocolError(CosmonapseError):
-    """An operation the protocol forbids here (role guard, type guard, bad state)."""
+class DendriteProtocolError(CosmonapseError, ValueError):
+    """An operation the protocol forbids here (role guard, type guard, bad state, a bad target).
+
+    Also a ``ValueError``: code ported from the reference SDK catches one or the
+    other, and both catch every misuse.
+    """
 
 
 class PathwayClosedError(CosmonapseError):

@@ -8,22 +8,38 @@ return the function they were given, with its type.
 ``Handlers`` is the Dendrite's service behind them: it declares a route for
 each type that has handlers (every type while ``on_trace`` handlers exist) and
 hands each matching handler call to the core's job pool.
+
+Order within a trace: a handler sees one trace's Signals one at a time, in the
+order they reached this Dendrite.  Each (handler, trace) pair has a queue drained
+by one job; different traces (and different handlers) run concurrently, so a
+slow trace never holds up another.  A queue keeps at most ``HANDLER_BACKLOG``
+Signals: beyond that the oldest one that is not a reply (AGENT_OUTPUT,
+CLARIFICATION, PERMISSION, ERROR, FINAL) is dropped, counted in
+``Handlers.dropped`` and logged — the same rule as a Pathway's buffer.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import warnings
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, overload
 
 import attrs
 
 from .core import Core, Route, Service
-from .signal import PATHWAY_TYPES, Signal, SignalType
+from .runners import call_any, describe_fn, in_context
+from .signal import PATHWAY_TYPES, WAIT_TYPES, Signal, SignalType
+from .synapse.base import LogThrottle
+from .telemetry import SWITCH as _TEL
+from .telemetry import log_extra
 
 __all__ = [
     "DECORATOR_TYPES",
     "DEPRECATED_ALIASES",
+    "HANDLER_BACKLOG",
     "BoundDecorator",
     "HandlerDecorators",
     "HandlerFn",
@@ -33,11 +49,18 @@ __all__ = [
     "SignalDecorator",
 ]
 
+log: logging.Logger = logging.getLogger("cosmonapse.handlers")
+
+#: Signals one handler may have waiting on one trace before the oldest non-reply is dropped.
+HANDLER_BACKLOG = 1024
+
 #: A handler: called with each matching Signal; a coroutine function or a plain one.
 HandlerFn = Callable[[Signal], Awaitable[Any] | Any]
 F = TypeVar("F", bound=HandlerFn)
 
 T = SignalType
+#: Presence: what a roster is built from.
+PRESENCE_TYPES = frozenset({T.REGISTER, T.DEREGISTER, T.HEARTBEAT})
 #: The named decorators of seed 004 (plus on_audit / on_stop / on_stopped so every type has one).
 DECORATOR_TYPES: dict[str, SignalType] = {
     "on_task_signal": T.TASK,
@@ -122,6 +145,10 @@ class HandlerRegistry:
 
     def has_trace_handlers(self) -> bool:
         return bool(self._by_trace)
+
+    def wants_presence(self) -> bool:
+        """Handlers that read who is there: presence types, or a ``capability=`` filter."""
+        return any(t in self._by_type for t in PRESENCE_TYPES) or self.uses_capability_filter()
 
     def matching(self, sig: Signal, has_capability: Callable[[Signal, str], bool]) -> list[HandlerSpec]:
         specs = self._by_type.get(sig.type)
@@ -313,12 +340,20 @@ class HandlerDecorators:
 
 
 class Handlers(Service):
-    """The Dendrite's handlers: routes for the types they want, calls in the job pool."""
+    """The Dendrite's handlers: routes for the types they want, calls in the job pool, in trace order."""
 
-    def __init__(self, core: Core, has_capability: Callable[[Signal, str], bool]) -> None:
+    def __init__(
+        self, core: Core, has_capability: Callable[[Signal, str], bool], backlog: int = HANDLER_BACKLOG
+    ) -> None:
         self._core = core
         self._has_capability = has_capability
         self.registry: HandlerRegistry = HandlerRegistry()
+        self.backlog: int = backlog
+        #: Signals dropped because a handler was ``backlog`` Signals behind on their trace.
+        self.dropped: int = 0
+        self._drop_log = LogThrottle()
+        # (handler, trace) -> Signals waiting for the job that is running that handler on that trace
+        self._queues: dict[tuple[HandlerSpec, str], deque[Signal]] = {}
 
     def add(self, spec: HandlerSpec) -> None:
         """File *spec*; on a running Dendrite its subscriptions follow before the next publish."""
@@ -328,6 +363,9 @@ class Handlers(Service):
 
     def has(self, signal_type: SignalType) -> bool:
         return self.registry.has(signal_type)
+
+    def wants_presence(self) -> bool:
+        return self.registry.wants_presence()
 
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
         types = set(SignalType) if self.registry.has_trace_handlers() else self.registry.types()
@@ -343,4 +381,76 @@ class Handlers(Service):
 
     async def _dispatch(self, sig: Signal) -> None:
         for spec in self.registry.matching(sig, self._has_capability):
-            await self._core.run_for(spec.fn, sig)
+            key = (spec, sig.trace_id)
+            queue = self._queues.get(key)
+            if queue is not None:  # a job is running this handler on this trace: after it
+                if len(queue) >= self.backlog:
+                    self._drop_one(queue, spec, sig)
+                queue.append(sig)
+                continue
+            self._queues[key] = deque()
+            try:
+                await self._core.run_for(sig, self._drain, key, sig)  # STOP: never waits
+            except BaseException:
+                self._queues.pop(key, None)
+                raise
+
+    async def _drain(self, key: tuple[HandlerSpec, str], sig: Signal) -> None:
+        """One job per (handler, trace): call it for *sig*, then for what queued meanwhile."""
+        queue = self._queues.get(key)
+        if queue is None:  # pragma: no cover - the Dendrite stopped and restarted in between
+            return
+        fn = key[0].fn
+        run = self._core.run_handler
+        base = contextvars.copy_context()  # each call starts from here, as if it were a job of its own
+        first = True
+        while True:
+            if first:
+                await run(self._call, fn, sig)
+            else:
+                await in_context(run(self._call, fn, sig), base.copy())
+            if not queue:
+                if self._queues.get(key) is queue:
+                    del self._queues[key]
+                return
+            sig = queue.popleft()
+            first = False
+
+    async def _call(self, fn: HandlerFn, args: tuple[Signal]) -> None:
+        """Call *fn* for one Signal; its failure is logged (with the Signal's ids) and the trace goes on."""
+        sig = args[0]
+        try:
+            await call_any(fn, sig)
+        except Exception as exc:  # logged with a rate limit per handler: a handler failing on every Signal
+            self._core.failure_log(log).failed(
+                f"{self._core.dendrite_id}: handler {describe_fn(fn)}",
+                exc,
+                detail=f" on {sig.type.value} {sig.id} (trace {sig.trace_id})",
+                extra=log_extra(sig),
+            )
+            if (otel := _TEL.impl) is not None:
+                otel.failed(exc)
+
+    def _drop_one(self, queue: deque[Signal], spec: HandlerSpec, arriving: Signal) -> None:
+        for i, old in enumerate(queue):
+            if old.type not in WAIT_TYPES:
+                del queue[i]
+                break
+        else:
+            queue.popleft()
+        self.dropped += 1
+        since = self._drop_log.hit()
+        if since is not None:
+            log.warning(
+                "%s: handler %s is %d Signals behind on trace %s: dropped the oldest "
+                "(%d dropped since the last report, %d in all)",
+                self._core.dendrite_id,
+                getattr(spec.fn, "__qualname__", spec.fn),
+                self.backlog,
+                arriving.trace_id,
+                since,
+                self.dropped,
+            )
+
+    async def stopped(self, reason: str | None) -> None:
+        self._queues.clear()  # their jobs were cancelled with the Dendrite

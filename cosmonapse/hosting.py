@@ -11,6 +11,16 @@
 * What a TASK's work emits through its NeuronContext goes out only while that
   work is live: once its scope is cancelled or its trace STOPped, it is dropped
   and counted (``Core.publish_in_scope``); a cancelled TASK has no reply at all.
+* Load shedding: when the task pool is full (``max_concurrent_tasks`` running), a
+  capability-routed TASK is handed back to the queue group (re-published on the
+  group's own subject, ``TASK.routed.<key of the group>``, which only that group's
+  members subscribe — in the same queue group — so it reaches no other group and
+  no observer twice; a decline count in ``meta``) so an idle member takes it; after ``MAX_DECLINES``
+  hand-backs it is kept and waits here, as addressed TASKs do (the TASK pump
+  waits for a runner; the bus buffers behind it, bounded by its pending limits).
+  We decline rather than leave the queue group: if every member left, NATS
+  would drop the group's TASKs instead of queueing them.  A waiting TASK whose
+  trace is STOPped meanwhile never starts.
 * REGISTER for each Axon at start (and after a reconnect, and with each
   heartbeat when ``reregister_on_heartbeat``), HEARTBEAT every ``heartbeat_s``,
   DEREGISTER at stop; DISCOVER is answered with REGISTERs.
@@ -19,12 +29,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
+import attrs
 
 from .axon import Axon
 from .context import NeuronContext, current_task
@@ -32,15 +44,49 @@ from .core import Core, Route, Service
 from .errors import DendriteProtocolError
 from .ids import SeenIds
 from .signal import Directed, Signal, SignalType
+from .telemetry import log_extra
 
-__all__ = ["SEEN_TASKS", "SEEN_TASKS_TTL_S", "AxonHosting", "is_routed_task"]
+__all__ = [
+    "DECLINES_KEY",
+    "MAX_DECLINES",
+    "SEEN_TASKS",
+    "SEEN_TASKS_TTL_S",
+    "AxonHosting",
+    "TaskLoad",
+    "is_routed_task",
+]
 
 log: logging.Logger = logging.getLogger("cosmonapse.hosting")
 T = SignalType
-
+#: ``meta`` key counting how often saturated workers handed a routed TASK back to its group.
+DECLINES_KEY = "cosmonapse_declines"
+#: A routed TASK is handed back at most this many times; then the worker holding it keeps it.
+#: NATS picks a queue-group member at random, so with one full member out of two a TASK
+#: comes back to it 16 times in a row once in 65,536; when every member is full it costs
+#: 16 extra publishes before it waits (an overload: the Neurons, not the bus, are the limit).
+MAX_DECLINES = 16
+#: Longest a hand-back may take to publish; past it the TASK is kept and waits here.
+DECLINE_PUBLISH_TIMEOUT_S = 1.0
 #: TASK ids (and award ids) a Dendrite remembers, and for how long, so a redelivery is not run twice.
 SEEN_TASKS = 10_000
 SEEN_TASKS_TTL_S = 600.0
+
+
+@attrs.frozen
+class TaskLoad:
+    """A worker's TASK load now, and what load shedding did so far (for monitoring)."""
+
+    #: TASKs running now, and the most that may (``max_concurrent_tasks``).
+    running: int
+    limit: int
+    #: The task pool is full: routed TASKs are handed back, addressed ones wait.
+    saturated: bool
+    #: TASKs that waited for a free runner.
+    waited: int
+    #: Capability-routed TASKs handed back to the queue group while full.
+    declined: int
+    #: TASKs not run because their trace was STOPped.
+    refused_stopped: int
 
 
 def is_routed_task(sig: Signal) -> bool:
@@ -70,6 +116,13 @@ class AxonHosting(Service):
         self.axons: dict[str, Axon] = {}
         self._group: str | None = None
         self.seen: SeenIds = SeenIds(SEEN_TASKS, SEEN_TASKS_TTL_S)
+        self._returns: str | None = None  # the subject only our queue group hears: TASKs handed back
+        #: Capability-routed TASKs handed back to the queue group because the task pool was full.
+        self.declined: int = 0
+        #: TASKs that had to wait for a runner (the pool was full when they arrived).
+        self.waited: int = 0
+        #: TASKs not run because their trace was STOPped (on arrival or while they waited).
+        self.refused_stopped: int = 0
 
     # ------------------------------------------------------------------ declarations
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
@@ -81,6 +134,17 @@ class AxonHosting(Service):
     @property
     def capabilities(self) -> list[str]:
         return sorted({c for a in self.axons.values() for c in a.capabilities})
+
+    def load(self) -> TaskLoad:
+        core = self._core
+        return TaskLoad(
+            running=core.tasks_running,
+            limit=core.max_concurrent_tasks,
+            saturated=core.tasks_saturated,
+            waited=self.waited,
+            declined=self.declined,
+            refused_stopped=self.refused_stopped,
+        )
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self, axon: Axon) -> None:
@@ -140,7 +204,7 @@ class AxonHosting(Service):
         await self._refreshed()
 
     async def stopped(self, reason: str | None) -> None:
-        self._group = None
+        self._group = self._returns = None
         for axon in list(self.axons.values()):
             await self._deregister(axon, reason)
 
@@ -165,9 +229,15 @@ class AxonHosting(Service):
         routed = self._core.subject(T.TASK, routed=True)
         if self._group is not None:
             await self._core.drop_group(routed, self._group)
+            if self._returns is not None:
+                await self._core.drop_group(self._returns, self._group)
         self._group = group
+        self._returns = None
         if group is not None:
             await self._core.subscribe_group(routed, group, self._on_routed_task)
+            returns = f"{routed}.g{hashlib.sha256(group.encode()).hexdigest()[:16]}"
+            await self._core.subscribe_group(returns, group, self._on_routed_task)
+            self._returns = returns
 
     # ------------------------------------------------------------------ routing
     def first_run(self, work_id: str) -> bool:
@@ -182,23 +252,49 @@ class AxonHosting(Service):
         log.debug("%s: %s was delivered again; not run twice", self._core.dendrite_id, work_id)
 
     async def _on_task(self, sig: Signal) -> None:
-        if is_routed_task(sig) or sig.trace_id in self._core.tombstones:
+        if is_routed_task(sig):
             return  # a routed TASK is run from the queue group's copy
-        axon = self.select(sig)
-        if axon is not None:
-            if self.seen.first(sig.id):
-                await self._core.run_task(self.run, axon, sig)
-            else:
-                self._duplicate(sig.id)
-
-    async def _on_routed_task(self, sig: Signal) -> None:
-        """The queue-group copy of a capability-routed TASK: run it if an Axon can."""
-        core = self._core
-        if not core.running or sig.type is not T.TASK or sig.trace_id in core.tombstones:
+        if sig.trace_id in self._core.tombstones:
+            self.refused_stopped += 1
             return
         axon = self.select(sig)
         if axon is not None and self.first_run(sig.id):
+            if self._core.tasks_saturated:
+                self.waited += 1
+            await self._core.run_task(self.run, axon, sig)
+
+    async def _on_routed_task(self, sig: Signal) -> None:
+        """The queue-group copy of a capability-routed TASK: run it if an Axon can (or hand it back)."""
+        core = self._core
+        if not core.running or sig.type is not T.TASK:
+            return
+        if sig.trace_id in core.tombstones:
+            self.refused_stopped += 1
+            return
+        axon = self.select(sig)
+        if axon is None:
+            return
+        if sig.id in self.seen:  # run here already (or running): neither run again nor handed back
+            self._duplicate(sig.id)
+            return
+        if core.tasks_saturated:
+            if await self._decline(sig):
+                return  # handed back unrun: not remembered, so it may come back here
+            self.waited += 1
+        if self.first_run(sig.id):
             await core.run_task(self.run, axon, sig)
+
+    async def _decline(self, sig: Signal) -> bool:
+        """Hand a routed TASK back to its queue group; False when it has been handed back enough."""
+        declines = sig.meta.get(DECLINES_KEY, 0)
+        returns = self._returns
+        if returns is None or not isinstance(declines, int) or declines >= MAX_DECLINES:
+            return False
+        with anyio.move_on_after(DECLINE_PUBLISH_TIMEOUT_S):  # cancellation-safe: nothing half-sent
+            await self._core.publish_on(returns, sig.evolve(meta={**sig.meta, DECLINES_KEY: declines + 1}))
+            self.declined += 1
+            return True
+        return False  # the bus would not take it now (our own buffer full, in-process): keep it
 
     def select(self, task: Signal) -> Axon | None:
         """Addressed → that id; routed → first Axon with every capability; open call → catch_all."""
@@ -221,6 +317,7 @@ class AxonHosting(Service):
         core = self._core
         trace = task.trace_id
         if trace in core.tombstones:
+            self.refused_stopped += 1
             return  # STOPped while it waited for a runner
         scope = anyio.CancelScope()
         core.file_scope(trace, scope)  # STOP cancels it
@@ -250,7 +347,12 @@ class AxonHosting(Service):
         finally:
             core.unfile_scope(trace, scope)
         if scope.cancelled_caught:
-            log.debug("TASK %s on trace %s was cancelled", task.id, trace)
+            log.debug(
+                "TASK %s on trace %s was cancelled",
+                task.id,
+                trace,
+                extra=log_extra(task, neuron=axon.neuron_id),
+            )
 
     async def _on_discover(self, sig: Signal) -> None:
         if self.axons and self._answers_discover():

@@ -7,6 +7,12 @@ callbacks, ``async for sig in pw`` — over one bounded buffer:
   ``wait``/``wait_for`` takes the first match out; iteration takes from the
   front).  ``on()`` callbacks see every Signal, whatever the scope.
 * ``scope="terminal"`` buffers only FINAL/ERROR/CLARIFICATION/PERMISSION.
+* ``on()`` callbacks for a Signal run before any reader can take it (and before
+  a FINAL/ERROR closes the Pathway): ``await pw.wait()`` returns a reply whose
+  callbacks have finished.  Callbacks run one Signal at a time, in arrival
+  order, in the Dendrite's handler pool; Signals that arrive meanwhile wait
+  behind them, so readers still see the trace in order.  (A callback must not
+  wait on its own Pathway: the Signal it would wait for is held until it ends.)
 * FINAL or ERROR closes the Pathway after it is buffered; buffered Signals are
   still served after close, then readers get ``PathwayClosedError``
   (iteration simply ends).
@@ -19,7 +25,9 @@ callbacks, ``async for sig in pw`` — over one bounded buffer:
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
@@ -29,7 +37,9 @@ import anyio.lowlevel
 
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
+from .runners import call_any, in_context
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
+from .telemetry import log_extra
 
 __all__ = ["DEFAULT_PATHWAY_BUFFER", "Callback", "Pathway", "PathwayHost", "PathwayRole", "PathwayScope"]
 
@@ -62,12 +72,18 @@ class PathwayHost(Protocol):
 
 
 class Pathway:
-    """One trace, seen from one Dendrite."""
+    """One trace, seen from one Dendrite.
+
+    Dendrites open them (``dispatch``, ``observe_pathway``).  One built directly,
+    ``Pathway(trace_id)``, has no Dendrite behind it: whatever is handed to it is
+    buffered and its callbacks run inline — handy in tests.
+    """
 
     __slots__ = (
         "_buf",
         "_callbacks",
         "_closed",
+        "_held",
         "_host",
         "_max",
         "_waiters",
@@ -81,9 +97,9 @@ class Pathway:
 
     def __init__(
         self,
-        host: PathwayHost,
         trace_id: str,
         *,
+        host: PathwayHost | None = None,
         role: PathwayRole = "originator",
         scope: PathwayScope = "all",
         max_buffer: int = DEFAULT_PATHWAY_BUFFER,
@@ -98,6 +114,8 @@ class Pathway:
         self._buf: list[Signal] = []
         self._waiters: list[anyio.Event] | None = None
         self._callbacks: dict[SignalType, list[Callback]] | None = None
+        # Signals whose callbacks (or an earlier Signal's) have not finished yet, in arrival order
+        self._held: deque[Signal] | None = None
         self._closed = False
         self._why: str | None = None  # why it was closed, when not by FINAL/ERROR or close()
         self.dropped: int = 0
@@ -107,6 +125,11 @@ class Pathway:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<Pathway {self.trace_id} {self.role} scope={self.scope} {state} buffered={len(self._buf)}>"
+
+    @property
+    def parent_id(self) -> str | None:
+        """The reference's per-request correlation key; ours are trace Pathways (requests use ops): None."""
+        return None
 
     @property
     def closed(self) -> bool:
@@ -119,34 +142,81 @@ class Pathway:
 
     # -- delivery (called by the Dendrite's router) ------------------------
     async def _deliver(self, sig: Signal) -> None:
-        """File *sig* (router side): buffer it, close on FINAL/ERROR, hand it to ``on()`` callbacks."""
+        """File *sig* (router side): after its ``on()`` callbacks, buffer it and close on FINAL/ERROR."""
         if self._closed:
             return
-        callbacks = self._callbacks.get(sig.type) if self._callbacks else None
+        held = self._held
+        if held is not None:  # callbacks of an earlier Signal still run: keep the order
+            if len(held) >= self._max:
+                self._make_room(held, "queue of Signals waiting for callbacks", first=1)  # [0] is running
+            held.append(sig)
+            return
+        if self._callbacks is not None and sig.type in self._callbacks:
+            self._held = deque((sig,))
+            try:
+                if self._host is None:
+                    await self._run_held(sig)
+                else:
+                    await self._host.run_callback(self._run_held, sig)
+            except BaseException:
+                self._held = None
+                raise
+            return
+        if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:  # _accept, inlined: the hot path
+            self._buffer(sig)
+        if sig.type in TERMINAL_TYPES:
+            self._close_now()
+
+    def _accept(self, sig: Signal) -> None:
         if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
             self._buffer(sig)
         if sig.type in TERMINAL_TYPES:
             self._close_now()
-        if callbacks:
-            for cb in callbacks:
-                await self._host.run_callback(cb, sig)
+
+    async def _run_held(self, first: Signal) -> None:
+        """One job per Pathway at a time: run each held Signal's callbacks, then let readers have it."""
+        held = self._held
+        base = contextvars.copy_context()  # each callback starts from here, as a job of its own would
+        while held:
+            sig = held[0]
+            for cb in (self._callbacks or {}).get(sig.type, ()):
+                try:
+                    await in_context(call_any(cb, sig), base.copy())
+                except Exception:
+                    log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
+            held.popleft()
+            if not self._closed:  # closed meanwhile (close(), STOP): callbacks still run, readers are gone
+                self._accept(sig)
+                if self._closed:  # that was the FINAL/ERROR: what came after it is not this trace's any more
+                    held.clear()
+        if self._held is held:
+            self._held = None
 
     def _buffer(self, sig: Signal) -> None:
         buf = self._buf
         if len(buf) >= self._max:
-            for i, old in enumerate(buf):
-                if old.type not in WAIT_TYPES:
-                    del buf[i]
-                    self.dropped += 1
-                    if self.dropped == 1:
-                        log.warning(
-                            "Pathway %s buffer full (%d unread): dropping the oldest non-reply Signals",
-                            self.trace_id,
-                            self._max,
-                        )
-                    break
+            self._make_room(buf, "buffer")
         buf.append(sig)
         self._wake()
+
+    def _make_room(self, queue: list[Signal] | deque[Signal], what: str, first: int = 0) -> None:
+        """Drop the oldest Signal of a full *queue* (from index *first*) that is not a reply.
+
+        Replies are never dropped.
+        """
+        for i, old in enumerate(queue):
+            if i >= first and old.type not in WAIT_TYPES:
+                del queue[i]
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.warning(
+                        "Pathway %s %s full (%d): dropping the oldest non-reply Signals",
+                        self.trace_id,
+                        what,
+                        self._max,
+                        extra=log_extra(old),
+                    )
+                return
 
     def _wake(self) -> None:
         waiters = self._waiters
@@ -162,7 +232,8 @@ class Pathway:
         self._closed = True
         self._why = why
         self._wake()
-        self._host.forget(self)
+        if self._host is not None:
+            self._host.forget(self)
 
     # -- reading -----------------------------------------------------------
     def _pop_first(self, wanted: frozenset[SignalType] | None) -> Signal | None:
@@ -179,7 +250,7 @@ class Pathway:
             return sig
         if timeout_s is None:
             return await self._take_blocking(wanted, what)
-        deadlines = self._host.deadlines
+        deadlines = self._host.deadlines if self._host is not None else None
         if deadlines is not None:
             timer = deadlines.schedule(timeout_s)
             try:

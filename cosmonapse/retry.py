@@ -24,8 +24,9 @@ from .errors import DispatchTimeout, PathwayClosedError
 from .ids import new_trace_id
 from .pathway import PathwayScope
 from .signal import Signal, SignalType
+from .telemetry import log_extra, retried
 
-__all__ = ["Attempt", "RetryStrategy", "default_retry_on", "retry_loop", "run_with_retry"]
+__all__ = ["Attempt", "RetryStrategy", "default_retry_on", "require_strategy", "retry_loop", "run_with_retry"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.retry")
 
@@ -88,6 +89,15 @@ class RetryStrategy:
             return 0.0
 
 
+def require_strategy(retry: object) -> None:
+    """``retry=`` must be a ``RetryStrategy`` (``retry=3`` is a common slip): a TypeError saying so."""
+    if not isinstance(retry, RetryStrategy):
+        raise TypeError(
+            f"retry= takes a RetryStrategy, not {type(retry).__name__} {retry!r}: "
+            f"e.g. retry=RetryStrategy(max_attempts={retry if type(retry) is int else 3})"
+        )
+
+
 async def retry_loop(
     retry: RetryStrategy,
     attempt: Attempt,
@@ -121,7 +131,10 @@ async def retry_loop(
                     try:
                         await stop(trace, False, "caller cancelled")
                     except Exception:
-                        log.debug("could not STOP trace %s of a cancelled attempt", trace, exc_info=True)
+                        log.debug(
+                            "could not STOP trace %s of a cancelled attempt", trace, exc_info=True,
+                            extra=log_extra(trace_id=trace),
+                        )  # fmt: skip
             raise
         if not retry.retry_on(outcome):
             return _resolve(outcome)
@@ -137,7 +150,14 @@ async def retry_loop(
                 retry.on_retry(n, outcome)
             except Exception:
                 log.warning("on_retry hook raised", exc_info=True)
-        log.debug("attempt %d on trace %s failed with %r; retrying", n, trace, outcome)
+        retried(n, outcome, trace)
+        log.debug(
+            "attempt %d on trace %s failed with %r; retrying",
+            n,
+            trace,
+            outcome,
+            extra=log_extra(trace_id=trace),
+        )
         await anyio.sleep(retry.delay(n))  # allowed: the backoff the strategy asks for
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -28,18 +28,20 @@ one summary line.
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import logging
 import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import CoroutineType
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-__all__ = ["FailureLog", "Job", "JobFn", "RunnerPool"]
+__all__ = ["FailureLog", "Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
@@ -104,8 +106,14 @@ class FailureLog:
         #: Failures counted but not logged with a traceback, in all.
         self.suppressed: int = 0
 
-    def failed(self, what: str, exc: BaseException) -> None:
-        """Record one failure of *what* (logged with its traceback unless over the burst)."""
+    def failed(
+        self, what: str, exc: BaseException, *, detail: str = "", extra: Mapping[str, object] | None = None
+    ) -> None:
+        """Record one failure of *what* (logged with its traceback unless over the burst).
+
+        *detail* (which Signal, which trace) is added to a logged line but is not part
+        of the key: one handler failing on many Signals is one job.
+        """
         now = time.monotonic()
         entries = self._entries
         entry = entries.pop(what, None)  # re-inserted last: the dict stays in recency order
@@ -119,15 +127,10 @@ class FailureLog:
             self._summary(oldest, entries.pop(oldest))
         if entry.logged < self.burst:
             entry.logged += 1
-            if entry.logged < self.burst:
-                self._log.error("%s raised", what, exc_info=exc)
-            else:
-                self._log.error(
-                    "%s raised (further failures within %gs are counted, not logged)",
-                    what,
-                    self.window_s,
-                    exc_info=exc,
-                )
+            more = ""
+            if entry.logged == self.burst:
+                more = f" (further failures within {self.window_s:g}s are counted, not logged)"
+            self._log.error("%s raised%s%s", what, detail, more, exc_info=exc, extra=extra)
         else:
             entry.suppressed += 1
             entry.last = f"{type(exc).__name__}: {exc}"
@@ -159,8 +162,25 @@ class _Slot:
         self.job: Job | None = None
 
 
+def is_async_callable(fn: Any) -> bool:
+    """A coroutine function, a ``partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+async def call_any(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, awaited when it returns an awaitable (user handlers and hooks are either)."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 @types.coroutine
-def _in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
+def in_context(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Generator[Any, Any, Any]:
     """Await *coro* with every step of it run inside *context*.
 
     A task runs its coroutine's steps in the task's own context; stepping the job's
@@ -327,7 +347,7 @@ class RunnerPool:
                 try:
                     awaitable = fn(*args)
                     coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
-                    await _in_context(coro, base.copy())
+                    await in_context(coro, base.copy())
                 except Exception as exc:
                     self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
                 finally:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import enum
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
+from .errors import SignalDecodeError
 from .ids import new_event_id, new_trace_id
 
 __all__ = [
     "AXON_TYPES",
+    "ORCHESTRATION_TYPES",
     "PATHWAY_TYPES",
     "RECEPTOR_TERMINAL_TYPES",
     "ROLE_GATED_TYPES",
@@ -93,6 +95,19 @@ TERMINAL_SCOPE_TYPES = frozenset({T.FINAL, T.ERROR, T.CLARIFICATION, T.PERMISSIO
 RECEPTOR_TERMINAL_TYPES = frozenset({T.AGENT_OUTPUT, T.FINAL, T.ERROR, T.CLARIFICATION, T.PERMISSION})
 #: Initiating these needs role "orchestrator".
 ROLE_GATED_TYPES = frozenset({T.TASK, T.STOP})
+#: What a worker's ``emit()`` refuses (seeds 001 and 004: "workers can serve TASKs and
+#: bid, but cannot emit orchestration signals"): starting, steering, concluding and
+#: narrating a workflow.  Still open to a worker: BID (bidding), answers and decisions
+#: (CLARIFICATION_ANSWER, PERMISSION_DECISION), DISCOVER, the Engram traffic (RECALL,
+#: RECALLED, IMPRINT, IMPRINTED), STOPPED and AUDIT.  A Neuron's own replies and the
+#: cognition it streams through its ``NeuronContext`` are the Axon's, not ``emit()``.
+ORCHESTRATION_TYPES = frozenset(
+    {
+        T.TASK, T.STOP, T.TASK_OFFER, T.TASK_AWARDED, T.TASK_DECLINED, T.FINAL, T.ERROR,
+        T.PLAN, T.THOUGHT_DELTA, T.TOOL_CALL, T.TOOL_RESULT, T.MEMORY_APPEND, T.CRITIQUE,
+        T.ESCALATION, T.CONSENSUS, T.CONTEXT_SYNC,
+    }
+)  # fmt: skip
 
 
 # (second, its text) in one tuple, so a thread never pairs one second with another's text.
@@ -112,6 +127,43 @@ def utc_now_iso() -> str:
         _last_second = (seconds, prefix)
     micros = rest // 1000
     return f"{prefix}.{micros:06d}Z" if micros else prefix + "Z"
+
+
+def _signal_type(value: Any) -> SignalType:
+    """``Signal.type``, checked when the Signal is built (a type name is accepted too)."""
+    if type(value) is SignalType:
+        return value
+    try:
+        return SignalType(value)
+    except ValueError:
+        raise SignalDecodeError(
+            "type", f"{value!r} is not a Signal type (one of {', '.join(t.value for t in SignalType)})"
+        ) from None
+
+
+class WireCodec(Protocol):
+    """What ``Signal.encode``/``Signal.decode`` delegate to (``cosmonapse.codec`` installs itself)."""
+
+    def encode(self, sig: Signal) -> bytes: ...
+
+    def decode(self, data: bytes | str) -> Signal: ...
+
+
+#: The JSON codec.  ``codec.py`` imports this module, so it registers itself here
+#: instead of being imported (importing ``cosmonapse`` always loads it).
+_wire_codec: WireCodec | None = None
+
+
+def install_codec(codec: WireCodec) -> None:
+    """Called once by ``cosmonapse.codec`` at import."""
+    global _wire_codec
+    _wire_codec = codec
+
+
+def _codec() -> WireCodec:
+    if _wire_codec is None:  # pragma: no cover - importing cosmonapse installs it
+        raise RuntimeError("the Signal codec is not loaded: import cosmonapse.codec")
+    return _wire_codec
 
 
 @attrs.frozen(slots=True)
@@ -135,7 +187,7 @@ class Signal:
     in because a lenient peer left them out (see docs/protocol.md).
     """
 
-    type: SignalType
+    type: SignalType = attrs.field(converter=_signal_type)
     trace_id: str = attrs.field(factory=new_trace_id)
     payload: dict[str, Any] = attrs.field(factory=dict)
     parent_id: str | None = None
@@ -160,3 +212,29 @@ class Signal:
     def evolve(self, **changes: Any) -> Signal:
         """A copy with *changes* applied (``attrs.evolve``)."""
         return attrs.evolve(self, **changes)
+
+    def reply(
+        self,
+        type: SignalType,
+        payload: dict[str, Any] | None = None,
+        directed: Directed | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Signal:
+        """A child of this Signal: same trace, ``parent_id`` = this id, this ``directed`` unless given."""
+        return Signal(
+            type=type,
+            trace_id=self.trace_id,
+            parent_id=self.id,
+            payload=dict(payload or {}),
+            directed=self.directed if directed is None else directed,
+            meta=dict(meta or {}),
+        )
+
+    def encode(self) -> bytes:
+        """The Signal's wire form: compact UTF-8 JSON (``codec.encode_signal``)."""
+        return _codec().encode(self)
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> Signal:
+        """Parse one wire frame (``codec.decode_signal``); raises ``SignalDecodeError`` naming the field."""
+        return _codec().decode(data)

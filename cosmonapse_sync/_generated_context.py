@@ -57,13 +57,19 @@ class NeuronContextTwins:
         return self._invoke("emit_plan", (), {"steps": steps, "rationale": rationale})
 
     def emit_tool_call(self, tool: str, args: dict[str, Any], *, call_id: str | None = None) -> Signal:
-        """Blocking twin of the coroutine ``NeuronContext.emit_tool_call``."""
+        """Blocking twin of the coroutine ``NeuronContext.emit_tool_call``.
+
+        TOOL_CALL ``{tool, tool_name, args, call_id?}``.
+        """
         return self._invoke("emit_tool_call", (), {"tool": tool, "args": args, "call_id": call_id})
 
     def emit_tool_result(
         self, tool: str, *, result: Any = None, error: str | None = None, call_id: str | None = None
     ) -> Signal:
-        """Blocking twin of the coroutine ``NeuronContext.emit_tool_result``."""
+        """Blocking twin of the coroutine ``NeuronContext.emit_tool_result``.
+
+        TOOL_RESULT ``{tool, tool_name, result?, error?, call_id?}``.
+        """
         return self._invoke(
             "emit_tool_result", (), {"tool": tool, "result": result, "error": error, "call_id": call_id}
         )

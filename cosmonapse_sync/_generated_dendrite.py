@@ -8,10 +8,11 @@ from typing import Any
 
 from cosmonapse.core import DendriteStats
 from cosmonapse.engram.model import ImprintReceipt, RecallResult
+from cosmonapse.hosting import TaskLoad
 from cosmonapse.pathway import PathwayScope
 from cosmonapse.registry.record import NeuronRecord
 from cosmonapse.retry import RetryStrategy
-from cosmonapse.signal import Signal
+from cosmonapse.signal import Signal, SignalType
 from cosmonapse_sync.pathway import SyncPathway
 
 __all__ = ["DendriteTwins"]
@@ -27,6 +28,14 @@ class DendriteTwins:
 
     def _read(self, name: str) -> Any:
         raise NotImplementedError
+
+    @property
+    def task_load(self) -> TaskLoad:
+        """Blocking twin of the property ``Dendrite.task_load``.
+
+        TASKs running, the limit, and what load shedding did (waited, declined, refused as STOPped).
+        """
+        return self._read("task_load")
 
     @property
     def auto_bid(self) -> bool:
@@ -68,10 +77,26 @@ class DendriteTwins:
         """
         return self._read("effective_stale_after_s")
 
+    def ensure_subscribed(self, *types: SignalType) -> None:
+        """Blocking twin of the coroutine ``Dendrite.ensure_subscribed``.
+
+        Wait until *types* (or, with none given, every handler's types) are subscribed.
+
+        Handlers registered on a running Dendrite are live before the next publish of
+        any Dendrite on this synapse anyway; this is the explicit form, for Signals
+        that come from elsewhere (another process, a raw ``synapse.publish``).
+        """
+        return self._invoke("ensure_subscribed", (*types,), {})
+
     def emit(self, signal: Signal) -> None:
         """Blocking twin of the coroutine ``Dendrite.emit``.
 
-        Publish *signal*: only SYNAPSE_TYPES, and TASK/STOP only from an orchestrator.
+        Publish *signal*: only SYNAPSE_TYPES, and orchestration Signals only from an orchestrator.
+
+        A worker's ``emit()`` refuses ``ORCHESTRATION_TYPES`` (TASK, STOP, FINAL, ERROR,
+        PLAN, the cognition stream, offers and awards): workers serve TASKs and bid
+        (``bid()``), answer and decide, discover and remember; their Neurons stream
+        through their ``NeuronContext``.
         """
         return self._invoke("emit", (), {"signal": signal})
 
@@ -100,10 +125,14 @@ class DendriteTwins:
         capabilities: list[str] | None = None,
         finalize: bool = False,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> Signal:
         """Blocking twin of the coroutine ``Dendrite.dispatch_task``.
 
-        Publish a TASK (addressed, capability-routed, or an open call); returns it.
+        Publish a TASK to ``neuron=`` or to ``capabilities=`` (one is required); returns it.
+
+        ``open_call=True`` (and neither) sends the reference's open call instead: the
+        first ``catch_all`` Axon of every host runs it.
         """
         return self._invoke(
             "dispatch_task",
@@ -117,6 +146,7 @@ class DendriteTwins:
                 "capabilities": capabilities,
                 "finalize": finalize,
                 "meta": meta,
+                "open_call": open_call,
             },
         )
 
@@ -132,10 +162,14 @@ class DendriteTwins:
         parent_id: str | None = None,
         context_ref: str | None = None,
         meta: dict[str, Any] | None = None,
+        open_call: bool = False,
     ) -> SyncPathway:
         """Blocking twin of the coroutine ``Dendrite.dispatch``.
 
         Open a Pathway on a (new) trace, then publish the TASK; returns the Pathway.
+
+        The TASK goes to ``neuron=`` or ``capabilities=`` (one is required), or with
+        ``open_call=True`` to every host's first ``catch_all`` Axon.
         """
         return self._invoke(
             "dispatch",
@@ -150,6 +184,7 @@ class DendriteTwins:
                 "parent_id": parent_id,
                 "context_ref": context_ref,
                 "meta": meta,
+                "open_call": open_call,
             },
         )
 
@@ -437,7 +472,10 @@ class DendriteTwins:
     ) -> Signal:
         """Blocking twin of the coroutine ``Dendrite.respond_to_escalation``.
 
-        Hand an ESCALATION to ``payload.target`` (or *neuron*) as a TASK (orchestrators).
+        Answer an ESCALATION with a TASK on its trace (orchestrators); returns the TASK.
+
+        Sent to *neuron*, else ``payload.target``, else back to the escalating neuron;
+        *input* replaces the default ``{"escalation": {reason, context, from}}``.
         """
         return self._invoke(
             "respond_to_escalation",

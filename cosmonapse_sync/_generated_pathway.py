@@ -22,6 +22,14 @@ class PathwayTwins:
     def _read(self, name: str) -> Any:
         raise NotImplementedError
 
+    @property
+    def parent_id(self) -> str | None:
+        """Blocking twin of the property ``Pathway.parent_id``.
+
+        The reference's per-request correlation key; ours are trace Pathways (requests use ops): None.
+        """
+        return self._read("parent_id")
+
     def wait(self, timeout_s: float | None = None) -> Signal:
         """Blocking twin of the coroutine ``Pathway.wait``.
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import attrs
 
-from cosmonapse.axon import Axon, _is_async_callable
+from cosmonapse.axon import Axon
 from cosmonapse.context import NeuronContext
+from cosmonapse.runners import is_async_callable
 from cosmonapse.signal import Signal
 
 from ._generated_context import NeuronContextTwins
@@ -30,7 +31,7 @@ __all__ = ["SyncNeuronContext", "ThreadedNeuron", "adapt_axon", "to_async"]
 
 def to_async(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """*fn* itself if it is async, else a coroutine function running it in a worker thread."""
-    if _is_async_callable(fn):
+    if is_async_callable(fn):
         return fn
 
     @functools.wraps(fn)
@@ -103,6 +104,6 @@ class ThreadedNeuron:
 
 def adapt_axon(axon: Axon) -> Axon:
     """*axon* itself if its Neuron is async, else a copy whose Neuron runs in worker threads."""
-    if _is_async_callable(axon.neuron_fn):
+    if is_async_callable(axon.neuron_fn):
         return axon
     return attrs.evolve(axon, neuron_fn=ThreadedNeuron(axon.neuron_fn))

@@ -44,6 +44,7 @@ from cosmonapse.signal import Signal, SignalType
 from cosmonapse.synapse.base import Subscription, Synapse
 from cosmonapse.synapse.connect import make_synapse
 from cosmonapse.synapse.memory import MemorySynapse
+from cosmonapse.telemetry import facade_call
 
 from ._generated_dendrite import DendriteTwins
 from .adapt import adapt_axon, to_async
@@ -69,6 +70,12 @@ class SyncSubscription:
     handler: HandlerFn
     queue_group: str | None = None
     live: Subscription | None = None
+    _owner: SyncDendrite | None = attrs.field(default=None, repr=False, alias="owner")
+
+    def unsubscribe(self) -> None:
+        """Undo ``subscribe()``: the same as ``facade.unsubscribe(sub)``."""
+        if self._owner is not None:
+            self._owner.unsubscribe(self)
 
 
 class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
@@ -260,11 +267,13 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
     # ------------------------------------------------------------ calls
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run ``await fn(*args)`` on the portal (``facade.dendrite`` is the live Dendrite there)."""
-        return self._portal.current("call()").call(fn, *args, what="call()")
+        with facade_call("call"):  # OpenTelemetry: counted and timed (no-op when off)
+            return self._portal.current("call()").call(fn, *args, what="call()")
 
     def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         what = f"{name}()"
-        return self._portal.current(what).call(_on_dendrite, self, name, args, kwargs, what=what)
+        with facade_call(name):
+            return self._portal.current(what).call(_on_dendrite, self, name, args, kwargs, what=what)
 
     def _read(self, name: str) -> Any:
         return getattr(self.dendrite or self._template, name)
@@ -304,13 +313,14 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
             call["trace_id"] = call.get("trace_id") or new_trace_id()
             if timeout_s is not None:
                 backstop = timeout_s + self.stop_ack_timeout_s + _BACKSTOP_MARGIN_S
-        return self._portal.current("dispatch_and_wait()").call(
-            self._dispatch_and_wait,
-            call,
-            backstop_s=backstop,
-            cancel_grace_s=self.stop_ack_timeout_s + 2.0,
-            what="dispatch_and_wait()",
-        )
+        with facade_call("dispatch_and_wait"):
+            return self._portal.current("dispatch_and_wait()").call(
+                self._dispatch_and_wait,
+                call,
+                backstop_s=backstop,
+                cancel_grace_s=self.stop_ack_timeout_s + 2.0,
+                what="dispatch_and_wait()",
+            )
 
     async def _dispatch_and_wait(self, call: dict[str, Any]) -> Signal:
         dendrite: Dendrite = CURRENT_LOOP.get().value
@@ -428,7 +438,7 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
     ) -> SyncSubscription:
         """A raw subscription to one type (sync *handler* in a worker thread); kept across forks."""
         self.start()
-        sub = SyncSubscription(SignalType(signal_type), to_async(handler), queue_group)
+        sub = SyncSubscription(SignalType(signal_type), to_async(handler), queue_group, owner=self)
 
         async def forward(d: Dendrite) -> None:
             sub.live = await d.subscribe(sub.signal_type, sub.handler, queue_group=queue_group)

@@ -20,6 +20,7 @@ from cosmonapse.dendrite import Dendrite
 from cosmonapse.errors import PathwayTimeout
 from cosmonapse.pathway import Pathway, PathwayRole, PathwayScope
 from cosmonapse.signal import Signal, SignalType
+from cosmonapse.telemetry import log_extra
 
 from ._generated_pathway import PathwayTwins
 from .adapt import to_async
@@ -43,7 +44,10 @@ async def confirm_stop(dendrite: Dendrite, trace_id: str, reason: str, ack_timeo
             with anyio.move_on_after(ack_timeout_s):
                 await dendrite.stop_and_confirm(trace_id, reason=reason, timeout_s=ack_timeout_s)
         except Exception:
-            log.warning("could not publish STOP for trace %s", trace_id, exc_info=True)
+            log.warning(
+                "could not publish STOP for trace %s", trace_id, exc_info=True,
+                extra=log_extra(trace_id=trace_id),
+            )  # fmt: skip
 
 
 async def _next(pathway: Pathway, idle_timeout_s: float | None) -> Any:

@@ -136,6 +136,11 @@ class NatsServer:
         except OSError:
             return False
 
+    def lame_duck(self) -> None:
+        """``nats-server --signal ldm=<pid>``: the server starts going away gently."""
+        assert self.proc is not None
+        subprocess.run([self.binary, "--signal", f"ldm={self.proc.pid}"], check=True, timeout=10)
+
     def kill(self) -> None:
         """SIGKILL: the abrupt loss a client must survive."""
         if self.proc is not None and self.proc.poll() is None:
@@ -175,7 +180,9 @@ class NatsServer:
         self.stop()
 
 
-def start_cluster(size: int = 3, timeout: float = 15.0) -> list[NatsServer]:
+def start_cluster(
+    size: int = 3, timeout: float = 15.0, extra_args: list[str] | None = None
+) -> list[NatsServer]:
     """*size* nodes on loopback, fully routed; returns once every node sees every other."""
     ports = free_ports(3 * size)
     cports, hports, clients = ports[:size], ports[size : 2 * size], ports[2 * size :]
@@ -185,6 +192,7 @@ def start_cluster(size: int = 3, timeout: float = 15.0) -> list[NatsServer]:
             cluster_port=cports[i],
             routes=[p for j, p in enumerate(cports) if j != i],
             http_port=hports[i],
+            extra_args=extra_args,
         )
         for i in range(size)
     ]

@@ -24,12 +24,20 @@ import pytest
 from bus_kit import KINDS
 from core_kit import Pair, pair
 
-from cosmonapse import Axon, DispatchTimeout, NeuronContext, Signal, SignalType, TraceStoppedError
+from cosmonapse import (
+    Axon,
+    DendriteProtocolError,
+    DispatchTimeout,
+    NeuronContext,
+    Signal,
+    SignalType,
+    TraceStoppedError,
+)
 from cosmonapse_sync import SyncDendrite
 
 pytestmark = pytest.mark.anyio
 T = SignalType
-LATE_TYPES = {T.THOUGHT_DELTA, T.TOOL_CALL, T.TOOL_RESULT, T.PLAN, T.MEMORY_APPEND, T.AGENT_OUTPUT, T.FINAL}
+LATE_TYPES = {T.THOUGHT_DELTA, T.TOOL_CALL, T.TOOL_RESULT, T.PLAN, T.AUDIT, T.AGENT_OUTPUT, T.FINAL}
 
 
 async def flushed(p: Pair, marker_trace: str) -> None:
@@ -67,8 +75,8 @@ async def test_a_stopped_neuron_that_keeps_talking_is_silenced(kind: str, nats_u
                 await ctx.emit_tool_call("search", {"q": 1})
                 await ctx.emit_tool_result("search", result=1)
                 await ctx.emit_plan(["more"])
-                await holder["worker"].emit_memory_append(  # through the Dendrite, from inside the TASK
-                    trace_id=ctx.trace_id, parent_id=ctx.task_id, key="k", value=1
+                await holder["worker"].emit(  # through the Dendrite, from inside the TASK
+                    Signal(type=T.AUDIT, trace_id=ctx.trace_id, parent_id=ctx.task_id, payload={"k": 1})
                 )
                 done.set()
         return {"never": True}  # pragma: no cover
@@ -101,16 +109,23 @@ async def test_explicit_publishes_on_a_stopped_trace_raise(kind: str, nats_url: 
         with anyio.fail_after(10):
             await stopped.setdefault(trace, anyio.Event()).wait()  # the worker has the tombstone too
         before = len(p.seen.signals)
-        calls = {
+        orchestration = {  # a worker may not publish these on any trace (the role guard comes first)
             "emit_final": lambda d: d.emit_final(trace_id=trace, parent_id=None, result=1),
             "emit_thought_delta": lambda d: d.emit_thought_delta(trace_id=trace, parent_id=None, delta="x"),
             "emit": lambda d: d.emit(Signal(type=T.CRITIQUE, trace_id=trace, payload={"verdict": "no"})),
+        }
+        calls = {
+            "emit audit": lambda d: d.emit(Signal(type=T.AUDIT, trace_id=trace, payload={"n": 1})),
             "answer_clarification": lambda d: d.answer_clarification(question, answer="a"),
             "recall": lambda d: d.recall(engram_id="mem", query={}, trace_id=trace),
             "imprint": lambda d: d.imprint(engram_id="mem", op="add", entry={}, trace_id=trace),
         }
-        for name, call in calls.items():
+        for name, call in [*orchestration.items(), *calls.items()]:
             for who in (orch, worker):
+                if who is worker and name in orchestration:
+                    with pytest.raises(DendriteProtocolError, match="needs role 'orchestrator'"):
+                        await call(who)
+                    continue
                 with pytest.raises(TraceStoppedError, match=trace):
                     await call(who)
                     pytest.fail(f"{who.dendrite_id}: {name} published on a STOPped trace")
@@ -136,8 +151,8 @@ async def test_a_handler_racing_the_stop_gets_trace_stopped_error(kind: str, nat
         @p.worker.on_stop
         async def answer(sig: Signal) -> None:  # speaks on the trace it was just told to stop
             try:
-                await p.worker.emit_critique(
-                    trace_id=sig.trace_id, parent_id=sig.id, target_event_id=sig.id, issues=[], verdict="x"
+                await p.worker.emit(
+                    Signal(type=T.AUDIT, trace_id=sig.trace_id, parent_id=sig.id, payload={"stop": sig.id})
                 )
                 outcomes.append(None)
             except TraceStoppedError as exc:

@@ -111,7 +111,7 @@ async def test_a_handler_that_keeps_failing_is_logged_a_few_times_then_summed_up
                 all_in.set()
             raise ValueError(f"bad audit {calls}")
 
-        caplog.set_level(logging.ERROR, logger="cosmonapse.runners")
+        caplog.set_level(logging.ERROR, logger="cosmonapse.handlers")
         async with orch:
             for n in range(failures):
                 await orch.emit(Signal(type=T.AUDIT, payload={"n": n}))
@@ -119,7 +119,7 @@ async def test_a_handler_that_keeps_failing_is_logged_a_few_times_then_summed_up
                 await all_in.wait()
             assert orch.stats.suppressed_errors == failures - FAILURE_BURST
         # stopping flushes the summary
-    records = [r for r in caplog.records if r.name == "cosmonapse.runners"]
+    records = [r for r in caplog.records if r.name == "cosmonapse.handlers"]
     tracebacks = [r for r in records if r.exc_info]
     assert len(tracebacks) == FAILURE_BURST
     assert "test_bounded_state" in tracebacks[0].getMessage() and "broken" in tracebacks[0].getMessage()

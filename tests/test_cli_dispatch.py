@@ -114,9 +114,11 @@ def test_no_wait_prints_the_task_and_returns(world: tuple[str, str]) -> None:
 
 def test_bad_options_exit_2_before_touching_the_bus() -> None:
     unreachable = "cosmo://127.0.0.1:9"
-    assert cosmo("dispatch", "--url", unreachable, "--input", "[1]").returncode == 2
-    assert cosmo("dispatch", "--url", unreachable, "--input", "{nope").returncode == 2
+    assert cosmo("dispatch", "--url", unreachable, "--neuron", "a", "--input", "[1]").returncode == 2
+    assert cosmo("dispatch", "--url", unreachable, "--neuron", "a", "--input", "{nope").returncode == 2
     assert cosmo("dispatch", "--url", unreachable, "--neuron", "a", "--capabilities", "b").returncode == 2
+    assert cosmo("dispatch", "--url", unreachable).returncode == 2  # seed 004: a target is required
+    assert cosmo("dispatch", "--url", unreachable, "--open-call", "--neuron", "a").returncode == 2
     assert cosmo("dispatch", "--url", "http://x", "--neuron", "a").returncode == 2
     assert cosmo("dispatch", "-n", "a.b", "--neuron", "a").returncode == 2
     down = cosmo("dispatch", "--url", unreachable, "--neuron", "a", "--timeout", "2")

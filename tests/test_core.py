@@ -67,15 +67,19 @@ def test_a_service_declares_routes_and_wants_and_the_core_builds_them_in_order()
     assert core._wanted == {T.AUDIT}
 
 
-async def test_a_handler_registered_on_a_running_dendrite_is_subscribed_before_its_next_publish() -> None:
+async def test_a_handler_registered_on_a_running_dendrite_is_subscribed_before_the_next_publish() -> None:
+    """Issue 11: a worker's handler registered after start() hears the very next PLAN an
+    orchestrator on the same synapse publishes, every time (the publish makes it first)."""
     async with MemorySynapse() as syn, assert_no_leaked_tasks():
-        worker = Dendrite(synapse=syn, namespace="live", role="worker", heartbeat_s=0)
-        async with worker:
-            seen = SignalRecorder()
-            worker.on_plan(seen)  # sync: the subscription is made by the control loop ...
-            await worker.emit_plan(trace_id="trc_1", parent_id=None, steps=["a"])  # ... or here
-            await seen.wait_for(count=1)
-            assert [s.payload["steps"] for s in seen.signals] == [["a"]]
+        for round in range(10):
+            worker = Dendrite(synapse=syn, namespace=f"live{round}", role="worker", heartbeat_s=0)
+            orch = Dendrite(synapse=syn, namespace=f"live{round}", heartbeat_s=0)
+            async with worker, orch:
+                seen = SignalRecorder()
+                worker.on_signal(SignalType.PLAN, seen)  # sync: the subscription is made later ...
+                await orch.emit_plan(trace_id="trc_1", parent_id=None, steps=["a"])  # ... or here
+                await seen.wait_for(count=1)
+                assert [s.payload["steps"] for s in seen.signals] == [["a"]]
 
 
 async def test_handlers_do_not_see_each_others_context_variables() -> None:

@@ -130,10 +130,17 @@ async def test_respond_to_escalation() -> None:
             "escalation": {"reason": "stuck", "context": {"k": 1}, "from": "planner"}
         }
         await pw.wait_for(T.AGENT_OUTPUT, 5)
-        untargeted = await c.orchestrator.emit_escalation(trace_id="trc_esc", parent_id=None, reason="?")
-        with pytest.raises(ValueError):
-            await c.orchestrator.respond_to_escalation(untargeted)
-        custom = await c.orchestrator.respond_to_escalation(untargeted, neuron="asker", input={"x": 1})
+        # seed 000: no target -> back to the escalating neuron, same trace, with the override
+        untargeted = await c.orchestrator.emit_escalation(
+            trace_id="trc_esc", parent_id=None, reason="?", neuron="asker"
+        )
+        back = await c.orchestrator.respond_to_escalation(untargeted, input={"override": "go"})
+        assert (back.neuron, back.trace_id, back.parent_id) == ("asker", "trc_esc", untargeted.id)
+        assert back.payload["input"] == {"override": "go"}
+        anonymous = Signal(type=T.ESCALATION, trace_id="trc_esc", payload={"reason": "?"})
+        with pytest.raises(DendriteProtocolError, match="names no target"):
+            await c.orchestrator.respond_to_escalation(anonymous)
+        custom = await c.orchestrator.respond_to_escalation(anonymous, neuron="asker", input={"x": 1})
         assert custom.payload["input"] == {"x": 1}
 
 

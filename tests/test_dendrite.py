@@ -134,8 +134,21 @@ async def test_open_call_runs_on_catch_all_axon_only() -> None:
 
     axons = [Axon(neuron_id="plain", neuron_fn=echo), Axon(neuron_id="c", neuron_fn=catcher, catch_all=True)]
     async with memory_cluster(axons=axons) as c:
-        reply = await c.orchestrator.dispatch_and_wait(input={}, timeout_s=5)
+        reply = await c.orchestrator.dispatch_and_wait(input={}, open_call=True, timeout_s=5)
     assert reply.directed is not None and reply.directed.id == "c"
+
+
+async def test_a_dispatch_names_a_neuron_or_capabilities_or_asks_for_an_open_call() -> None:
+    """Seed 004: "neuron= or capabilities=; at least one required"; open calls are opt-in."""
+    async with memory_cluster() as c:
+        orch = c.orchestrator
+        for call in (orch.dispatch_task, orch.dispatch, orch.dispatch_and_wait, orch.dispatch_and_subscribe):
+            with pytest.raises(DendriteProtocolError, match="at least one is required") as info:
+                await call(input={})
+            assert isinstance(info.value, ValueError)  # what ported code catches
+        with pytest.raises(DendriteProtocolError, match="open_call=True takes neither"):
+            await orch.dispatch_task(neuron="echo", input={}, open_call=True)
+        assert orch.open_pathways() == []  # nothing was opened or published
 
 
 async def test_timeout_names_the_neuron_and_trace() -> None:
@@ -159,8 +172,20 @@ async def test_role_and_type_guards() -> None:
         for forbidden in (T.AGENT_OUTPUT, T.REGISTER, T.HEARTBEAT, T.CLARIFICATION):
             with pytest.raises(DendriteProtocolError, match=forbidden.value):
                 await c.orchestrator.emit(Signal(type=forbidden))
-        # workers may still emit the other synapse types
-        await worker.emit_plan(trace_id="trc_x", parent_id=None, steps=["a"])
+        # seeds 001/004: a worker cannot emit orchestration Signals (TASK / FINAL / ...) ...
+        for refused in (
+            worker.emit_final(trace_id="trc_x", parent_id=None, result={}),
+            worker.emit_error(trace_id="trc_x", parent_id=None, code="X", message="x"),
+            worker.emit_plan(trace_id="trc_x", parent_id=None, steps=["a"]),
+            worker.emit_thought_delta(trace_id="trc_x", parent_id=None, delta="a"),
+            worker.emit_tool_call(trace_id="trc_x", parent_id=None, tool="t", args={}),
+            worker.emit_escalation(trace_id="trc_x", parent_id=None, reason="r"),
+        ):
+            with pytest.raises(DendriteProtocolError, match="orchestrator"):
+                await refused
+        # ... but it may discover, answer, decide and remember
+        await worker.discover()
+        await worker.emit(Signal(type=T.CLARIFICATION_ANSWER, trace_id="trc_x", payload={"answer": 1}))
     with pytest.raises(ValueError, match="role"):
         Dendrite(synapse=MemorySynapse(), role="boss")
 

@@ -150,7 +150,9 @@ def test_parse_servers() -> None:
     assert [str(s) for s in parse_servers(["nats://[::1]:4222", "nats://[::1]:4222"])] == [
         "nats://[::1]:4222"
     ]
-    with pytest.raises(ValueError, match="plain nats://"):
-        parse_servers("tls://h:4222")
+    (tls,) = parse_servers("tls://h:4222")
+    assert tls.tls and str(tls) == "tls://h:4222"
+    with pytest.raises(ValueError, match="nats:// and tls://"):
+        parse_servers("ws://h:4222")
     with pytest.raises(ValueError, match="no NATS server"):
         parse_servers(" , ")

@@ -222,8 +222,12 @@ async def test_openai_tool_calls_are_published_and_executed(stream: bool) -> Non
     assert srv.requests[0].json()["tools"] == TOOL_SCHEMA
     assert calls == [{"a": 2, "b": 3}]
     assert out["tool_calls"] == [{"tool": "add", "args": {"a": 2, "b": 3}, "call_id": "call_9", "result": 5}]
-    assert rec.of(SignalType.TOOL_CALL) == [{"tool": "add", "args": {"a": 2, "b": 3}, "call_id": "call_9"}]
-    assert rec.of(SignalType.TOOL_RESULT) == [{"tool": "add", "result": 5, "call_id": "call_9"}]
+    assert rec.of(SignalType.TOOL_CALL) == [
+        {"tool": "add", "tool_name": "add", "args": {"a": 2, "b": 3}, "call_id": "call_9"}
+    ]
+    assert rec.of(SignalType.TOOL_RESULT) == [
+        {"tool": "add", "tool_name": "add", "result": 5, "call_id": "call_9"}
+    ]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -240,7 +244,7 @@ async def test_anthropic_tool_use_without_executor_is_reported(stream: bool) -> 
     assert out["response"] == "Let me look."
     assert out["tool_calls"] == [{"tool": "weather", "args": {"city": "Oslo"}, "call_id": "toolu_7"}]
     assert rec.of(SignalType.TOOL_CALL) == [
-        {"tool": "weather", "args": {"city": "Oslo"}, "call_id": "toolu_7"}
+        {"tool": "weather", "tool_name": "weather", "args": {"city": "Oslo"}, "call_id": "toolu_7"}
     ]
     assert rec.of(SignalType.TOOL_RESULT) == []
 
@@ -258,7 +262,9 @@ async def test_ollama_tool_call_executor_error_becomes_tool_result_error() -> No
             with anyio.fail_after(10):
                 out = await neuron({"messages": [{"role": "user", "content": "find x"}]}, rec.context)
     assert out["tool_calls"][0]["error"] == "KeyError: 'x'"
-    assert rec.of(SignalType.TOOL_RESULT) == [{"tool": "lookup", "error": "KeyError: 'x'"}]
+    assert rec.of(SignalType.TOOL_RESULT) == [
+        {"tool": "lookup", "tool_name": "lookup", "error": "KeyError: 'x'"}
+    ]
 
 
 # -- error paths -------------------------------------------------------------------------------------

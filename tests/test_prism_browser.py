@@ -45,6 +45,8 @@ def stack() -> Iterator[dict[str, str]]:
                 "--no-browser",
                 "--port",
                 "0",
+                "--trace-url",
+                "http://127.0.0.1:16686/trace/{trace_id}",
             ]
             with app as (base, _), ChildProcess(prism_cmd, ready=r" at (http://\S+)") as prism:
                 assert prism.match is not None
@@ -125,6 +127,8 @@ def test_a_full_trace_tools_stop_rollback_and_otel(page: Any, stack: dict[str, s
     page.wait_for_selector(".trace-head .state.stopped", timeout=15000)
     head = page.inner_text(".trace-head")
     assert otel in head and "rolled back" in head
+    # the OTel trace id links out to the tracing UI (--trace-url)
+    assert page.get_attribute(".trace-head a.otel", "href") == f"http://127.0.0.1:16686/trace/{otel}"
     assert page.inner_text(".thought").endswith("thinking about tools")
     lanes = page.eval_on_selector_all(".lane .lbl", "els => els.map(e => e.textContent)")
     assert "tool word_counter" in lanes  # tool_name wins over tool

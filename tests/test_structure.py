@@ -34,12 +34,16 @@ LAYERS: dict[str, int] = {
     "cosmonapse.ids": PROTOCOL,
     "cosmonapse.codec": PROTOCOL,
     "cosmonapse.subjects": PROTOCOL,
+    "cosmonapse.envelope": PROTOCOL,
     "cosmonapse.errors": PROTOCOL,
     "cosmonapse.taskhost": PROTOCOL,
     "cosmonapse.__about__": PROTOCOL,
     "cosmonapse.runners": PROTOCOL,
     "cosmonapse.deadlines": PROTOCOL,
     "cosmonapse.clock": PROTOCOL,
+    # ... and OpenTelemetry (spans, metrics, the trace context in meta and in log records): every
+    #    layer reports through it, so it sits at the bottom and imports only the envelope
+    "cosmonapse.telemetry": PROTOCOL,
     # 2. buses
     "cosmonapse.synapse": BUSES,
     # 3. participants: the Neuron contract and what it is handed (context), Neuron sources,
@@ -49,8 +53,10 @@ LAYERS: dict[str, int] = {
     "cosmonapse.neuron": PARTICIPANTS,
     "cosmonapse.engram": PARTICIPANTS,
     "cosmonapse.registry": PARTICIPANTS,
+    "cosmonapse.storage": PARTICIPANTS,
     "cosmonapse.sqlite_db": PARTICIPANTS,
     "cosmonapse.postgres_db": PARTICIPANTS,
+    "cosmonapse.tombstone_sql": PARTICIPANTS,
     # 4. orchestration: the core, its services and the Dendrite
     "cosmonapse.core": ORCHESTRATION,
     "cosmonapse.dendrite": ORCHESTRATION,

@@ -151,6 +151,9 @@ def test_subscribe_and_unsubscribe(facade: SyncDendrite) -> None:
     assert arrived.wait(10)
     facade.unsubscribe(sub)
     assert sub.live is None and got[0].type is T.THOUGHT_DELTA
+    again = facade.subscribe(T.THOUGHT_DELTA, on_delta)
+    again.unsubscribe()  # the reference's spelling
+    assert again.live is None and again not in facade._subs
 
 
 def test_add_and_detach_axon_on_a_running_facade(facade: SyncDendrite) -> None:

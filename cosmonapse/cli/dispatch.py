@@ -62,6 +62,11 @@ def _caps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> li
     help="Route to any neuron with these capabilities (a queue group picks one).",
 )
 @click.option(
+    "--open-call",
+    is_flag=True,
+    help="Neither --neuron nor --capabilities: the first catch-all Axon of every host runs it.",
+)
+@click.option(
     "--input", "input_text", default="{}", show_default=True, metavar="JSON|-|@FILE", help="TASK input."
 )
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the reply.")
@@ -100,13 +105,17 @@ def _caps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> li
 @json_option
 @backend_option
 def dispatch(
-    url: str, namespace: str, neuron: str | None, capabilities: list[str] | None, input_text: str,
-    wait: bool, timeout_s: float, scope: str, offer: bool, select: str, deadline_ms: int,
+    url: str, namespace: str, neuron: str | None, capabilities: list[str] | None, open_call: bool,
+    input_text: str, wait: bool, timeout_s: float, scope: str, offer: bool, select: str, deadline_ms: int,
     trace_id: str | None, quiet: bool, as_json: bool, backend: str,
 ) -> None:  # fmt: skip
     """Send one TASK (or offer) and print the reply; THOUGHT_DELTAs stream as they come."""
     if neuron and capabilities:
         raise click.UsageError("give --neuron or --capabilities, not both")
+    if open_call and (neuron or capabilities or offer):
+        raise click.UsageError("--open-call takes no --neuron, --capabilities or --offer")
+    if not (neuron or capabilities or open_call or offer):
+        raise click.UsageError("give --neuron, --capabilities, --offer or --open-call")
     if offer and neuron:
         raise click.UsageError("--offer bids work out by capabilities; it takes no --neuron")
     task_input = parse_input(input_text)
@@ -128,7 +137,7 @@ def dispatch(
         pw_scope = cast(PathwayScope, scope)
         common: dict[str, Any] = {"input": task_input, "capabilities": capabilities, "trace_id": trace_id}
         if not wait and not offer:
-            task = await orch.dispatch_task(neuron=neuron, **common)
+            task = await orch.dispatch_task(neuron=neuron, open_call=open_call, **common)
             _announce(task)
             return None
         if offer:
@@ -139,7 +148,7 @@ def dispatch(
                 **common,
             )
         else:
-            pw = await orch.dispatch(neuron=neuron, scope=pw_scope, **common)
+            pw = await orch.dispatch(neuron=neuron, scope=pw_scope, open_call=open_call, **common)
         try:
             if pw.task is not None:
                 _announce(pw.task)

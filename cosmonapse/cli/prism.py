@@ -46,6 +46,10 @@ def prism_options(fn: F) -> F:
             "--history", default=DEFAULT_HISTORY, show_default=True, type=click.IntRange(min=0),
             help="Signals replayed to a page that opens late.",
         ),
+        click.option(
+            "--trace-url", default=None, envvar="COSMO_PRISM_TRACE_URL", metavar="TEMPLATE",
+            help="Link OTel trace ids to your tracing UI, e.g. http://127.0.0.1:16686/trace/{trace_id}.",
+        ),
     ]  # fmt: skip
     for option in reversed(options):
         fn = option(fn)
@@ -63,6 +67,7 @@ def run_prism(
     allowed_hosts: tuple[str, ...],
     no_browser: bool,
     history: int,
+    trace_url: str | None = None,
 ) -> None:
     """Check the options, then serve until Ctrl-C / SIGTERM."""
     try:
@@ -82,7 +87,13 @@ def run_prism(
             "is the only thing between the network and your bus traffic.",
             err=True,
         )
-    server = PrismServer(url, namespace, host=host, port=port, allowed_hosts=allowed_hosts, history=history)
+    try:
+        server = PrismServer(
+            url, namespace, host=host, port=port, allowed_hosts=allowed_hosts, history=history,
+            trace_url=trace_url,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trace-url") from None
 
     def ready(page: str) -> None:
         click.echo(f"cosmo prism: {namespace} on {url.split('?', 1)[0]} at {page}")

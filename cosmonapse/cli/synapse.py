@@ -124,18 +124,22 @@ def start(
 
 
 async def _serve(server: DevSynapseServer, namespace: str, printer: TailPrinter | None, quiet: bool) -> None:
-    async with server, anyio.create_task_group() as tg:
-        registered = anyio.Event()
-        tg.start_soon(_hold_namespace, server, namespace, registered, tg.cancel_scope)
-        with anyio.fail_after(10):
-            await registered.wait()
-        auth = " (token required)" if server.token else ""
-        click.echo(f"cosmo synapse listening on {server.url} (namespace {namespace}){auth}")
-        sys.stdout.flush()
-        if printer is not None:
-            printer.start()  # from here on stdout is the printer's: nothing else writes to it
-        await _until_signalled()
-        tg.cancel_scope.cancel()
+    # Signals are caught from before the listening line: a SIGTERM sent as soon as a
+    # supervisor reads that line stops the bus cleanly (exit 0), not by the default action.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with server, anyio.create_task_group() as tg:
+            registered = anyio.Event()
+            tg.start_soon(_hold_namespace, server, namespace, registered, tg.cancel_scope)
+            with anyio.fail_after(10):
+                await registered.wait()
+            auth = " (token required)" if server.token else ""
+            click.echo(f"cosmo synapse listening on {server.url} (namespace {namespace}){auth}")
+            sys.stdout.flush()
+            if printer is not None:
+                printer.start()  # from here on stdout is the printer's: nothing else writes to it
+            async for _ in signals:
+                break
+            tg.cancel_scope.cancel()
     if not quiet:
         _say(printer, f"cosmo synapse stopped (namespace {namespace}, {server.stats.published} signals)")
 
@@ -146,12 +150,6 @@ def _say(printer: TailPrinter | None, text: str) -> None:
         printer.line(text)
     else:
         click.echo(text)
-
-
-async def _until_signalled() -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
 
 
 async def _hold_namespace(

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from ..signal import Directed, Signal, SignalType
+from ..telemetry import log_extra
 from .base import Engram
 from .model import Hit, ImprintReceipt
 from .saga import CompensationReport
@@ -119,7 +120,7 @@ class EngramHost:
                     "took_ms": round((time.perf_counter() - started) * 1000, 3),
                 }
             except Exception as exc:
-                log.exception("engram %s failed a recall", engram.engram_id)
+                log.exception("engram %s failed a recall", engram.engram_id, extra=log_extra(sig))
                 payload = {
                     "engram_id": engram.engram_id,
                     "hits": [],
@@ -147,7 +148,7 @@ class EngramHost:
                             op, entry, merge_key=p.get("merge_key"), imprint_id=sig.id, trace_id=sig.trace_id
                         )
                     except Exception as exc:
-                        log.exception("engram %s failed an imprint", engram.engram_id)
+                        log.exception("engram %s failed an imprint", engram.engram_id, extra=log_extra(sig))
                         receipt = ImprintReceipt(engram.engram_id, op, error=f"engram_exception: {exc}")
             replies.append(self._reply(sig, engram, T.IMPRINTED, receipt.to_payload()))
         return replies
@@ -168,7 +169,10 @@ class EngramHost:
                     else:
                         await engram.commit(trace_id)
                 except Exception:
-                    log.exception("engram %s failed to settle trace %s", engram.engram_id, trace_id)
+                    log.exception(
+                        "engram %s failed to settle trace %s", engram.engram_id, trace_id,
+                        extra=log_extra(trace_id=trace_id),
+                    )  # fmt: skip
         return reports
 
     async def commit(self, trace_id: str) -> None:

@@ -69,7 +69,11 @@ class Hits(list[Hit]):
 
 @attrs.frozen
 class RecallResult:
-    """What ``recall`` returns: hits from every engram that answered, best first."""
+    """What ``recall`` returns: hits from every engram that answered, best first.
+
+    It reads as its hits: ``if await d.recall(...)``, ``len(result)``, ``for hit in result``
+    and ``result[0]`` mean what they mean for ``result.hits``.
+    """
 
     hits: list[Hit]
     engram_ids: list[str]
@@ -82,6 +86,18 @@ class RecallResult:
     def entries(self) -> list[dict[str, Any]]:
         return [h.entry for h in self.hits]
 
+    def __bool__(self) -> bool:
+        return bool(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    def __getitem__(self, index: int) -> Hit:
+        return self.hits[index]
+
 
 @attrs.frozen
 class ImprintReceipt:
@@ -93,6 +109,11 @@ class ImprintReceipt:
     version: int | None = None
     took_ms: float | None = None
     error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the engram applied the write (no ``error``)."""
+        return self.error is None
 
     def to_payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"engram_id": self.engram_id, "op": self.op}

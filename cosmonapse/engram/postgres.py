@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from ..postgres_db import DEFAULT_STATEMENT_TIMEOUT_S, PostgresDatabase
+from ..tombstone_sql import PG_SCHEMA as _TOMBSTONES
+from ..tombstone_sql import pg_load, pg_remember
 from .base import Engram
 from .memory import DEFAULT_JOURNAL_TTL_S
 from .model import Hits, ImprintReceipt, clean_entry, first_hits, stored_form
@@ -100,7 +102,7 @@ _PRUNE_EVERY_S = 60.0
 
 def _create_schema(conn: Connection[dict[str, Any]]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))  # concurrent CREATEs race otherwise
-    for statement in _SCHEMA:
+    for statement in (*_SCHEMA, *_TOMBSTONES):
         conn.execute(statement)
 
 
@@ -393,3 +395,10 @@ class PostgresEngram(Engram):
             return [_stored(r) for r in rows]
 
         return await self._db.run(read)
+
+    # -- STOP tombstones (stops.StopLedger): shared by every process on this database --
+    async def remember_stop(self, trace_id: str, ttl_s: float, max_entries: int) -> None:
+        await self._db.run(lambda conn: pg_remember(conn, trace_id, ttl_s, max_entries), transaction=True)
+
+    async def load_stops(self, max_entries: int) -> list[tuple[str, float]]:
+        return await self._db.run(lambda conn: pg_load(conn, max_entries))

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from ..telemetry import log_extra
+
 __all__ = [
     "CompensationConflict",
     "CompensationReport",
@@ -153,5 +155,6 @@ def compensate_trace(table: SagaTable, engram_id: str, trace_id: str) -> Compens
             "engram %s: rollback of trace %s left %d entr%s alone, written again by another trace "
             "or an untraced write since: %s (restored %d)",
             engram_id, trace_id, len(ids), "y" if len(ids) == 1 else "ies", shown, restored,
+            extra=log_extra(trace_id=trace_id),
         )  # fmt: skip
     return report

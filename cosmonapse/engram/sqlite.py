@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..sqlite_db import SqliteDatabase
+from ..tombstone_sql import SQLITE_SCHEMA as _TOMBSTONES
+from ..tombstone_sql import sqlite_load, sqlite_remember
 from .base import Engram
 from .memory import DEFAULT_JOURNAL_TTL_S
 from .model import Hits, ImprintReceipt, clean_entry, first_hits, now_iso, stored_form
@@ -255,7 +257,7 @@ class SqliteEngram(Engram):
         )
         self.path: str = str(path)
         self.journal_ttl_s = journal_ttl_s
-        self._db = SqliteDatabase(self.path, _SCHEMA, _migrate)
+        self._db = SqliteDatabase(self.path, _SCHEMA + _TOMBSTONES, _migrate)
         self._last_prune = 0.0
 
     def _table(self, conn: sqlite3.Connection) -> _SqliteTable:
@@ -353,3 +355,10 @@ class SqliteEngram(Engram):
             return [_stored(r) for r in rows]
 
         return await self._db.run(read)
+
+    # -- STOP tombstones (stops.StopLedger): kept in the engram's file when no registry store has them --
+    async def remember_stop(self, trace_id: str, ttl_s: float, max_entries: int) -> None:
+        await self._db.run(lambda conn: sqlite_remember(conn, trace_id, ttl_s, max_entries), transaction=True)
+
+    async def load_stops(self, max_entries: int) -> list[tuple[str, float]]:
+        return await self._db.run(lambda conn: sqlite_load(conn, max_entries))

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol, cast
 import attrs
 import orjson
 
+from ..telemetry import llm_call
 from .errors import NeuronResponseError, NeuronStreamError
 from .httpclient import HttpClient
 from .intents import TEACH_INTENTS, apply_intents
@@ -95,6 +96,8 @@ class Reply:
     text: str
     raw: Any
     tool_calls: list[ToolCall] = attrs.Factory(list)
+    #: Pieces of text the answer was streamed in (0: not streamed).
+    chunks: int = 0
 
 
 class StreamState(Protocol):
@@ -165,11 +168,17 @@ class LLMNeuron(NeuronSource):
         stream = bool(input.get("stream", self.stream))
         exchange = self.build(prompt, stream)
         emitter = Emitter(context, self.http.secrets)
-        if exchange.stream is not None and exchange.state is not None:
-            reply = await self._run_stream(exchange, emitter)
-        else:
-            raw = await self.http.post_json(exchange.url, exchange.body)
-            reply = self._decode(exchange, raw)
+        streamed = exchange.stream is not None and exchange.state is not None
+        operation = "chat" if "messages" in exchange.body else "text_completion"
+        model = exchange.body.get("model") or getattr(self, "model", None)
+        # OpenTelemetry: a GenAI CLIENT span (no-op when off); its context goes in the request headers.
+        with llm_call(self.source, operation, model, exchange.url, streamed) as call:
+            if streamed:
+                reply = await self._run_stream(exchange, emitter, call.headers())
+            else:
+                raw = await self.http.post_json(exchange.url, exchange.body, headers=call.headers())
+                reply = self._decode(exchange, raw)
+            call.note(raw=reply.raw, chunks=reply.chunks if streamed else None)
         output: dict[str, Any] = {"response": reply.text, "meta": reply.raw}
         if reply.tool_calls:
             output["tool_calls"] = await run_tool_calls(reply.tool_calls, emitter, self.tools)
@@ -210,12 +219,14 @@ class LLMNeuron(NeuronSource):
     def _items(self, exchange: Exchange, lines: AsyncIterable[str]) -> AsyncGenerator[Any, None]:
         return iter_sse(lines) if exchange.stream == "sse" else iter_ndjson(lines)
 
-    async def _run_stream(self, exchange: Exchange, emitter: Emitter) -> Reply:
+    async def _run_stream(
+        self, exchange: Exchange, emitter: Emitter, headers: dict[str, str] | None = None
+    ) -> Reply:
         assert exchange.state is not None
         state = exchange.state()
         pieces = 0
         url = exchange.url
-        async with self.http.open("POST", url, json=exchange.body) as resp:
+        async with self.http.open("POST", url, json=exchange.body, headers=headers) as resp:
             ctype = resp.headers.get("content-type", "")
             if "application/json" in ctype and exchange.stream == "sse":
                 # The server ignored "stream": answer as one piece.
@@ -224,6 +235,7 @@ class LLMNeuron(NeuronSource):
                 reply = self._decode(exchange, self.http.decode_json(url, resp, content))
                 await emitter.delta(reply.text)
                 await emitter.finish()
+                reply.chunks = 1
                 return reply
             try:
                 with self.http.reading(url, what="the stream"):
@@ -261,4 +273,6 @@ class LLMNeuron(NeuronSource):
                 f"{self.source}: the stream from {self.http.safe_url(url)} ended before its end marker "
                 f"after {pieces} piece(s) of text (connection dropped?)"
             )
-        return state.reply()
+        reply = state.reply()
+        reply.chunks = pieces
+        return reply

@@ -24,6 +24,8 @@ import attrs
 import httpx
 import orjson
 
+from ..context import current_task
+from ..telemetry import log_extra
 from .errors import (
     NeuronAuthError,
     NeuronConnectionError,
@@ -171,9 +173,9 @@ class HttpClient:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    async def post_json(self, url: str, body: Any) -> Any:
+    async def post_json(self, url: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
         """POST *body* as JSON and return the decoded JSON answer."""
-        async with self.open("POST", url, json=body) as resp:
+        async with self.open("POST", url, json=body, headers=headers) as resp:
             with self.reading(url):
                 content = await resp.aread()
             return self.decode_json(url, resp, content)
@@ -293,6 +295,7 @@ class HttpClient:
             delay,
             attempt + 1,
             self.policy.max_attempts,
+            extra=log_extra(current_task.get()),  # the TASK this call serves, when there is one
         )
         await anyio.sleep(delay)
 

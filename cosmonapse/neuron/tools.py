@@ -20,6 +20,8 @@ import anyio
 import attrs
 import orjson
 
+from ..context import current_task
+from ..telemetry import log_extra
 from .secrets import Secrets
 
 __all__ = ["Emitter", "ToolCall", "parse_arguments", "run_tool_calls"]
@@ -145,7 +147,7 @@ async def run_tool_calls(
                 except anyio.get_cancelled_exc_class():
                     raise
                 except Exception as exc:
-                    log.debug("tool %s raised", call.tool, exc_info=True)
+                    log.debug("tool %s raised", call.tool, exc_info=True, extra=log_extra(current_task.get()))
                     entry["error"] = f"{type(exc).__name__}: {exc}"
             await emitter.tool_result(call, result=entry.get("result"), error=entry.get("error"))
         out.append(entry)

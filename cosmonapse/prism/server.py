@@ -83,6 +83,7 @@ class PrismServer:
         page_limit: int = DEFAULT_PAGE_LIMIT,
         interval: float = 0.05,
         goodbye_s: float = 2.0,
+        trace_url: str | None = None,
     ) -> None:
         if not namespace or any(c in namespace for c in ".*> \t"):
             raise ValueError(f"namespace must be one subject token (no '.', '*', '>', spaces): {namespace!r}")
@@ -96,6 +97,12 @@ class PrismServer:
         self.page_limit = page_limit
         self.interval = interval
         self.goodbye_s = goodbye_s
+        if trace_url is not None and (
+            not trace_url.startswith(("http://", "https://")) or "{trace_id}" not in trace_url
+        ):
+            raise ValueError(f"trace_url must be an http(s) URL with {{trace_id}} in it, not {trace_url!r}")
+        #: Where an OTel trace id links to (``{trace_id}`` replaced), e.g. a Jaeger trace page.
+        self.trace_url: str | None = trace_url
         self.tap: BusTap | None = None
         self.url: str | None = None
 
@@ -121,7 +128,7 @@ class PrismServer:
             if self.host not in ("", "0.0.0.0", "::"):
                 hosts.append(self.host)
             guard = Guard(self.token, port, hosts)
-            info = {"namespace": self.namespace, "bus": redact_url(self.bus_url)}
+            info = {"namespace": self.namespace, "bus": redact_url(self.bus_url), "trace_url": self.trace_url}
             app = create_app(tap, guard, info, interval=self.interval)
             stopping = anyio.Event()
             async with anyio.create_task_group() as tg:

@@ -12,6 +12,12 @@
 * ``capability=`` handler filters see who has which capability: the
   service learns it from REGISTERs (with or without a store), and at start the
   store's records seed that table.
+* Late joiners are not blind: a Dendrite that cares who is there (one with a
+  store, presence handlers or capability filters) sends DISCOVER once its
+  subscriptions are in place, and again when such a handler is registered while
+  it runs; hosts answer with REGISTERs (protocol §7.5), so rosters, stores and
+  filters are warm within a second whatever the start order.  A Dendrite that
+  keeps no roster asks only when it must explain a dispatch that timed out.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..core import Core, Route, Service
 from ..errors import DendriteProtocolError
 from ..hosting import AxonHosting
 from ..signal import Signal, SignalType
+from ..telemetry import log_extra
 from .record import NeuronRecord, utc_now
 from .store import RegistryStore
 
@@ -36,6 +43,8 @@ log: logging.Logger = logging.getLogger("cosmonapse.registry")
 T = SignalType
 #: Presence Signals waiting to be applied before the router waits (backpressure).
 PRESENCE_BUFFER = 1024
+#: How long a Dendrite without a roster listens for REGISTERs when explaining a timeout.
+DISCOVER_ASK_S = 0.25
 
 
 def is_neuron_register(sig: Signal) -> bool:
@@ -56,8 +65,14 @@ class RegistryService(Service):
         heartbeat_s: float,
         stale_after_s: float | None,
         refreshed: Callable[[], Awaitable[None]],
+        presence_wanted: Callable[[], bool] = lambda: False,
     ) -> None:
         self._core = core
+        self._presence_wanted = presence_wanted  # handlers that read presence (besides a store)
+        self._discover_pending = False
+        #: This Dendrite has asked who is there (so what it heard since is the roster).
+        self.discovered: bool = False
+        self._heard: anyio.Event | None = None  # set (and dropped) at the next REGISTER
         self._hosting = hosting
         self.store: RegistryStore | None = store
         self.heartbeat_s: float = heartbeat_s
@@ -129,10 +144,84 @@ class RegistryService(Service):
         if stale_after > 0:
             self._core.clock.add(max(0.01, stale_after / 3), self._sweep_tick, name="registry-sweep")
 
+    def wants_presence(self) -> bool:
+        """Does this Dendrite need to know who is there (a store, presence handlers, capability filters)?"""
+        return self.store is not None or self._presence_wanted()
+
     async def announce(self) -> None:
-        """After our REGISTERs: ask every host to re-announce (§7.1), so the store fills up."""
-        if self.store is not None:
-            await self._core.publish(Signal(type=T.DISCOVER))
+        """After our REGISTERs: ask every host to re-announce (§7.1) so we learn who is already there."""
+        if self.wants_presence():
+            await self._discover()
+
+    def discover_soon(self) -> None:
+        """A presence handler was registered while running: DISCOVER once the control loop gets to it.
+
+        Registrations made in one go share one DISCOVER.
+        """
+        if self._core.running and not self._discover_pending:
+            self._discover_pending = True
+            self._core.soon(self._discover)
+
+    async def _discover(self) -> None:
+        self._discover_pending = False
+        self.discovered = True
+        await self._core.publish(Signal(type=T.DISCOVER))
+
+    def seen(self) -> dict[str, tuple[str, ...]]:
+        """Every neuron this Dendrite knows of (its own and those heard REGISTER), with its capabilities."""
+        known = dict(self.peer_caps)
+        known.update((nid, axon.capabilities) for nid, axon in self._hosting.axons.items())
+        return known
+
+    async def explain_unanswered(
+        self, neuron: str | None, capabilities: list[str] | None, ask_s: float = DISCOVER_ASK_S
+    ) -> str | None:
+        """Why a dispatch went unanswered, if it is that nobody by that name or with those
+        capabilities is there; else None.
+
+        A Dendrite that keeps no roster asks first (DISCOVER) and listens up to *ask_s*:
+        an error path, so the happy path sends nothing.
+        """
+        if self.unseen(neuron, capabilities) is None:
+            return None
+        if not self.discovered and self._core.running:
+            # Bounded whole, the DISCOVER's publish included (the bus may be down: that is
+            # often why nobody answered), and never raising: it only adds to an error.
+            with anyio.move_on_after(ask_s):
+                try:
+                    await self._discover()
+                except Exception as exc:
+                    log.debug("could not ask who is there (DISCOVER): %s", exc)
+                    return self.unseen(neuron, capabilities)
+                while self.unseen(neuron, capabilities) is not None:
+                    if self._heard is None:
+                        self._heard = anyio.Event()
+                    await self._heard.wait()
+        return self.unseen(neuron, capabilities)
+
+    def unseen(self, neuron: str | None, capabilities: list[str] | None) -> str | None:
+        """Why a dispatch may have gone unanswered: no such neuron was ever heard of (else None)."""
+        known = self.seen()
+        namespace = self._core.namespace
+        if neuron:
+            if neuron in known:
+                return None
+            what = f"this Dendrite heard no REGISTER from neuron {neuron!r} on namespace {namespace!r}"
+        elif capabilities:
+            wanted = set(capabilities)
+            if any(wanted <= set(caps) for caps in known.values()):
+                return None
+            what = (
+                f"this Dendrite heard no REGISTER from a neuron with capabilities {sorted(wanted)} "
+                f"on namespace {namespace!r}"
+            )
+        else:
+            return None
+        if not known:
+            return f"{what}, nor from any other (is a worker running on this bus and namespace?)"
+        names = [f"{nid} {list(caps)}" for nid, caps in sorted(known.items())[:10]]
+        more = f" and {len(known) - 10} more" if len(known) > 10 else ""
+        return f"{what}; heard from: {', '.join(names)}{more}"
 
     async def stopped(self, reason: str | None) -> None:
         """Our own Axons are gone (our DEREGISTERs no longer reach our own mirror)."""
@@ -153,6 +242,9 @@ class RegistryService(Service):
             caps = sig.payload.get("capabilities")
             if isinstance(caps, list):
                 self.peer_caps[sig.directed.id] = tuple(str(c) for c in caps)
+            heard, self._heard = self._heard, None
+            if heard is not None:
+                heard.set()
         await self._mirror(sig)
 
     async def _on_deregister(self, sig: Signal) -> None:
@@ -185,7 +277,10 @@ class RegistryService(Service):
                 try:
                     await self._apply_presence(store, sig)
                 except Exception:
-                    log.warning("registry store failed on %s %s", sig.type.value, sig.id, exc_info=True)
+                    log.warning(
+                        "registry store failed on %s %s", sig.type.value, sig.id, exc_info=True,
+                        extra=log_extra(sig),
+                    )  # fmt: skip
                 await self._refreshed()
 
     async def _apply_presence(self, store: RegistryStore, sig: Signal) -> None:

@@ -18,6 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..postgres_db import DEFAULT_STATEMENT_TIMEOUT_S, PostgresDatabase
+from ..tombstone_sql import PG_SCHEMA as _TOMBSTONES
+from ..tombstone_sql import pg_load, pg_remember
 from .record import NeuronRecord
 from .store import filter_records
 
@@ -44,7 +46,7 @@ _SCHEMA_LOCK = 0x636F736D  # serialises concurrent CREATEs of the table across p
 
 def _create_schema(conn: Connection[dict[str, Any]]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-    for statement in _SCHEMA:
+    for statement in (*_SCHEMA, *_TOMBSTONES):
         conn.execute(statement)
 
 
@@ -169,3 +171,10 @@ class PostgresRegistryStore:
             return sorted(r["neuron_id"] for r in rows)
 
         return await self._db.run(sweep)
+
+    # -- STOP tombstones (stops.StopLedger): shared by every process on this database --
+    async def remember_stop(self, trace_id: str, ttl_s: float, max_entries: int) -> None:
+        await self._db.run(lambda conn: pg_remember(conn, trace_id, ttl_s, max_entries), transaction=True)
+
+    async def load_stops(self, max_entries: int) -> list[tuple[str, float]]:
+        return await self._db.run(lambda conn: pg_load(conn, max_entries))

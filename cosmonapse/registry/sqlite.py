@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import TypeVar
 
 from ..sqlite_db import SqliteDatabase
+from ..tombstone_sql import SQLITE_SCHEMA as _TOMBSTONES
+from ..tombstone_sql import sqlite_load, sqlite_remember
 from .record import NeuronRecord
 from .store import filter_records
 
@@ -50,7 +52,7 @@ class SqliteRegistryStore:
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path: str = str(path)
-        self._db = SqliteDatabase(self.path, _SCHEMA)
+        self._db = SqliteDatabase(self.path, _SCHEMA + _TOMBSTONES)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], R]) -> R:
         return await self._db.run(fn, transaction=True)
@@ -128,3 +130,10 @@ class SqliteRegistryStore:
             return stale
 
         return await self._run(sweep)
+
+    # -- STOP tombstones (stops.StopLedger): a restarted worker refuses a STOPped trace's TASKs --
+    async def remember_stop(self, trace_id: str, ttl_s: float, max_entries: int) -> None:
+        await self._run(lambda conn: sqlite_remember(conn, trace_id, ttl_s, max_entries))
+
+    async def load_stops(self, max_entries: int) -> list[tuple[str, float]]:
+        return await self._run(lambda conn: sqlite_load(conn, max_entries))

@@ -15,7 +15,9 @@ Contract (all adapters):
   subscription has its own buffer drained by one pump task that awaits
   ``handler(signal)`` for each Signal in order.  A handler is expected to be
   quick (the Dendrite's router only files the Signal and starts work
-  elsewhere); an exception from it is logged and the pump goes on.
+  elsewhere); an exception from it is logged and the pump goes on.  A plain
+  (sync) handler is run in a worker thread, one Signal at a time, so it can
+  neither block the event loop nor be awaited by mistake.
 * Buffers and their overflow policies: on the in-process bus a full
   subscription buffer (``subscription_buffer`` Signals) makes the publisher
   wait.  A network bus's reader never waits for one subscription — every other
@@ -37,6 +39,7 @@ Contract (all adapters):
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,19 +48,23 @@ from typing import Any, Self
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 from anyio.abc import TaskGroup
 
 from ..errors import SynapseClosedError, SynapseFailedError
 from ..ids import new_ulid
+from ..runners import is_async_callable
 from ..signal import Signal
 from ..taskhost import TaskHost, TaskHostFailed
+from ..telemetry import bus_event, log_extra
 from .buffer import SignalBuffer
 
 __all__ = [
     "DEFAULT_PENDING_BYTES",
     "DEFAULT_PENDING_LIMIT",
     "DEFAULT_SUBSCRIPTION_BUFFER",
+    "AnyHandler",
     "Handler",
     "LogThrottle",
     "Subscription",
@@ -67,6 +74,8 @@ __all__ = [
 log: logging.Logger = logging.getLogger("cosmonapse.synapse")
 
 Handler = Callable[[Signal], Awaitable[Any]]
+#: What ``subscribe`` accepts: a coroutine function (awaited) or a plain one (run in a worker thread).
+AnyHandler = Callable[[Signal], Any]
 
 #: Signals a subscription buffers before in-process publishers wait for its pump.
 DEFAULT_SUBSCRIPTION_BUFFER = 1024
@@ -124,10 +133,19 @@ class Subscription:
     dropped: int = 0
     _next_drop_log: float = attrs.field(default=0.0, repr=False, init=False)
     _logged_drops: int = attrs.field(default=0, repr=False, init=False)
+    #: Who takes it back: the synapse, or the Dendrite that made it (set by them).
+    _unsubscriber: Callable[[Subscription], Awaitable[None]] | None = attrs.field(
+        default=None, repr=False, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if not self.subjects:
             self.subjects = (self.subject,)
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving: what ``synapse.unsubscribe(sub)`` (or ``dendrite.unsubscribe(sub)``) does."""
+        if self._unsubscriber is not None:
+            await self._unsubscriber(self)
 
     @property
     def pending(self) -> int:
@@ -142,6 +160,7 @@ class Subscription:
         """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
         buffer = self._buffer
         if buffer is not None and self.active and not buffer.put_nowait(sig):
+            bus_event("backpressure", self.subject)  # the publisher waits for this pump
             await buffer.put(sig)
 
     def has_room(self) -> bool:
@@ -353,7 +372,7 @@ class Synapse(abc.ABC):
         return self._check_open("subscribe()")
 
     async def subscribe(
-        self, subject: str | Sequence[str], handler: Handler, *, queue_group: str | None = None
+        self, subject: str | Sequence[str], handler: AnyHandler, *, queue_group: str | None = None
     ) -> Subscription:
         """Subscribe *handler* to *subject* (wildcards allowed); returns the Subscription.
 
@@ -364,6 +383,9 @@ class Synapse(abc.ABC):
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         if not subjects or not all(subjects):
             raise ValueError("subject must not be empty")
+        if not callable(handler):
+            raise TypeError(f"a subscription handler must be callable, not {type(handler).__name__}")
+        pump_handler: Handler = handler if is_async_callable(handler) else _in_worker_thread(handler)
         buffer: SignalBuffer[Signal] = (
             SignalBuffer(
                 self.subscription_buffer, max_pending=self.pending_limit, max_pending_bytes=self.pending_bytes
@@ -372,8 +394,13 @@ class Synapse(abc.ABC):
             else SignalBuffer(self.subscription_buffer)
         )
         sub = Subscription(
-            subject=subjects[0], handler=handler, queue_group=queue_group, buffer=buffer, subjects=subjects
+            subject=subjects[0],
+            handler=pump_handler,
+            queue_group=queue_group,
+            buffer=buffer,
+            subjects=subjects,
         )
+        sub._unsubscriber = self.unsubscribe
         tg.start_soon(self._pump, sub, buffer, name=f"synapse-pump:{subjects[0]}")
         self._active_subs.add(sub)
         try:
@@ -403,6 +430,7 @@ class Synapse(abc.ABC):
         """A network reader could not file *sig* (``sub.offer`` refused): count it, say so now and then."""
         self.dropped += 1
         sub.dropped += 1
+        bus_event("dropped", sub.subject)
         now = time.monotonic()
         if now >= sub._next_drop_log:
             log.warning(
@@ -416,6 +444,7 @@ class Synapse(abc.ABC):
                 sub.dropped,
                 sig.type.value,
                 sig.trace_id,
+                extra=log_extra(sig),
             )
             sub._logged_drops = sub.dropped
             sub._next_drop_log = now + DROP_LOG_INTERVAL
@@ -443,7 +472,10 @@ class Synapse(abc.ABC):
                 try:
                     await handler(sig)
                 except Exception:
-                    log.exception("handler for %s raised on %s %s", sub.subject, sig.type.value, sig.id)
+                    log.exception(
+                        "handler for %s raised on %s %s", sub.subject, sig.type.value, sig.id,
+                        extra=log_extra(sig),
+                    )  # fmt: skip
         except anyio.EndOfStream:
             return
         finally:
@@ -466,3 +498,15 @@ class Synapse(abc.ABC):
                 cb()
             except Exception:
                 log.exception("reconnect callback raised")
+
+
+def _in_worker_thread(fn: Callable[[Signal], Any]) -> Handler:
+    """A plain handler, run in a worker thread (an awaitable it returns is awaited on the loop)."""
+
+    async def handler(sig: Signal) -> None:
+        result = await anyio.to_thread.run_sync(fn, sig)
+        if inspect.isawaitable(result):
+            await result
+
+    handler.__qualname__ = f"in_thread({getattr(fn, '__qualname__', fn)!s})"
+    return handler

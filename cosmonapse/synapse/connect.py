@@ -1,7 +1,8 @@
 """``connect_synapse(url)``: one call from a URL to a connected Synapse.
 
 Schemes: ``memory://`` (a fresh in-process bus), ``cosmo://host[:port][?token=T]``
-(the dev bus, port 7070 by default) and ``nats://host:port[,host:port...]``.
+(the dev bus, port 7070 by default) and ``nats://host:port[,host:port...]`` (``tls://`` for NATS
+over TLS; credentials may sit in the URL: ``nats://user:pass@host``, ``nats://token@host``).
 Keyword arguments go to the adapter's constructor.
 """
 
@@ -21,18 +22,23 @@ __all__ = ["connect_synapse"]
 #: pushes one for the length of a test so unmodified code gets an in-process bus.
 OVERRIDES: list[Callable[..., Synapse]] = []
 
-_SCHEMES = "memory://, cosmo://host[:port] or nats://host:port[,host:port...]"
+_SCHEMES = "memory://, cosmo://host[:port] or nats://host:port[,host:port...] (tls:// for TLS)"
 
 
 def _nats_servers(url: str) -> list[str]:
-    """``nats://a:1,b:2`` (or ``nats://a:1,nats://b:2``) → ``["nats://a:1", "nats://b:2"]``."""
-    rest = url[len("nats://") :]
+    """``nats://a:1,b:2`` (or ``nats://a:1,nats://b:2``) → ``["nats://a:1", "nats://b:2"]``.
+
+    A part without a scheme takes the URL's (``tls://a:1,b:2`` is TLS to both).
+    """
+    scheme, _, rest = url.partition("://")
     servers = []
     for part in rest.split(","):
-        part = part.strip().removeprefix("nats://").rstrip("/")
-        if not part:
+        part = part.strip().rstrip("/")
+        if "://" not in part:
+            part = f"{scheme}://{part}"
+        if part.endswith("://"):
             raise ValueError(f"empty server address in {url!r}")
-        servers.append(f"nats://{part}")
+        servers.append(part)
     return servers
 
 
@@ -41,13 +47,13 @@ def make_synapse(url: str, **kw: Any) -> Synapse:
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(f"not a synapse URL: {url!r} (expected {_SCHEMES})")
     scheme = urlsplit(url).scheme.lower()
-    if OVERRIDES and scheme in ("memory", "cosmo", "nats"):
+    if OVERRIDES and scheme in ("memory", "cosmo", "nats", "tls"):
         return OVERRIDES[-1](url, **kw)
     if scheme == "memory":
         return MemorySynapse(**kw)
     if scheme == "cosmo":
         return DevSynapse(url, **kw)
-    if scheme == "nats":
+    if scheme in ("nats", "tls"):
         from .nats import NatsSynapse  # lazy: optional adapter
 
         return NatsSynapse(_nats_servers(url), **kw)

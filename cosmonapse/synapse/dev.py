@@ -39,6 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
+from ..telemetry import bus_event
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -468,7 +469,7 @@ class DevSynapse(Synapse):
                 self._outbox.send_nowait(data)
                 return
             except anyio.WouldBlock:
-                pass
+                bus_event("backpressure", "outbox")  # the outbox is full: we wait for the writer
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
         try:

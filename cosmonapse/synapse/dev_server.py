@@ -41,6 +41,7 @@ import orjson
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ..telemetry import bus_event, refresh
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
@@ -222,6 +223,7 @@ class DevSynapseServer:
             self._tg = None
             await stack.aclose()
             raise
+        refresh()  # OpenTelemetry: count slow consumers if the process configured a MeterProvider
         log.info("dev bus listening on %s", self.url)
 
     async def aclose(self) -> None:
@@ -384,6 +386,7 @@ class DevSynapseServer:
         if conn.kill_reason is not None:
             return
         self.stats.slow_consumer_disconnects += 1
+        bus_event("slow_consumer")
         log.warning(
             "dev bus: disconnecting slow consumer %s: %s (%d bytes queued, outbox limits %d messages / "
             "%d bytes, %d bytes for all)",

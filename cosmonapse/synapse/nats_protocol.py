@@ -4,7 +4,7 @@ Kept apart from the adapter so it can be tested byte by byte and has no I/O:
 ``Parser.feed`` takes whatever a socket read returned (half a control line,
 three MSGs and the first half of a fourth payload, ...) and returns the
 complete operations it now holds.  Only the operations a core client needs are
-understood: INFO, MSG, PING, PONG, +OK, -ERR (no HMSG: we never ask for headers).
+understood: INFO, MSG, HMSG (a message with headers), PING, PONG, +OK, -ERR.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "PONG_FRAME",
     "Err",
     "Event",
+    "HMsg",
     "Info",
     "Msg",
     "Parser",
@@ -31,9 +32,12 @@ __all__ = [
     "check_queue_group",
     "check_subscribe_subject",
     "encode_connect",
+    "encode_headers",
+    "encode_hpub_head",
     "encode_pub_head",
     "encode_sub",
     "encode_unsub",
+    "parse_headers",
 ]
 
 CRLF = b"\r\n"
@@ -60,6 +64,16 @@ class Msg(NamedTuple):
     payload: bytes
 
 
+class HMsg(NamedTuple):
+    """``HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>``: headers, then payload."""
+
+    subject: str
+    sid: int
+    reply: str | None
+    headers: bytes
+    payload: bytes
+
+
 class Info(NamedTuple):
     """``INFO {json}``: server facts (max_payload, connect_urls, auth_required, ...)."""
 
@@ -80,7 +94,10 @@ PING = _Token("PING")
 PONG = _Token("PONG")
 OK = _Token("+OK")
 
-Event = Msg | Info | Err | _Token
+Event = Msg | HMsg | Info | Err | _Token
+
+#: The first line of a header block (``NATS/1.0``, optionally followed by a status).
+HEADER_VERSION = b"NATS/1.0"
 
 
 class Parser:
@@ -90,8 +107,9 @@ class Parser:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        # A MSG whose control line is parsed but whose payload has not all arrived.
-        self._msg: tuple[str, int, str | None, int] | None = None
+        # A MSG whose control line is parsed but whose payload has not all arrived:
+        # (subject, sid, reply, total bytes, header bytes or -1 for a plain MSG).
+        self._msg: tuple[str, int, str | None, int, int] | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Add *data*; return every operation now complete (raises ProtocolError on garbage)."""
@@ -109,7 +127,12 @@ class Parser:
                         break
                     if buf[end : end + 2] != CRLF:
                         raise ProtocolError("MSG payload not followed by CRLF")
-                    events.append(Msg(pending[0], pending[1], pending[2], bytes(buf[pos:end])))
+                    split = pending[4]
+                    if split < 0:
+                        events.append(Msg(pending[0], pending[1], pending[2], bytes(buf[pos:end])))
+                    else:
+                        head, body = bytes(buf[pos : pos + split]), bytes(buf[pos + split : end])
+                        events.append(HMsg(pending[0], pending[1], pending[2], head, body))
                     self._msg = None
                     pos = end + 2
                     continue
@@ -131,6 +154,9 @@ class Parser:
         op = line[:4].upper()
         if op == b"MSG ":
             self._msg = _parse_msg_line(line)
+            return None
+        if op == b"HMSG":
+            self._msg = _parse_hmsg_line(line)
             return None
         if op == b"PING":
             return PING
@@ -156,7 +182,7 @@ class Parser:
         raise ProtocolError(f"unknown operation {line[:40]!r}")
 
 
-def _parse_msg_line(line: bytes) -> tuple[str, int, str | None, int]:
+def _parse_msg_line(line: bytes) -> tuple[str, int, str | None, int, int]:
     parts = line.split()
     if len(parts) == 4:
         _, subject, sid, size = parts
@@ -173,7 +199,48 @@ def _parse_msg_line(line: bytes) -> tuple[str, int, str | None, int]:
         raise ProtocolError(f"malformed MSG line {line[:200]!r}") from exc
     if not 0 <= nbytes <= MAX_MSG_PAYLOAD:
         raise ProtocolError(f"MSG payload size out of range: {nbytes}")
-    return subject.decode("utf-8", "surrogateescape"), sid_n, reply, nbytes
+    return subject.decode("utf-8", "surrogateescape"), sid_n, reply, nbytes, -1
+
+
+def _parse_hmsg_line(line: bytes) -> tuple[str, int, str | None, int, int]:
+    parts = line.split()
+    if len(parts) == 5:
+        _, subject, sid, hsize, size = parts
+        reply = None
+    elif len(parts) == 6:
+        _, subject, sid, reply_b, hsize, size = parts
+        reply = reply_b.decode("utf-8", "surrogateescape")
+    else:
+        raise ProtocolError(f"malformed HMSG line {line[:200]!r}")
+    try:
+        nbytes, hbytes, sid_n = int(size), int(hsize), int(sid)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed HMSG line {line[:200]!r}") from exc
+    if not 0 <= hbytes <= nbytes <= MAX_MSG_PAYLOAD:
+        raise ProtocolError(f"HMSG sizes out of range: {hbytes} header bytes of {nbytes}")
+    return subject.decode("utf-8", "surrogateescape"), sid_n, reply, nbytes, hbytes
+
+
+def parse_headers(block: bytes) -> dict[str, str]:
+    """A header block (``NATS/1.0[ status]``, CRLF, ``Key: Value`` lines, a blank line) → {key: value}.
+
+    Keys are folded to lower case: clients differ in case (nats.go canonicalises
+    ``traceparent`` to ``Traceparent``).  The first value of a repeated key wins;
+    lines that are not ``key: value`` are skipped.  The status, if any, is under ``""``.
+    """
+    lines = block.decode("utf-8", "replace").split("\r\n")
+    out: dict[str, str] = {}
+    first = lines[0]
+    if not first.startswith("NATS/1.0"):
+        return out
+    status = first[len("NATS/1.0") :].strip()
+    if status:
+        out[""] = status
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key:
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
 
 
 # -- encoders and checks -----------------------------------------------------
@@ -228,6 +295,27 @@ def encode_pub_head(subject: bytes, reply: bytes | None = None) -> bytes:
     if reply is None:
         return b"PUB " + subject + b" "
     return b"PUB " + subject + b" " + reply + b" "
+
+
+def encode_hpub_head(subject: bytes, reply: bytes | None = None) -> bytes:
+    """``HPUB <subject> [reply] ``; the caller appends ``<#hdr> <#total>``, CRLF, headers, payload."""
+    if reply is None:
+        return b"HPUB " + subject + b" "
+    return b"HPUB " + subject + b" " + reply + b" "
+
+
+def encode_headers(headers: dict[str, str]) -> bytes:
+    """A header block for HPUB; a key or value with CR/LF (or a key with ':') is a ValueError."""
+    out = bytearray(HEADER_VERSION + CRLF)
+    for key, value in headers.items():
+        if not key or not _HEADER_KEY_OK.isdisjoint(key) or "\r" in value or "\n" in value:
+            raise ValueError(f"NATS header {key!r}: {value!r} cannot be carried (CR, LF or ':' in it)")
+        out += f"{key}: {value}\r\n".encode()
+    out += CRLF
+    return bytes(out)
+
+
+_HEADER_KEY_OK = frozenset(":\r\n \t")
 
 
 def encode_sub(subject: bytes, sid: int, queue: bytes | None = None) -> bytes:

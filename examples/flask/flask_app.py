@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, request, stream_with_context
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # otel_setup.py beside us, however we load
+import otel_setup
 
 from cosmonapse import WAIT_TYPES, DispatchTimeout, PathwayTimeout, Signal, SignalType
 from cosmonapse_sync import SyncDendrite, SyncPathway
@@ -29,6 +33,7 @@ SYNAPSE_URL = os.environ.get("SYNAPSE_URL", "cosmo://127.0.0.1:7070")
 NAMESPACE = os.environ.get("COSMO_NAMESPACE", "api-demo")
 TIMEOUT_S = float(os.environ.get("ASK_TIMEOUT_S", "30"))
 
+otel_setup.configure("flask-app")  # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set
 app = Flask(__name__)
 
 # One facade per process, shared by every request thread.  Constructing it does no I/O.
@@ -42,6 +47,7 @@ def _prompt() -> tuple[str, dict[str, str]]:
 
 
 @app.post("/ask")
+@otel_setup.traced
 def ask() -> tuple[Response, int] | Response:
     prompt, extra = _prompt()
     if not prompt:

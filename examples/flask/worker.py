@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import Any
 
+import otel_setup
+
 from cosmonapse import Axon
 from cosmonapse_sync import SyncDendrite, SyncNeuronContext
 
@@ -45,6 +47,7 @@ def pick_neuron() -> tuple[Any, str]:
 
 
 def main() -> None:
+    otel_setup.configure("worker")  # OpenTelemetry, when OTEL_EXPORTER_OTLP_ENDPOINT is set
     neuron, kind = pick_neuron()
     worker = SyncDendrite(SYNAPSE_URL, namespace=NAMESPACE, dendrite_id="worker", role="worker")
     worker.attach_axon(Axon(neuron_id="worker", neuron_fn=neuron, capabilities=["text-generation", "chat"]))

@@ -11,6 +11,7 @@ from typing import Any, Literal, assert_type, reveal_type
 
 from cosmonapse import (
     AXON_TYPES,
+    ORCHESTRATION_TYPES,
     PATHWAY_TYPES,
     SYNAPSE_TYPES,
     TERMINAL_SCOPE_TYPES,
@@ -18,6 +19,7 @@ from cosmonapse import (
     WAIT_TYPES,
     Axon,
     BiddingTimeout,
+    ContextFetcher,
     CosmonapseError,
     DecisionTimeout,
     Dendrite,
@@ -39,7 +41,9 @@ from cosmonapse import (
     LifecycleHooks,
     MemoryRegistryStore,
     MemorySynapse,
+    NatsAuthError,
     NatsSynapse,
+    NatsTLSError,
     Neuron,
     NeuronContext,
     NeuronFn,
@@ -65,16 +69,50 @@ from cosmonapse import (
     SynapseClosedError,
     SynapseError,
     SynapseFailedError,
+    TaskLoad,
     TraceStoppedError,
+    agent_output_signal,
+    audit_signal,
+    bid_signal,
+    clarification_answer_signal,
+    clarification_signal,
     connect_synapse,
+    consensus_signal,
+    context_sync_signal,
     converter,
+    critique_signal,
     current_task,
     decode_signal,
     default_retry_on,
+    deregister_signal,
+    directed_to,
+    discover_signal,
     encode_signal,
+    error_signal,
+    escalation_signal,
+    final_signal,
+    heartbeat_signal,
+    imprint_signal,
+    imprinted_signal,
+    memory_append_signal,
     new_event_id,
     new_trace_id,
+    permission_decision_signal,
+    permission_signal,
+    plan_signal,
+    recall_signal,
+    recalled_signal,
+    register_signal,
     run_with_retry,
+    stop_signal,
+    stopped_signal,
+    task_awarded_signal,
+    task_declined_signal,
+    task_offer_signal,
+    task_signal,
+    thought_delta_signal,
+    tool_call_signal,
+    tool_result_signal,
 )
 from cosmonapse.neuron import NeuronSource
 from cosmonapse_sync import (
@@ -104,6 +142,7 @@ _EVERYTHING: tuple[object, ...] = (
     decode_signal, default_retry_on, encode_signal, new_event_id, Dendrite, MemorySynapse, Synapse,
     DeadlockError, FacadeClosedError, Portal, PortalTimeout, SyncFacadeError, SyncSubscription,
     ThreadedNeuron, Pathway, NeuronContext, PostgresEngram, PostgresRegistryStore, SynapseFailedError,
+    NatsAuthError, NatsTLSError, ORCHESTRATION_TYPES, ContextFetcher,
 )  # fmt: skip
 
 
@@ -183,6 +222,8 @@ async def flask_like_app(sig: Signal) -> None:  # never called: only type-checke
     assert_type(cosmo.axons, dict[str, Axon])
     assert_type(cosmo.engrams, dict[str, Engram])
     assert_type(cosmo.capabilities, list[str])
+    assert_type(cosmo.task_load, TaskLoad)
+    assert_type(cosmo.task_load.saturated, bool)
 
     # -- life cycle and info ------------------------------------------------------------
     cosmo.start()
@@ -273,6 +314,7 @@ async def flask_like_app(sig: Signal) -> None:  # never called: only type-checke
     sub = cosmo.subscribe(T.CONSENSUS, raw)
     assert_type(sub, SyncSubscription)
     cosmo.unsubscribe(sub)
+    assert_type(cosmo.subscribe(T.PLAN, raw).unsubscribe(), None)
     assert_type(cosmo.call(connect_synapse, "memory://"), Any)
     cosmo.stop(reason="bye")
     assert_type(cosmo.close(timeout_s=5), bool)
@@ -304,3 +346,60 @@ async def async_user(synapse: Synapse) -> None:
     assert_type(sync_ctx, type[SyncNeuronContext])
     assert_type(new_trace_id(), str)
     assert_type(await run_with_retry(d, retry=RetryStrategy(), input={}), Signal)
+    await d.ensure_subscribed(T.PLAN, T.FINAL)
+    sub = await d.subscribe(T.PLAN, handler)
+    await sub.unsubscribe()
+    assert_type(pw.parent_id, str | None)
+    assert_type(await d.dispatch_task(input={}, open_call=True), Signal)
+    found = await d.recall(engram_id="mem", query={})
+    if found:
+        assert_type(len(found), int)
+        assert_type(found[0], Hit)
+        for hit in found:
+            assert_type(hit, Hit)
+    receipt = await d.imprint(engram_id="mem", op="append", entry={}, await_ack=True)
+    assert_type(receipt is not None and receipt.ok, bool)
+
+
+def porting(fetch: ContextFetcher) -> None:
+    """The reference's envelope builders (cosmonapse.envelope, re-exported at the top)."""
+    trace, parent = new_trace_id(), new_event_id()
+    task = task_signal(input={"q": 1}, neuron="worker")
+    assert_type(task.reply(T.AGENT_OUTPUT, {"output": {}}), Signal)
+    assert_type(Signal.decode(task.encode()), Signal)
+    assert_type(task.encode(), bytes)
+    made: list[Signal] = [
+        agent_output_signal(trace_id=trace, parent_id=parent, neuron="n", output={}),
+        audit_signal(trace_id=trace, parent_id=parent, kind="k", domain="d", outcome="o"),
+        bid_signal(trace_id=trace, parent_id=parent, neuron="n", cost=1.0),
+        clarification_answer_signal(trace_id=trace, parent_id=parent, answer="a"),
+        clarification_signal(trace_id=trace, parent_id=parent, question="q"),
+        consensus_signal(trace_id=trace, parent_id=parent, members=[], verdict="v"),
+        context_sync_signal(trace_id=trace, parent_id=parent, snapshot={}),
+        critique_signal(trace_id=trace, parent_id=parent, target_event_id=parent, issues=[], verdict="v"),
+        deregister_signal(neuron="n"),
+        discover_signal(capabilities=["chat"]),
+        error_signal(trace_id=trace, code="E", message="m"),
+        escalation_signal(trace_id=trace, parent_id=parent, reason="r"),
+        final_signal(trace_id=trace, parent_id=parent, result={}),
+        heartbeat_signal(directed=directed_to("n")),
+        imprint_signal(trace_id=trace, parent_id=parent, engram_id="mem", op="append", entry={}),
+        imprinted_signal(trace_id=trace, parent_id=parent, engram_id="mem", op="append"),
+        memory_append_signal(trace_id=trace, parent_id=parent, key="k", value=1),
+        permission_decision_signal(trace_id=trace, parent_id=parent, granted=True),
+        permission_signal(trace_id=trace, parent_id=parent, action="a"),
+        plan_signal(trace_id=trace, parent_id=parent, steps=[]),
+        recall_signal(trace_id=trace, parent_id=parent, engram_kind="notes", query={}),
+        recalled_signal(trace_id=trace, parent_id=parent, engram_id="mem", hits=[]),
+        register_signal(neuron="n", capabilities=["chat"]),
+        stop_signal(trace_id=trace, rollback=True),
+        stopped_signal(trace_id=trace, parent_id=parent, node="ns"),
+        task_awarded_signal(trace_id=trace, parent_id=parent, neuron="n", input={}),
+        task_declined_signal(trace_id=trace, parent_id=parent, reason="not selected"),
+        task_offer_signal(input={}, capabilities=["chat"]),
+        thought_delta_signal(trace_id=trace, parent_id=parent, delta="d"),
+        tool_call_signal(trace_id=trace, parent_id=parent, tool="t", args={}),
+        tool_result_signal(trace_id=trace, parent_id=parent, tool="t", result=1),
+    ]
+    assert_type(made, list[Signal])
+    assert_type(ORCHESTRATION_TYPES, frozenset[SignalType])

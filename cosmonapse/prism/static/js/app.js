@@ -7,7 +7,7 @@ import { MetricsView } from "./metrics.js";
 import { SignalsView, inspect } from "./signals.js";
 import { Metrics, Ring, Roster, Traces } from "./store.js";
 import { TracesView } from "./traces.js";
-import { badge, clock, el, every, fmt, summary } from "./util.js";
+import { badge, clock, el, every, fmt, links, summary } from "./util.js";
 import { jsonTree } from "./json.js";
 
 const params = new URLSearchParams(location.search);
@@ -77,6 +77,7 @@ function onBatch(signals, dropped) {
 
 function onHello(hello) {
   state.namespace = hello.namespace;
+  links.trace = hello.trace_url || null;
   document.getElementById("ns").textContent = hello.namespace;
   document.getElementById("bus").textContent = hello.bus;
   document.title = `Prism · ${hello.namespace}`;

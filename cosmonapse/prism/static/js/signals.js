@@ -2,7 +2,7 @@
 // the rows in view, and the inspector. The matching positions live in `matches` (ring seqs,
 // oldest first); evicted ones are dropped from the front as the ring moves on.
 import { jsonTree } from "./json.js";
-import { ALL_TYPES, badge, clock, el, fmt, otelTraceId, summary } from "./util.js";
+import { ALL_TYPES, badge, clock, el, fmt, otelLink, otelTraceId, summary } from "./util.js";
 
 const ROW = 24;
 
@@ -156,7 +156,7 @@ export function inspect(box, rec, hooks) {
       ...kv("parent", s.parent_id || "—"),
       ...kv("directed", s.directed ? JSON.stringify(s.directed) : "—"),
       ...kv("ts", String(s.ts)),
-      ...(otel ? kv("otel trace", otel) : []),
+      ...(otel ? kv("otel trace", otelLink(otel)) : []),
       ...kv("v", String(s.v)),
     ),
     el("h3", {}, "payload"), jsonTree(s.payload || {}),

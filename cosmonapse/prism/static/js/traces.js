@@ -4,7 +4,7 @@
 import { jsonTree } from "./json.js";
 import { inspect } from "./signals.js";
 import { Traces } from "./store.js";
-import { WAIT_TYPES, badge, clock, color, dur, el, fmt, summary, toolName } from "./util.js";
+import { WAIT_TYPES, badge, clock, color, dur, el, fmt, otelLink, summary, toolName } from "./util.js";
 
 const LIST_MAX = 200;
 const MAX_LANES = 80;
@@ -115,7 +115,7 @@ export class TracesView {
       el("span", { class: "kv" }, "duration ", el("b", {}, dur(tr.last - tr.first))),
       el("span", { class: "kv" }, "signals ", el("b", {}, fmt(tr.count))),
       el("span", { class: "kv" }, "neurons ", el("b", {}, [...tr.neurons].join(", ") || "—")),
-      tr.otel ? el("span", { class: "kv" }, "OTel trace ", el("b", { class: "otel" }, tr.otel)) : null,
+      tr.otel ? el("span", { class: "kv" }, "OTel trace ", otelLink(tr.otel)) : null,
       missing > 0 ? el("span", { class: "faint" }, `${fmt(missing)} older Signals left the buffer`) : null,
       el("span", { class: "link", onclick: () => this.hooks.filterTrace(tr.id) }, "show in list"),
     );

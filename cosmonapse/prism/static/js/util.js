@@ -112,6 +112,16 @@ export function short(v, n = 140) {
   return s.length > n ? s.slice(0, n - 1) + "…" : s;
 }
 
+/** Where OTel trace ids link to: Prism's --trace-url template (`{trace_id}` replaced), or null. */
+export const links = { trace: null };
+
+/** The OTel trace id, as a link to the tracing UI when Prism was given --trace-url. */
+export function otelLink(id) {
+  const t = links.trace;
+  if (typeof t !== "string" || !/^https?:\/\//.test(t)) return el("b", { class: "otel" }, id);
+  return el("a", { class: "otel", href: t.split("{trace_id}").join(id), target: "_blank", rel: "noopener noreferrer" }, id);
+}
+
 /** The OTel trace id in a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or null. */
 export function otelTraceId(meta) {
   const tp = meta && meta.traceparent;
