@@ -36,7 +36,7 @@ from cosmonapse import (
     SignalType,
     Synapse,
 )
-from cosmonapse.stops import GIVE_UP_GRACE_S
+from cosmonapse.stops import GIVE_UP_GRACE_S, StopTombstones
 from cosmonapse.synapse.dev import DevSynapse
 from cosmonapse.synapse.nats import NatsSynapse
 
@@ -283,3 +283,43 @@ async def test_a_stop_the_bus_could_not_take_is_sent_when_it_is_back() -> None:
                     await back.wait()
                 await blocker.wait_cancelled(trace)  # the late STOP arrived
                 assert worker.is_stopped(trace)
+
+
+class SlowLedger:
+    """A tombstone store (``StopLedger``) whose writes wait until released."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+        self.stored: list[str] = []
+
+    async def remember_stop(self, trace_id: str, ttl_s: float, max_entries: int) -> None:
+        await self.release.wait()
+        self.stored.append(trace_id)
+
+    async def load_stops(self, max_entries: int) -> list[tuple[str, float]]:
+        return []
+
+
+async def test_a_slow_tombstone_store_does_not_stretch_a_call_that_gives_up() -> None:
+    """Durable STOP writes the tombstone before the STOP is published; for a call that
+    gives up that write counts against its grace: a database too slow for it hands the
+    write and the STOP to the priority lane (written first, then published)."""
+    blocker = Blocker()
+    ledger = SlowLedger()
+    async with pair("memory", None, "giveup-ledger", [Axon("block", blocker)]) as p:
+        tombstones = p.orch._core.tombstones
+        assert isinstance(tombstones, StopTombstones)
+        tombstones.ledger = ledger
+        t0 = time.monotonic()
+        with pytest.raises(DispatchTimeout) as caught:
+            await p.orch.dispatch_and_wait(neuron="block", input={}, timeout_s=0.3)
+        assert time.monotonic() - t0 < 0.3 + SLACK_S
+        trace = trace_of(caught.value)
+        assert p.orch.is_stopped(trace)  # refused here at once
+        marker = Signal(type=T.AUDIT, trace_id="trc_" + "S" * 26, payload={"marker": True})
+        await p.orch.emit(marker)  # one publisher's order: a STOP sent before it is seen before it
+        await p.seen.wait_for(lambda seen: any(x.id == marker.id for x in seen))
+        assert not [s for s in p.seen.trace(trace) if s.type is T.STOP]  # not before it is stored
+        ledger.release.set()
+        await blocker.wait_cancelled(trace)  # then the STOP went out and landed
+        assert ledger.stored == [trace]
