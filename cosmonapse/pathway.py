@@ -37,7 +37,7 @@ import anyio.lowlevel
 
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
-from .runners import call_any, in_context
+from .runners import FailureLog, call_any, describe_fn, in_context
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 from .telemetry import log_extra
 
@@ -68,6 +68,10 @@ class PathwayHost(Protocol):
 
     def forget(self, pathway: Pathway) -> None:
         """The Pathway closed: drop it from the host's table."""
+        ...
+
+    def failure_log(self, logger: logging.Logger) -> FailureLog:
+        """Where a failing callback is logged: rate-limited per callback (a stream must not flood the log)."""
         ...
 
 
@@ -182,8 +186,8 @@ class Pathway:
             for cb in (self._callbacks or {}).get(sig.type, ()):
                 try:
                     await in_context(call_any(cb, sig), base.copy())
-                except Exception:
-                    log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
+                except Exception as exc:
+                    self._callback_failed(cb, sig, exc)
             held.popleft()
             if not self._closed:  # closed meanwhile (close(), STOP): callbacks still run, readers are gone
                 self._accept(sig)
@@ -191,6 +195,17 @@ class Pathway:
                     held.clear()
         if self._held is held:
             self._held = None
+
+    def _callback_failed(self, cb: Callback, sig: Signal, exc: Exception) -> None:
+        if self._host is None:
+            log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
+            return
+        self._host.failure_log(log).failed(
+            f"Pathway on({sig.type.value}) callback {describe_fn(cb)}",
+            exc,
+            detail=f" on {sig.id} (trace {self.trace_id})",
+            extra=log_extra(sig),
+        )
 
     def _buffer(self, sig: Signal) -> None:
         buf = self._buf

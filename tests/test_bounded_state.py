@@ -130,6 +130,39 @@ async def test_a_handler_that_keeps_failing_is_logged_a_few_times_then_summed_up
     assert len(records) == FAILURE_BURST + 1
 
 
+async def test_a_pathway_callback_that_keeps_failing_is_logged_a_few_times_then_summed_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deltas = 500
+
+    async def chatty(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
+        for n in range(deltas):
+            await ctx.emit_thought_delta(f"d{n}")
+        return {"done": True}
+
+    calls = 0
+
+    def broken(sig: Signal) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError(f"bad delta {calls}")
+
+    caplog.set_level(logging.ERROR, logger="cosmonapse.pathway")
+    async with memory_cluster(workers={"chatty": chatty}) as c:
+        orch = c.orchestrator
+        pw = await orch.dispatch(neuron="chatty", input={})
+        pw.on(T.THOUGHT_DELTA)(broken)
+        with anyio.fail_after(30):
+            reply = await pw.wait()  # callbacks of earlier Signals have run before a reader gets it
+        assert reply.type is T.AGENT_OUTPUT and calls == deltas
+        assert orch.stats.suppressed_errors == deltas - FAILURE_BURST
+    records = [r for r in caplog.records if r.name == "cosmonapse.pathway"]
+    tracebacks = [r for r in records if r.exc_info]
+    assert len(tracebacks) == FAILURE_BURST and "broken" in tracebacks[0].getMessage()
+    summaries = [r.getMessage() for r in records if not r.exc_info]
+    assert len(summaries) == 1 and f"raised {deltas - FAILURE_BURST} more times" in summaries[0]
+
+
 async def test_the_cap_is_a_constructor_argument() -> None:
     async with MemorySynapse() as bus:
         with pytest.raises(ValueError, match="max_open_pathways"):
