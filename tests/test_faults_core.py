@@ -78,7 +78,9 @@ class Stoppable:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_500_calls_half_of_them_stopped_leave_nothing_behind(kind: str, nats_url: str | None) -> None:
+async def test_500_calls_half_of_them_stopped_leave_nothing_behind(
+    kind: str, nats_url: str | None, record_property: Any
+) -> None:
     neuron = Stoppable()
     outcomes: dict[int, Any] = {}
     late: list[tuple[int, float]] = []
@@ -103,6 +105,7 @@ async def test_500_calls_half_of_them_stopped_leave_nothing_behind(kind: str, na
                 await orch.emit_stop(trace_id=trace, reason="half of them")
 
             traces = [f"trc_{i:026d}" for i in range(CALLS)]
+            t_start = time.monotonic()
             stopped = {traces[i] for i in range(CALLS) if i % 2}
             async with anyio.create_task_group() as tg:
                 for i, trace in enumerate(traces):
@@ -115,6 +118,7 @@ async def test_500_calls_half_of_them_stopped_leave_nothing_behind(kind: str, na
                             tg.start_soon(stop_when_started, trace)
 
             # every call resolved, in time: a reply for the others, "closed by STOP" for the STOPped
+            record_property("all_resolved_s", round(time.monotonic() - t_start, 3))
             assert len(outcomes) == CALLS and not late
             for i, trace in enumerate(traces):
                 outcome = outcomes[i]
@@ -129,6 +133,9 @@ async def test_500_calls_half_of_them_stopped_leave_nothing_behind(kind: str, na
                     await neuron.changed.wait()
             assert neuron.finished_blocking == set()
             assert neuron.blocked <= stopped
+            # figures: STOPped TASKs that started (and were cancelled) vs refused before they started
+            record_property("stopped_started_and_cancelled", len(neuron.cancelled))
+            record_property("stopped_never_started", len(stopped) - len(neuron.blocked))
             await p.subscribed()  # and every Signal published so far has reached the recorder
             marker = await orch.dispatch_and_wait(neuron="n", input={"n": -1}, timeout_s=30)
             assert marker.payload["output"] == {"n": -1}
