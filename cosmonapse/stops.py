@@ -278,13 +278,14 @@ class StopService(Service):
         await core.want(T.STOPPED)
         sig = self._stop_signal(trace_id, rollback, reason)
         core.tombstones.add(trace_id)
-        with anyio.move_on_at(deadline):  # stored before it is published, within the call's deadline
+        with anyio.move_on_at(deadline) as storing:  # stored before it is published, within the deadline
             await core.tombstones.persist(trace_id)
         stop_sent(trace_id, rollback)
         acks: list[Signal] = []
         # Not bound to the trace: the STOP itself ends the trace's other ops.
         with core.ops.open(sig.id, trace_id, {T.STOPPED}, bound_to_trace=False) as op:
-            if not await core.publish_by(sig, deadline):
+            # a database too slow for the deadline: the priority lane stores, then publishes
+            if storing.cancelled_caught or not await core.publish_by(sig, deadline):
                 self._send_later(sig)
                 return acks
             while (ack := await op.next(deadline)) is not None:

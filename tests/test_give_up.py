@@ -323,3 +323,29 @@ async def test_a_slow_tombstone_store_does_not_stretch_a_call_that_gives_up() ->
         ledger.release.set()
         await blocker.wait_cancelled(trace)  # then the STOP went out and landed
         assert ledger.stored == [trace]
+
+
+async def test_stop_trace_with_a_slow_tombstone_store_keeps_its_deadline() -> None:
+    """``stop_trace(collect_acks=True, timeout_s=...)`` stores the tombstone, publishes the
+    STOP and waits for acks, all within *timeout_s*; the STOP is never published before
+    its tombstone is stored."""
+    blocker = Blocker()
+    ledger = SlowLedger()
+    async with pair("memory", None, "stop-ledger", [Axon("block", blocker)]) as p:
+        tombstones = p.orch._core.tombstones
+        assert isinstance(tombstones, StopTombstones)
+        tombstones.ledger = ledger
+        task = await p.orch.dispatch_task(neuron="block", input={})
+        with anyio.fail_after(10):
+            await blocker._event(blocker.started, task.trace_id).wait()
+        t0 = time.monotonic()
+        acks = await p.orch.stop_trace(task.trace_id, collect_acks=True, timeout_s=0.3)
+        assert acks == [] and time.monotonic() - t0 < 0.3 + SLACK_S
+        marker = Signal(type=T.AUDIT, trace_id="trc_" + "T" * 26, payload={"marker": True})
+        await p.orch.emit(marker)
+        await p.seen.wait_for(lambda seen: any(x.id == marker.id for x in seen))
+        assert not [s for s in p.seen.trace(task.trace_id) if s.type is T.STOP]
+        assert not blocker._event(blocker.cancelled, task.trace_id).is_set()
+        ledger.release.set()
+        await blocker.wait_cancelled(task.trace_id)
+        assert ledger.stored == [task.trace_id]
