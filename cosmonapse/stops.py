@@ -266,7 +266,10 @@ class StopService(Service):
     async def stop_and_collect(
         self, trace_id: str, rollback: bool, reason: str | None, timeout_s: float, *, first_only: bool
     ) -> list[Signal]:
-        """STOP *trace_id*; the STOPPED acks seen within *timeout_s* (only the first with ``first_only``).
+        """STOP *trace_id*; the STOPPED acks seen within *timeout_s*.
+
+        With ``first_only``, the first ack from another node; our own ack (we had a
+        stake too: a Pathway, an Engram) is returned only if no other came in time.
 
         *timeout_s* bounds the whole call, publishing included: a STOP the bus cannot
         take in time goes to the priority lane (sent when it can) and no ack is awaited.
@@ -288,10 +291,16 @@ class StopService(Service):
             if storing.cancelled_caught or not await core.publish_by(sig, deadline):
                 self._send_later(sig)
                 return acks
+            own: Signal | None = None
             while (ack := await op.next(deadline)) is not None:
+                if first_only and (ack.payload or {}).get("node") == core.dendrite_id:
+                    own = ack  # our own quiescence says nothing about the node that ran the TASK
+                    continue
                 acks.append(ack)
                 if first_only:
                     break
+            if first_only and not acks and own is not None:
+                acks.append(own)  # only we had a stake
         return acks
 
     async def abandon(self, trace_id: str, reason: str, *, rollback: bool = False) -> None:

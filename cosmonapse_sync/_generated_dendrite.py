@@ -295,8 +295,10 @@ class DendriteTwins:
 
         STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
 
-        Returns that ack, or None if none came within *timeout_s* (nobody ran the
-        trace, or its host is gone).  What the sync facade does when a call times out.
+        Returns the first ack from another Dendrite; this one's own ack (it had a
+        stake too) only when no other came within *timeout_s*; None when none came
+        at all (nobody ran the trace, or its host is gone).  What the sync facade
+        does when a call times out.
         """
         return self._invoke(
             "stop_and_confirm",
