@@ -708,10 +708,11 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     ) -> Signal | None:
         """STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
 
-        Returns the first ack from another Dendrite; this one's own ack (it had a
-        stake too) only when no other came within *timeout_s*; None when none came
-        at all (nobody ran the trace, or its host is gone).  What the sync facade
-        does when a call times out.
+        Returns the first ack from a Dendrite that ran the trace's work (this one's
+        own when it cancelled a TASK here); this one's ack for a mere open Pathway or
+        Engram only when no other came within *timeout_s*; None when none came at
+        all (nobody ran the trace, or its host is gone).  What the sync facade does
+        when a call times out.
         """
         acks = await self._stops.stop_and_collect(trace_id, rollback, reason, timeout_s, first_only=True)
         return acks[0] if acks else None

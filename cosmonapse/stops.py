@@ -268,8 +268,9 @@ class StopService(Service):
     ) -> list[Signal]:
         """STOP *trace_id*; the STOPPED acks seen within *timeout_s*.
 
-        With ``first_only``, the first ack from another node; our own ack (we had a
-        stake too: a Pathway, an Engram) is returned only if no other came in time.
+        With ``first_only``, the first ack from a node that ran the trace's work: our
+        own counts at once only if it cancelled a TASK here; when our stake was a
+        Pathway or an Engram, it is returned only if no other ack came in time.
 
         *timeout_s* bounds the whole call, publishing included: a STOP the bus cannot
         take in time goes to the priority lane (sent when it can) and no ack is awaited.
@@ -293,8 +294,9 @@ class StopService(Service):
                 return acks
             own: Signal | None = None
             while (ack := await op.next(deadline)) is not None:
-                if first_only and (ack.payload or {}).get("node") == core.dendrite_id:
-                    own = ack  # our own quiescence says nothing about the node that ran the TASK
+                payload = ack.payload or {}
+                if first_only and payload.get("node") == core.dendrite_id and not payload.get("cancelled"):
+                    own = ack  # only a Pathway or an Engram here: it says nothing of the TASK's host
                     continue
                 acks.append(ack)
                 if first_only:

@@ -295,10 +295,11 @@ class DendriteTwins:
 
         STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
 
-        Returns the first ack from another Dendrite; this one's own ack (it had a
-        stake too) only when no other came within *timeout_s*; None when none came
-        at all (nobody ran the trace, or its host is gone).  What the sync facade
-        does when a call times out.
+        Returns the first ack from a Dendrite that ran the trace's work (this one's
+        own when it cancelled a TASK here); this one's ack for a mere open Pathway or
+        Engram only when no other came within *timeout_s*; None when none came at
+        all (nobody ran the trace, or its host is gone).  What the sync facade does
+        when a call times out.
         """
         return self._invoke(
             "stop_and_confirm",
