@@ -21,10 +21,10 @@ def _num(value: float | None, width: int) -> str:
 def format_table(title: str, rows: list[dict[str, Any]]) -> str:
     """Rows of {metric, value, baseline, ratio, target, ok}; numbers right-aligned."""
     width = max([len(r["metric"]) for r in rows] + [6])
-    lines = [title, f"{'metric':{width}} {'value':>10} {'baseline':>10} {'ratio':>7}  {'target':24} result"]
+    lines = [title, f"{'metric':{width}} {'value':>10} {'baseline':>10} {'ratio':>7}  {'target':28} result"]
     for r in rows:
         lines.append(
             f"{r['metric']:{width}} {_num(r['value'], 10)} {_num(r.get('baseline'), 10)} "
-            f"{_num(r.get('ratio'), 7)}  {r.get('target', ''):24} {verdict(r.get('ok'))}"
+            f"{_num(r.get('ratio'), 7)}  {r.get('target', ''):28} {verdict(r.get('ok'))}"
         )
     return "\n".join(lines)

@@ -83,6 +83,7 @@ from .nats_protocol import (
     encode_unsub,
     parse_headers,
 )
+from .sendnow import DIRECT_GAP_S, direct_writer
 
 __all__ = [
     "DEFAULT_URL",
@@ -188,6 +189,12 @@ class _Conn:
         self.max_payload = int(info.get("max_payload") or DEFAULT_MAX_PAYLOAD)
         self.outbox = bytearray()
         self.writer_idle = False
+        # Writes straight to the socket while nothing is queued (see sendnow.py): at most
+        # one per receive or per DIRECT_GAP_S, so a burst still leaves in one send.
+        self.direct = direct_writer(stream)
+        self.rx_round = 0
+        self.direct_round = -1
+        self.direct_at = 0.0
         self.wake = anyio.Event()
         self.room = anyio.Event()
         self.room_waiters = 0
@@ -207,7 +214,15 @@ class _Conn:
         self.moving = False
 
     def write(self, data: bytes) -> None:
-        """Queue *data* for the writer task."""
+        """Send *data* now if nothing is queued ahead of it, else queue it for the writer task."""
+        if self.writer_idle and not self.outbox and self.direct is not None:
+            now = time.monotonic()
+            if self.direct_round != self.rx_round or now - self.direct_at >= DIRECT_GAP_S:
+                self.direct_round, self.direct_at = self.rx_round, now
+                taken = self.direct(data)
+                if taken == len(data):
+                    return
+                data = data[taken:]  # the rest goes first, through the writer
         self.outbox += data
         if self.writer_idle:
             self.writer_idle = False
@@ -683,7 +698,9 @@ class NatsSynapse(Synapse):
                 elif isinstance(ev, Err):
                     self.last_error = f"{conn.server}: {ev.message}"
                     log.error("NATS server %s: -ERR %s", conn.server, ev.message)
-            pending = feed(await stream.receive(_RECV_SIZE))
+            data = await stream.receive(_RECV_SIZE)
+            conn.rx_round += 1
+            pending = feed(data)
 
     def _file_with_headers(self, ev: HMsg) -> None:
         """An HMSG: the Signal from its payload, the trace context from its headers if the frame lacks it."""
@@ -864,8 +881,11 @@ class NatsSynapse(Synapse):
         conn = await self._writable(f"publish to {subject!r}")
         if size > conn.max_payload:
             raise _too_large(subject, size, conn.max_payload)
-        # Into the outbox, not onto the socket: every publish made before the
-        # writer next runs goes out in one send (one syscall, not one each).
+        if conn.writer_idle and not conn.outbox:  # may go straight out: one piece
+            conn.write(b"".join((head, b"%d\r\n" % size, payload, b"\r\n")))
+            return
+        # Into the outbox: every publish made before the writer next runs goes out
+        # in one send (one syscall, not one each).
         conn.outbox += head
         conn.outbox += b"%d\r\n" % size
         conn.outbox += payload
