@@ -73,12 +73,15 @@ async def _core_round() -> dict[str, float]:
 # -- cosmo:// ---------------------------------------------------------------------------------
 
 
-def _cosmo_round(backend: str | None) -> dict[str, float]:
-    """*backend* None: the raw relay; else bus, worker and caller on *backend*."""
+def _cosmo_round(backend: str | None, *, anyio_relay: bool = False) -> dict[str, float]:
+    """*backend* None: the raw relay; else bus, worker and caller on *backend* (or the
+    same relay written on anyio streams: the socket layer's own cost, the floor)."""
     calls = IN_FLIGHT * 10
     with _patched(bench_dev_bus, IN_FLIGHT=IN_FLIGHT, IN_FLIGHT_CALLS=calls):
         if backend is None:
             samples, rate = bench_dev_bus._measure_raw()
+        elif anyio_relay:
+            samples, rate = bench_dev_bus._measure_anyio_relay(backend)
         else:
             samples, rate = bench_dev_bus._measure_cosmo(
                 bench_dev_bus._dendrite_client, "dendrite-worker", backend=backend
@@ -127,10 +130,11 @@ async def _nats_py_round(url: str) -> dict[str, float]:
 
 
 async def _nats_round(url: str) -> dict[str, float]:
+    bus = await bench_nats._synapse_pair(url, bench_nats._synapse_seq)
     samples = await bench_nats._dendrite_pair(url, bench_nats._dendrite_seq)
     with _patched(bench_nats, IN_FLIGHT=IN_FLIGHT, ROUNDS_PER_CLIENT=10):
         rate = await bench_nats._dendrite_pair(url, bench_nats._dendrite_inflight)
-    return {"p50": statistics.median(samples) * 1e6, "rate": rate}
+    return {"p50": statistics.median(samples) * 1e6, "rate": rate, "bus_p50": statistics.median(bus) * 1e6}
 
 
 @contextmanager
@@ -159,6 +163,7 @@ def measure(repeats: int = REPEATS) -> dict[str, list[dict[str, float]]]:
             add("cosmo/raw", lambda: _cosmo_round(None))
             for backend in BACKENDS:
                 add(f"cosmo/{backend}", lambda b=backend: _cosmo_round(b))
+                add(f"cosmo/anyio-{backend}", lambda b=backend: _cosmo_round(b, anyio_relay=True))
             add("nats/raw", lambda: anyio.run(_nats_py_round, url, backend="asyncio"))
             for backend in BACKENDS:
                 add(f"nats/{backend}", lambda b=backend: anyio.run(_nats_round, url, backend=b))
@@ -205,11 +210,28 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
             ratio = _ratio_med(ours, raw, "p50", "p50")
             row(f"{what} sequential p50 (µs), {b}", _med(ours, "p50"), _med(raw, "p50"), ratio,
                 f"≤ {seq_target}× {base}", ratio <= seq_target)  # fmt: skip
+        for b in BACKENDS:  # the floor under our figures, measured in the same rounds
+            if bus == "cosmo":
+                floor = m[f"cosmo/anyio-{b}"]
+                ratio = _ratio_med(floor, raw, "p50", "p50")
+                row(f"  floor: the relay on anyio streams p50 (µs), {b}", _med(floor, "p50"),
+                    _med(raw, "p50"), ratio, "(socket layer alone)", None)  # fmt: skip
+            else:
+                ours = m[f"nats/{b}"]
+                ratio = _ratio_med(ours, raw, "bus_p50", "p50")
+                row(f"  floor: NatsSynapse echo, no Dendrite p50 (µs), {b}", _med(ours, "bus_p50"),
+                    _med(raw, "p50"), ratio, "(bus layer alone)", None)  # fmt: skip
         for b in BACKENDS:
             ours = m[f"{bus}/{b}"]
             ratio = _ratio_med(ours, raw, "rate", "rate")
             row(f"{what} {IN_FLIGHT:,} in flight (rt/s), {b}", _med(ours, "rate"), _med(raw, "rate"), ratio,
                 f"≥ 0.75× {base}", ratio >= 0.75)  # fmt: skip
+        if bus == "cosmo":
+            for b in BACKENDS:
+                floor = m[f"cosmo/anyio-{b}"]
+                ratio = _ratio_med(floor, raw, "rate", "rate")
+                row(f"  floor: the relay on anyio streams {IN_FLIGHT:,} in flight, {b}", _med(floor, "rate"),
+                    _med(raw, "rate"), ratio, "(socket layer alone)", None)  # fmt: skip
     for b in BACKENDS:
         mem = m[f"memory/{b}"][0]
         row(f"bytes per running Neuron call (10,000 running), {b}", mem["bytes"], mem["floor"],
