@@ -83,7 +83,7 @@ from .nats_protocol import (
     encode_unsub,
     parse_headers,
 )
-from .sendnow import DIRECT_GAP_S, direct_writer
+from .sendnow import DIRECT_IDLE_S, direct_writer
 
 __all__ = [
     "DEFAULT_URL",
@@ -189,12 +189,10 @@ class _Conn:
         self.max_payload = int(info.get("max_payload") or DEFAULT_MAX_PAYLOAD)
         self.outbox = bytearray()
         self.writer_idle = False
-        # Writes straight to the socket while nothing is queued (see sendnow.py): at most
-        # one per receive or per DIRECT_GAP_S, so a burst still leaves in one send.
+        # Writes straight to the socket while nothing is queued and the connection was
+        # quiet for DIRECT_IDLE_S (see sendnow.py): a busy one coalesces in the writer.
         self.direct = direct_writer(stream)
-        self.rx_round = 0
-        self.direct_round = -1
-        self.direct_at = 0.0
+        self.last_write = 0.0
         self.wake = anyio.Event()
         self.room = anyio.Event()
         self.room_waiters = 0
@@ -217,8 +215,8 @@ class _Conn:
         """Send *data* now if nothing is queued ahead of it, else queue it for the writer task."""
         if self.writer_idle and not self.outbox and self.direct is not None:
             now = time.monotonic()
-            if self.direct_round != self.rx_round or now - self.direct_at >= DIRECT_GAP_S:
-                self.direct_round, self.direct_at = self.rx_round, now
+            if now - self.last_write >= DIRECT_IDLE_S:
+                self.last_write = now
                 taken = self.direct(data)
                 if taken == len(data):
                     return
@@ -698,9 +696,7 @@ class NatsSynapse(Synapse):
                 elif isinstance(ev, Err):
                     self.last_error = f"{conn.server}: {ev.message}"
                     log.error("NATS server %s: -ERR %s", conn.server, ev.message)
-            data = await stream.receive(_RECV_SIZE)
-            conn.rx_round += 1
-            pending = feed(data)
+            pending = feed(await stream.receive(_RECV_SIZE))
 
     def _file_with_headers(self, ev: HMsg) -> None:
         """An HMSG: the Signal from its payload, the trace context from its headers if the frame lacks it."""
@@ -791,6 +787,7 @@ class NatsSynapse(Synapse):
             data = conn.outbox
             conn.outbox = bytearray()
             await stream.send(cast(bytes, data))  # a bytearray: the socket takes any buffer, no copy
+            conn.last_write = time.monotonic()
             if conn.room_waiters:
                 room, conn.room = conn.room, anyio.Event()
                 room.set()

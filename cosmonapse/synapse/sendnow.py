@@ -26,12 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DIRECT_GAP_S", "DirectWriter", "direct_writer"]
+__all__ = ["DIRECT_IDLE_S", "DirectWriter", "direct_writer"]
 
-#: After a direct write, the next one on that connection waits this long (or, where the
-#: connection counts them, for the next receive): the frames of a burst queue up behind
-#: the first and leave together in the writer task's next send, one syscall for all.
-DIRECT_GAP_S = 100e-6
+#: Only a connection that has written nothing for this long writes directly: a request
+#: after a quiet spell leaves at once, while a busy connection (a stream of tokens, a
+#: burst of replies) keeps coalescing its frames into the writer task's sends, one
+#: syscall for many — writing each frame directly there costs throughput.
+DIRECT_IDLE_S = 100e-6
 
 #: Writes a prefix of its argument without waiting; returns the number of bytes taken.
 DirectWriter = Callable[[bytes], int]
