@@ -50,7 +50,7 @@ from .base import (
     Synapse,
 )
 from .framing import LineReader, LineTooLong, encode_line, receive_batch
-from .sendnow import DIRECT_IDLE_S, DirectWriter, direct_writer
+from .sendnow import DirectGate, DirectWriter, direct_writer
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
 
@@ -249,7 +249,7 @@ class DevSynapse(Synapse):
         # True from the moment a line is handed to the writer until it comes back for more:
         # only when it is False and the outbox is empty may a publish write directly.
         self._writer_busy = True
-        self._last_write = 0.0  # when this connection last wrote (directly or the writer)
+        self._gate = DirectGate()  # when a publish may write directly (see sendnow.py)
         self._closing = False
         self._server_errors = LogThrottle()
 
@@ -444,7 +444,7 @@ class DevSynapse(Synapse):
                     chunks = [item if isinstance(item, bytes) else item[0] for item in batch]
                     waiters = [item[1] for item in batch if not isinstance(item, bytes)]
                     await self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks), waiters)
-                    self._last_write = time.monotonic()
+                    self._gate.last_write = time.monotonic()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         finally:
@@ -484,6 +484,7 @@ class DevSynapse(Synapse):
             try:
                 self._outbox.send_nowait(data)
                 self._writer_busy = True  # what comes next must queue behind it
+                self._gate.queued()
                 return
             except anyio.WouldBlock:
                 bus_event("backpressure", "outbox")  # the outbox is full: we wait for the writer
@@ -512,14 +513,12 @@ class DevSynapse(Synapse):
     def _write_now(self, direct: DirectWriter, data: bytes) -> bytes:
         """Write *data* straight to the socket if nothing is queued ahead; returns what is left.
 
-        Only after ``DIRECT_IDLE_S`` without a write: on a busy connection lines queue up
-        and leave together in the writer's next send.
+        Only on a quiet connection (``DirectGate``): on a busy one lines queue up and
+        leave together in the writer's next send.
         """
         assert self._outbox is not None
-        now = time.monotonic()
-        if now - self._last_write < DIRECT_IDLE_S or self._outbox.statistics().current_buffer_used:
+        if self._outbox.statistics().current_buffer_used or not self._gate.open():
             return data
-        self._last_write = now
         taken = direct(data)
         return data[taken:] if taken else data
 

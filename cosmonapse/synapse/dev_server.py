@@ -46,7 +46,7 @@ from ..telemetry import bus_event, refresh
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
-from .sendnow import DIRECT_IDLE_S, DirectWriter, direct_writer
+from .sendnow import DirectGate, DirectWriter, direct_writer
 
 __all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevBusLimits", "DevSynapseServer", "ServerStats"]
 
@@ -119,7 +119,7 @@ class _Conn:
     #: empty; None for streams without one and once the outbox is closed.
     direct: DirectWriter | None = None
     writer_busy: bool = True  # a line was handed to the writer and it has not come back yet
-    last_write: float = 0.0  # when this connection last wrote (directly or the writer)
+    gate: DirectGate = attrs.field(factory=DirectGate)  # when a line may go directly
 
 
 @attrs.define
@@ -381,15 +381,18 @@ class DevSynapseServer:
             self._overflow(hog, "the outboxes of all connections are over their budget")
             if hog is conn or conn.kill_reason is not None:
                 return
-        if not conn.writer_busy and conn.direct is not None:
-            now = time.monotonic()
-            if now - conn.last_write >= DIRECT_IDLE_S and not conn.outbox.statistics().current_buffer_used:
-                conn.last_write = now  # a busy connection leaves it to the writer: one send for many
-                taken = conn.direct(data)
-                if taken == size:
-                    return
-                data = data[taken:]  # the rest goes first, through the writer
-                size = len(data)
+        # Straight to the socket when idle; a busy connection leaves it to the writer (sendnow.py).
+        if (
+            not conn.writer_busy
+            and conn.direct is not None
+            and not conn.outbox.statistics().current_buffer_used
+            and conn.gate.open()
+        ):
+            taken = conn.direct(data)
+            if taken == size:
+                return
+            data = data[taken:]  # the rest goes first, through the writer
+            size = len(data)
         try:
             conn.outbox.send_nowait(data)
         except anyio.WouldBlock:
@@ -398,6 +401,7 @@ class DevSynapseServer:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
         conn.writer_busy = True  # what comes next must queue behind it
+        conn.gate.queued()
         conn.queued_bytes += size
         self.stats.queued_bytes += size
 
@@ -439,7 +443,7 @@ class DevSynapseServer:
                         conn.queued_bytes -= size
                         self.stats.queued_bytes -= size
                     await stream.send(batch[0] if len(batch) == 1 else b"".join(batch))
-                    conn.last_write = time.monotonic()
+                    conn.gate.last_write = time.monotonic()
         except anyio.EndOfStream:
             return
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

@@ -83,7 +83,7 @@ from .nats_protocol import (
     encode_unsub,
     parse_headers,
 )
-from .sendnow import DIRECT_IDLE_S, direct_writer
+from .sendnow import DirectGate, direct_writer
 
 __all__ = [
     "DEFAULT_URL",
@@ -190,9 +190,9 @@ class _Conn:
         self.outbox = bytearray()
         self.writer_idle = False
         # Writes straight to the socket while nothing is queued and the connection was
-        # quiet for DIRECT_IDLE_S (see sendnow.py): a busy one coalesces in the writer.
+        # quiet (see sendnow.py): a busy one coalesces in the writer.
         self.direct = direct_writer(stream)
-        self.last_write = 0.0
+        self.gate = DirectGate()
         self.wake = anyio.Event()
         self.room = anyio.Event()
         self.room_waiters = 0
@@ -213,15 +213,13 @@ class _Conn:
 
     def write(self, data: bytes) -> None:
         """Send *data* now if nothing is queued ahead of it, else queue it for the writer task."""
-        if self.writer_idle and not self.outbox and self.direct is not None:
-            now = time.monotonic()
-            if now - self.last_write >= DIRECT_IDLE_S:
-                self.last_write = now
-                taken = self.direct(data)
-                if taken == len(data):
-                    return
-                data = data[taken:]  # the rest goes first, through the writer
+        if self.writer_idle and not self.outbox and self.direct is not None and self.gate.open():
+            taken = self.direct(data)
+            if taken == len(data):
+                return
+            data = data[taken:]  # the rest goes first, through the writer
         self.outbox += data
+        self.gate.queued()
         if self.writer_idle:
             self.writer_idle = False
             self.wake.set()
@@ -787,7 +785,7 @@ class NatsSynapse(Synapse):
             data = conn.outbox
             conn.outbox = bytearray()
             await stream.send(cast(bytes, data))  # a bytearray: the socket takes any buffer, no copy
-            conn.last_write = time.monotonic()
+            conn.gate.last_write = time.monotonic()
             if conn.room_waiters:
                 room, conn.room = conn.room, anyio.Event()
                 room.set()

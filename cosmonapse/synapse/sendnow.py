@@ -23,19 +23,52 @@ any mismatch (another anyio version) just means no direct path.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DIRECT_IDLE_S", "DirectWriter", "direct_writer"]
+__all__ = ["DIRECT_IDLE_S", "DirectGate", "DirectWriter", "direct_writer"]
 
 #: Only a connection that has written nothing for this long writes directly: a request
 #: after a quiet spell leaves at once, while a busy connection (a stream of tokens, a
 #: burst of replies) keeps coalescing its frames into the writer task's sends, one
 #: syscall for many — writing each frame directly there costs throughput.
 DIRECT_IDLE_S = 100e-6
+#: A frame queued this soon after a direct write means the connection is in a burst ...
+BURST_S = 500e-6
+#: ... and then it writes nothing directly for this long (each burst would otherwise
+#: leave as one small packet plus the rest, and every hop after it reads twice).
+BURST_HOLD_S = 20e-3
 
 #: Writes a prefix of its argument without waiting; returns the number of bytes taken.
 DirectWriter = Callable[[bytes], int]
+
+
+class DirectGate:
+    """When one connection may write directly: after a quiet spell, and not while in bursts."""
+
+    __slots__ = ("_direct_at", "_hold_until", "last_write")
+
+    def __init__(self) -> None:
+        self.last_write: float = 0.0  # the writer task sets it after each send
+        self._direct_at = 0.0  # the last direct write, until a queued frame follows it
+        self._hold_until = 0.0
+
+    def open(self) -> float:
+        """Now, if a direct write may go now (and is counted as made); else 0.0."""
+        now = time.monotonic()
+        if now - self.last_write < DIRECT_IDLE_S or now < self._hold_until:
+            return 0.0
+        self.last_write = self._direct_at = now
+        return now
+
+    def queued(self) -> None:
+        """A frame went to the outbox: right behind a direct write, hold direct writes off."""
+        if self._direct_at:
+            now = time.monotonic()
+            if now - self._direct_at < BURST_S:
+                self._hold_until = now + BURST_HOLD_S
+            self._direct_at = 0.0
 
 
 def direct_writer(stream: object) -> DirectWriter | None:
