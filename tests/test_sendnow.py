@@ -102,3 +102,27 @@ async def test_nats_burst_with_direct_writes_arrives_whole_and_in_order() -> Non
         async with NatsSynapse(url) as pub, NatsSynapse(url) as sub:
             await sub.flush()
             await _burst_in_order(pub, sub, "cosmonapse.t.THOUGHT_DELTA")
+
+
+def test_the_gate_opens_after_a_quiet_spell_and_holds_off_in_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cosmonapse.synapse import sendnow
+
+    clock = [100.0]
+    monkeypatch.setattr(sendnow.time, "monotonic", lambda: clock[0])
+    gate = sendnow.DirectGate()
+    assert gate.open()  # quiet: direct
+    clock[0] += sendnow.DIRECT_IDLE_S / 2
+    assert not gate.open()  # wrote a moment ago
+    clock[0] += sendnow.DIRECT_IDLE_S
+    assert gate.open()
+    gate.queued()  # a frame queued right behind the direct one: a burst
+    clock[0] += sendnow.DIRECT_IDLE_S * 2
+    assert not gate.open()  # quiet again, but held off
+    clock[0] += sendnow.BURST_HOLD_S
+    assert gate.open()
+    clock[0] += sendnow.BURST_S * 2
+    gate.queued()  # long after the direct write: not a burst
+    clock[0] += sendnow.DIRECT_IDLE_S
+    assert gate.open()
+    gate.last_write = clock[0]  # the writer task just sent
+    assert not gate.open()
