@@ -16,12 +16,15 @@ from typing import Any
 import anyio
 
 from cosmonapse import Axon, Dendrite, MemorySynapse
+from cosmonapse.core import DEFAULT_MAX_OPEN_PATHWAYS
 
 SEQ_CALLS = 3000
 WARMUP = 300
 IN_FLIGHT = 1000
 ROUNDS_PER_CLIENT = 5
 MEMORY_COUNT = 10_000
+#: The issue's scenario: Pathways opened by dispatch() and never closed nor answered.
+UNCLOSED = 120_000
 
 
 def _pct(samples: list[float], q: float) -> float:
@@ -128,6 +131,23 @@ async def _bytes_per_pathway() -> float:
             return (after - before - id_bytes) / MEMORY_COUNT
 
 
+async def _unclosed_pathways_mb(max_open_pathways: int) -> float:
+    """Memory still held after UNCLOSED dispatches whose Pathways nobody closes (MB)."""
+    async with MemorySynapse() as syn:
+        orch = Dendrite(synapse=syn, namespace="bench", heartbeat_s=0, max_open_pathways=max_open_pathways)
+        async with orch:
+            await orch.dispatch(neuron="nobody", input={})
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(UNCLOSED):
+                await orch.dispatch(neuron="nobody", input={"i": i})
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            return (after - before) / 1e6
+
+
 async def _bytes_per_call() -> float:
     release = anyio.Event()
     started = 0
@@ -183,6 +203,12 @@ async def _measure() -> dict[str, float]:
 
 def run() -> list[dict[str, Any]]:
     rows = []
+    capped = anyio.run(_unclosed_pathways_mb, DEFAULT_MAX_OPEN_PATHWAYS)
+    uncapped = anyio.run(_unclosed_pathways_mb, 10**9)
+    rows.append(
+        {"backend": "asyncio", "metric": f"MB kept by {UNCLOSED:,} unclosed Pathways", "value": capped,
+         "baseline": uncapped, "ratio": capped / uncapped, "target": "bounded (baseline: no cap)"}
+    )  # fmt: skip
     for backend in ("asyncio", "trio"):
         m = anyio.run(_measure, backend=backend)
         rows += [

@@ -7,6 +7,7 @@ from .axon import Axon, ContextFetcher, NeuronFn
 from .bidding import BiddingTimeout
 from .codec import converter, decode_signal, encode_signal
 from .context import NeuronContext, current_task
+from .core import DendriteStats
 from .decisions import DecisionTimeout
 from .dendrite import Dendrite
 from .engram import (
@@ -118,6 +119,7 @@ __all__ = [
     "DecisionTimeout",
     "Dendrite",
     "DendriteProtocolError",
+    "DendriteStats",
     "DevSynapse",
     "Directed",
     "DispatchTimeout",

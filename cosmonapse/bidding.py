@@ -27,6 +27,7 @@ from .errors import CosmonapseError, DendriteProtocolError
 from .hosting import AxonHosting
 from .pathway import Pathway, PathwayScope
 from .signal import Directed, Signal, SignalType
+from .stops import refuse_stopped
 from .telemetry import offering
 
 __all__ = ["SELECTIONS", "BidLedger", "Bidding", "BiddingTimeout", "choose_bid"]
@@ -210,6 +211,7 @@ class Bidding(Service):
         self._core.require_running("bid()")
         if offer.type is not T.TASK_OFFER:
             raise DendriteProtocolError(f"bid() answers a TASK_OFFER, not {offer.type.value}")
+        refuse_stopped(self._core, offer.trace_id, "bid()")
         payload: dict[str, Any] = {"cost": float(cost)}
         if eta_ms is not None:
             payload["eta_ms"] = int(eta_ms)
@@ -240,6 +242,8 @@ class Bidding(Service):
             await self._core.run_job(self._send_auto_bid, offer, axon.neuron_id)
 
     async def _send_auto_bid(self, offer: Signal, neuron: str) -> None:
+        if offer.trace_id in self._core.tombstones:
+            return  # STOPped since the offer came
         await self.bid(offer, neuron=neuron, cost=0.0, confidence=1.0, meta={"auto_bid": True})
 
     async def _on_task_awarded(self, award: Signal) -> None:
@@ -247,6 +251,8 @@ class Bidding(Service):
         axon = self._hosting.axons.get(neuron) if neuron else None
         if axon is None or award.trace_id in self._core.tombstones or not self.ledger.should_run(award):
             return
+        if not self._hosting.first_run(award.id):
+            return  # the same award delivered again
         payload: dict[str, Any] = {"input": award.payload.get("input") or {}}
         payload.update(
             task_payload(award.payload.get("context_ref"), None, award.payload.get("finalize") is True)

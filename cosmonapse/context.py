@@ -27,7 +27,8 @@ from .signal import Directed, Signal, SignalType
 
 __all__ = ["NeuronContext", "Publish", "current_task"]
 
-Publish = Callable[[Signal], Awaitable[None]]
+#: How the context publishes (its host's: it may drop what a cancelled or STOPped TASK emits).
+Publish = Callable[[Signal], Awaitable[object]]
 
 #: The TASK being run by the current task (the ambient parent of dispatches made from a Neuron).
 current_task: contextvars.ContextVar[Signal | None] = contextvars.ContextVar(

@@ -9,8 +9,15 @@ touches the Synapse or starts work:
 * **hand a job** to one of two bounded pools — ``run_task`` (inbound TASKs) and
   ``run_job`` (handlers, callbacks, hooks, internal follow-ups);
 * **per-trace cancel scopes** (``trace_scope`` / ``cancel_trace``), and the
-  tables of open **Pathways** and request/reply **ops**;
+  tables of open **Pathways** (capped: ``max_open_pathways``) and request/reply
+  **ops**;
 * **guards**: running, orchestrator-only.
+
+Control before data: STOP and STOPPED reach the router through a subscription of
+their own on every role (an orchestrator's other types share one feed), and what
+a STOP sets off — settlement, the STOPPED answer, a STOP the bus could not take
+in time — runs in a **priority lane** (``run_priority``), a pool of its own that
+the router hands work to without ever waiting.
 
 The services (hosting, stops, handlers, engram, registry, bidding, decisions,
 lifecycle) own their state and are composed by ``Dendrite``; the core knows
@@ -35,6 +42,7 @@ from typing import Any, Literal, Protocol
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import attrs
 from anyio.abc import TaskGroup
 
 from .clock import Clock
@@ -42,7 +50,7 @@ from .deadlines import Deadlines
 from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
-from .runners import JobFn, RunnerPool, call_any
+from .runners import FailureLog, JobFn, RunnerPool, call_any, describe_fn
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
@@ -50,7 +58,7 @@ from .taskhost import TaskHost
 from .telemetry import SWITCH as _TEL
 from .telemetry import log_extra, refresh, unwatch, watch
 
-__all__ = ["Core", "Role", "Route", "Service", "TombstoneStore"]
+__all__ = ["Core", "DendriteStats", "Role", "Route", "Service", "TombstoneStore"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.core")
 
@@ -69,6 +77,30 @@ IDLE_TASK_RUNNERS = 256
 #: of them makes them all first, so a handler registered (a plain, sync call) on one
 #: Dendrite hears what another Dendrite on the same synapse publishes right after.
 _UNSETTLED: weakref.WeakKeyDictionary[Synapse, set[Core]] = weakref.WeakKeyDictionary()
+#: Types that travel ahead of data: their own subscription, their follow-ups in the priority lane.
+PRIORITY_TYPES = frozenset({T.STOP, T.STOPPED})
+#: Runners of the priority lane (STOP settlement, STOPPED, STOPs sent late); more work waits in
+#: its backlog (``runners.DEFAULT_BACKLOG``) without making the router wait.
+PRIORITY_RUNNERS = 16
+#: Open Pathways a Dendrite keeps before it closes the oldest one nobody is reading.
+DEFAULT_MAX_OPEN_PATHWAYS = 10_000
+#: How many traces an eviction looks at before it gives up (all of them have a reader waiting).
+_EVICTION_SCAN = 64
+
+
+@attrs.frozen
+class DendriteStats:
+    """What a Dendrite dropped or refused on purpose, each by a written policy (docs/architecture.md)."""
+
+    #: Signals that work of a STOPped or cancelled trace tried to publish (a late reply, a
+    #: THOUGHT_DELTA from a shielded section or a sync Neuron's thread): dropped.
+    silenced: int = 0
+    #: TASKs (and awards) delivered again with an id this Dendrite had already run: not run again.
+    duplicate_tasks: int = 0
+    #: Pathways closed because more than ``max_open_pathways`` were open and nobody read them.
+    evicted_pathways: int = 0
+    #: Failures of handlers and other jobs counted but not logged with a traceback (rate limit).
+    suppressed_errors: int = 0
 
 
 class TombstoneStore(Protocol):
@@ -140,6 +172,7 @@ class Core:
         pathway_buffer: int,
         shutdown_timeout_s: float,
         tombstones: TombstoneStore,
+        max_open_pathways: int = DEFAULT_MAX_OPEN_PATHWAYS,
     ) -> None:
         self.synapse: Synapse = synapse
         self.namespace: str = namespace
@@ -148,6 +181,7 @@ class Core:
         self.max_concurrent_tasks: int = max_concurrent_tasks
         self.max_concurrent_handlers: int = max_concurrent_handlers
         self.pathway_buffer: int = pathway_buffer
+        self.max_open_pathways: int = max_open_pathways
         self.shutdown_timeout_s: float = shutdown_timeout_s
         #: Traces seen STOPped: their work never starts again here.
         self.tombstones: TombstoneStore = tombstones
@@ -157,11 +191,21 @@ class Core:
         self.deadlines: Deadlines | None = None
         self.clock: Clock = Clock(self._launch_tick)
         self._services: list[Service] = []
+        # Traces in the order their first Pathway opened (evictions take the oldest first).
         self._pathways: dict[str, list[Pathway]] = {}
+        self._open_pathways = 0
+        # counters behind DendriteStats
+        self.silenced: int = 0
+        self.duplicate_tasks: int = 0
+        self.evicted_pathways: int = 0
+        self._suppressed_before = 0  # suppressed errors of pools already closed
+        # user code's failures (handlers, callbacks, hooks), rate-limited per logger and job
+        self._failure_logs: dict[str, FailureLog] = {}
         self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
         self._host: TaskHost | None = None
         self._task_pool: RunnerPool | None = None
         self._job_pool: RunnerPool | None = None
+        self._priority_pool: RunnerPool | None = None
         # routing and subscriptions
         self._table: dict[SignalType, tuple[Route, ...]] = {}
         self._fast: dict[SignalType, FastRoute] = {}
@@ -179,10 +223,18 @@ class Core:
         self._unsettled: set[Core] = _UNSETTLED.setdefault(synapse, set())
         # An orchestrator reads every type but TASK through one subscription (one
         # pump), so the Signals of a trace reach its Pathway in publish order and it
-        # does not get its own TASKs back.  Workers subscribe to exact subjects only.
+        # does not get its own TASKs back; STOP and STOPPED come through a second one,
+        # so they never wait behind that feed's backlog.  Workers subscribe to exact
+        # subjects only (each its own pump).
+        orchestrator = role == "orchestrator"
+        self._priority_subjects = (
+            frozenset(subject_for(namespace, t) for t in PRIORITY_TYPES) if orchestrator else frozenset()
+        )
         self._feed_subjects = (
-            frozenset(subject_for(namespace, t) for t in SignalType if t is not T.TASK)
-            if role == "orchestrator"
+            frozenset(
+                subject_for(namespace, t) for t in SignalType if t is not T.TASK and t not in PRIORITY_TYPES
+            )
+            if orchestrator
             else frozenset()
         )
         self._subject_cache: dict[SignalType, str] = {}
@@ -235,7 +287,11 @@ class Core:
 
     def _missing(self) -> list[str]:
         return [
-            s for s in self._wanted_subjects() if (s, None) not in self._subs and s not in self._feed_subjects
+            s
+            for s in self._wanted_subjects()
+            if (s, None) not in self._subs
+            and s not in self._feed_subjects
+            and s not in self._priority_subjects
         ]
 
     async def route(self, sig: Signal) -> None:
@@ -390,6 +446,69 @@ class Core:
                 log.warning("unsubscribe of %s failed", sub.subject, exc_info=True)
 
     # ------------------------------------------------------------------ publishing
+    def _subject_of(self, sig: Signal) -> str:
+        subject = self._subject_cache.get(sig.type)
+        if subject is None or sig.type is T.TASK:
+            subject = signal_subject(self.namespace, sig)
+            if sig.type is not T.TASK:
+                self._subject_cache[sig.type] = subject
+        return subject
+
+    def publish_nowait(self, sig: Signal) -> bool:
+        """Publish *sig* now if the bus takes it without waiting; False, with nothing sent, otherwise.
+
+        Also False while subscriptions are pending on this synapse, or with OpenTelemetry
+        on (its PRODUCER span goes with ``publish``): ``publish`` does that part.
+        """
+        if self._unsettled or _TEL.impl is not None:
+            return False
+        if sig.type is T.TASK:
+            return self.synapse.publish_nowait(signal_subject(self.namespace, sig), sig)
+        return self.synapse.publish_nowait(self._subject_cache.get(sig.type) or self._subject_of(sig), sig)
+
+    async def publish_by(self, sig: Signal, deadline: float | None) -> bool:
+        """Publish *sig* unless *deadline* (``anyio.current_time()`` based) passes first.
+
+        True when published.  A bus usually takes a Signal at once
+        (``Synapse.publish_nowait``): then no cancel scope is paid for.  Only when it
+        would make us wait (an outage, a full buffer) does the wait run in a scope that
+        ends at the deadline; publishing is cancellation-safe, so False means nothing
+        was queued (see ``Synapse.publish``).
+        """
+        if deadline is None:
+            await self.publish(sig)
+            return True
+        if self.publish_nowait(sig):
+            return True
+        with anyio.CancelScope(deadline=deadline):
+            await self.publish(sig)
+            return True
+        return False
+
+    async def publish_in_scope(self, scope: anyio.CancelScope, sig: Signal) -> bool:
+        """Publish what the work of a trace produced (a Neuron's reply or emit), unless that work is over.
+
+        It is over once its *scope* was cancelled (STOP, ``cancel_trace``, ``stop()``),
+        its trace is STOPped here, or the Dendrite is stopping: then *sig* is dropped,
+        counted (``DendriteStats.silenced``) and logged at DEBUG.  True when published.
+        """
+        if sig.trace_id in self.tombstones or not self.running or scope.cancel_called:
+            self.silence(sig)
+            return False
+        await self.publish(sig)
+        return True
+
+    def silence(self, sig: Signal) -> None:
+        """Drop *sig*, which work of a stopped or cancelled trace tried to publish."""
+        self.silenced += 1
+        log.debug(
+            "Dendrite %s: dropped %s %s on trace %s: that work was STOPped or cancelled",
+            self.dendrite_id,
+            sig.type.value,
+            sig.id,
+            sig.trace_id,
+        )
+
     async def publish(self, sig: Signal) -> None:
         """Publish *sig* on its subject, after the subscriptions sync code asked for.
 
@@ -400,9 +519,7 @@ class Core:
             await self._settle_synapse()
         subject = self._subject_cache.get(sig.type)
         if subject is None or sig.type is T.TASK:
-            subject = signal_subject(self.namespace, sig)
-            if sig.type is not T.TASK:
-                self._subject_cache[sig.type] = subject
+            subject = self._subject_of(sig)
         await self.publish_on(subject, sig)
 
     async def publish_on(self, subject: str, sig: Signal) -> None:
@@ -490,11 +607,31 @@ class Core:
         if pool is not None and self.running:
             try:
                 if (otel := _TEL.impl) is not None:  # OpenTelemetry: the job runs in its Signal's context
-                    await pool.submit(otel.handler_job(self, _call, fn, args))
+                    await pool.submit(otel.handler_job(self, self._call, fn, args))
                 else:
-                    await pool.submit(_call, fn, args)
+                    await pool.submit(self._call, fn, args)
             except anyio.ClosedResourceError:
                 pass  # stopping
+
+    async def run_for(self, sig: Signal, fn: JobFn | Callback, *args: Any) -> None:
+        """``fn(*args)``, a handler or callback job for *sig*, in the job pool.
+
+        For STOP and STOPPED it never makes the router wait: with every runner busy
+        the job is queued (bounded) and runs when one is free, so a full job pool
+        cannot hold up the next STOP.
+        """
+        pool = self._job_pool
+        if sig.type in PRIORITY_TYPES and pool is not None and self.running:
+            try:
+                if (otel := _TEL.impl) is not None:
+                    queued = pool.submit_nowait(otel.handler_job(self, self._call, fn, args))
+                else:
+                    queued = pool.submit_nowait(self._call, fn, args)
+                if queued:
+                    return
+            except anyio.ClosedResourceError:
+                return  # stopping
+        await self.run_job(fn, *args)
 
     async def run_handler(
         self, call: Callable[[Callback, tuple[Signal]], Awaitable[None]], fn: Callback, sig: Signal
@@ -509,9 +646,60 @@ class Core:
         else:
             await call(fn, (sig,))
 
+    def failure_log(self, logger: logging.Logger) -> FailureLog:
+        """The rate-limited log of user code's failures on *logger* (one per logger, counted in stats)."""
+        failures = self._failure_logs.get(logger.name)
+        if failures is None:
+            failures = self._failure_logs[logger.name] = FailureLog(logger)
+        return failures
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        """Run a job that may be sync or async (user handlers and hooks are either); log its failure."""
+        try:
+            await call_any(fn, *args)
+        except Exception as exc:
+            sig = args[0] if args and isinstance(args[0], Signal) else None
+            what = f"{self.dendrite_id}: job {describe_fn(fn)}"
+            self.failure_log(log).failed(what, exc, extra=log_extra(sig))
+            if (otel := _TEL.impl) is not None:
+                otel.failed(exc)
+
     async def run_callback(self, fn: Callback, sig: Signal) -> None:
         """``PathwayHost``: a Pathway's ``on()`` callback, in the job pool."""
-        await self.run_job(fn, sig)
+        await self.run_for(sig, fn, sig)
+
+    async def run_priority(self, fn: JobFn, *args: Any) -> None:
+        """Work a STOP sets off (settlement, STOPPED, a late STOP), apart from the job pool.
+
+        Never waits while fewer than the backlog limit (10,000) are queued, so the
+        router's STOP bookkeeping is never held up by handlers or by earlier STOPs.
+        """
+        pool = self._priority_pool
+        if pool is None or not self.running:
+            return
+        job, job_args = self._priority_job(fn, args)
+        try:
+            if not pool.submit_nowait(job, *job_args):
+                await pool.submit(job, *job_args)  # 10,000 queued: only then does the caller wait
+        except anyio.ClosedResourceError:
+            pass  # stopping
+
+    def try_priority(self, fn: JobFn, *args: Any) -> bool:
+        """``run_priority`` for callers that cannot wait at all; False when refused."""
+        pool = self._priority_pool
+        if pool is None or not self.running:
+            return False
+        job, job_args = self._priority_job(fn, args)
+        try:
+            return pool.submit_nowait(job, *job_args)
+        except anyio.ClosedResourceError:
+            return False
+
+    def _priority_job(self, fn: JobFn, args: tuple[Any, ...]) -> tuple[JobFn, tuple[Any, ...]]:
+        """With OpenTelemetry, the job runs in a span of the Signal it is for (its first argument)."""
+        if (otel := _TEL.impl) is not None:
+            return otel.handler_job(self, self._call, fn, args), ()
+        return fn, args
 
     def on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run the sync *fn* on the core's event loop: now if this is its thread, else there, waiting.
@@ -592,15 +780,45 @@ class Core:
 
     # ------------------------------------------------------------------ Pathways
     def open_pathway(self, trace_id: str, role: PathwayRole, scope: PathwayScope) -> Pathway:
-        pathways = self._pathways.setdefault(trace_id, [])
-        if role == "originator" and any(p.role == "originator" for p in pathways):
+        """Open a Pathway on *trace_id*; over ``max_open_pathways``, the oldest unread one closes first."""
+        existing = self._pathways.get(trace_id)
+        if role == "originator" and existing and any(p.role == "originator" for p in existing):
             raise PathwayBusyError(
                 f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
                 "use dispatch_task() for follow-up TASKs on it, or close it first"
             )
+        if self._open_pathways >= self.max_open_pathways:
+            self._evict_pathway()
         pw = Pathway(trace_id, host=self, role=role, scope=scope, max_buffer=self.pathway_buffer)
-        pathways.append(pw)
+        self._pathways.setdefault(trace_id, []).append(pw)
+        self._open_pathways += 1
         return pw
+
+    def _evict_pathway(self) -> None:
+        """Close the oldest open Pathway that no reader is waiting on (the cap's policy).
+
+        Traces whose Pathways all have a reader waiting move to the back (they are in
+        use); after a bounded look the new Pathway opens over the cap instead.
+        """
+        table = self._pathways
+        for _ in range(min(len(table), _EVICTION_SCAN)):
+            trace_id = next(iter(table))
+            pathways = table[trace_id]
+            victim = next((p for p in pathways if not p._has_reader()), None)
+            if victim is not None:
+                self.evicted_pathways += 1
+                if self.evicted_pathways == 1 or self.evicted_pathways % 1000 == 0:
+                    log.warning(
+                        "Dendrite %s: more than %d Pathways open; closing the oldest ones nobody reads "
+                        "(%d so far; close Pathways you are done with)",
+                        self.dendrite_id,
+                        self.max_open_pathways,
+                        self.evicted_pathways,
+                    )
+                victim._close_now(f"evicted: over max_open_pathways={self.max_open_pathways} open Pathways")
+                return
+            del table[trace_id]
+            table[trace_id] = pathways
 
     def forget(self, pathway: Pathway) -> None:
         """``PathwayHost``: *pathway* closed."""
@@ -611,6 +829,7 @@ class Core:
             pathways.remove(pathway)
         except ValueError:
             return
+        self._open_pathways -= 1
         if not pathways:
             del self._pathways[pathway.trace_id]
 
@@ -619,12 +838,27 @@ class Core:
             return list(self._pathways.get(trace_id, ()))
         return [p for ps in self._pathways.values() for p in ps]
 
-    def close_pathways(self, trace_id: str) -> bool:
-        """Close the trace's Pathways; True if there were any."""
+    def close_pathways(self, trace_id: str, why: str | None = None) -> bool:
+        """Close the trace's Pathways (readers are told *why*); True if there were any."""
         pathways = list(self._pathways.get(trace_id, ()))
         for pw in pathways:
-            pw._close_now()
+            pw._close_now(why)
         return bool(pathways)
+
+    # ------------------------------------------------------------------ counters
+    def stats(self) -> DendriteStats:
+        suppressed = self._suppressed_before + sum(f.suppressed for f in self._failure_logs.values())
+        suppressed += sum(
+            p.failures.suppressed
+            for p in (self._task_pool, self._job_pool, self._priority_pool)
+            if p is not None
+        )
+        return DendriteStats(
+            silenced=self.silenced,
+            duplicate_tasks=self.duplicate_tasks,
+            evicted_pathways=self.evicted_pathways,
+            suppressed_errors=suppressed,
+        )
 
     # ------------------------------------------------------------------ life cycle
     async def open(self) -> None:
@@ -651,6 +885,7 @@ class Core:
         idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
         self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task")
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
+        self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority")
         self._sub_lock = anyio.Lock()
         self._control_wake = anyio.Event()
         self._subs_dirty = False
@@ -662,6 +897,8 @@ class Core:
             feed = sorted(self._feed_subjects)
             sub = self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
             sub.fast = self.route_nowait
+            priority = sorted(self._priority_subjects)
+            self._subs[("priority", None)] = await self.synapse.subscribe(priority, self.route)
 
     def _gauges(self) -> tuple[int, int]:
         """(traces with an open Pathway or a running TASK, running TASKs), for telemetry's gauges."""
@@ -696,9 +933,10 @@ class Core:
             # Refuse new jobs (a router blocked handing one over is released), cancel
             # every child (Neurons mid-flight see cancellation and run their finally
             # blocks) and wait for them.
-            for pool in (self._task_pool, self._job_pool):
+            for pool in (self._task_pool, self._job_pool, self._priority_pool):
                 if pool is not None:
                     pool.close()
+                    self._suppressed_before += pool.failures.suppressed
             self.ops.fail_all(f"Dendrite {self.dendrite_id!r} stopped")
             self._control.clear()
             try:
@@ -707,7 +945,9 @@ class Core:
                 self._host = None
                 self._loop_token = self._loop_thread = None
                 self.deadlines = None
-                self._task_pool = self._job_pool = None
+                self._task_pool = self._job_pool = self._priority_pool = None
+                for failures in self._failure_logs.values():
+                    failures.flush()  # the "raised N more times" lines still owed
                 self._control_wake = None
                 self._sub_lock = None
                 self._subs_dirty = False
@@ -716,14 +956,3 @@ class Core:
                 for pathways in list(self._pathways.values()):
                     for pw in list(pathways):
                         pw._close_now()
-
-
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """Run a job that may be sync or async (user handlers and hooks are either); log its failure."""
-    try:
-        await call_any(fn, *args)
-    except Exception as exc:
-        sig = args[0] if args and isinstance(args[0], Signal) else None
-        log.exception("job %r raised", fn, extra=log_extra(sig))
-        if (otel := _TEL.impl) is not None:
-            otel.failed(exc)

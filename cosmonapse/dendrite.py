@@ -29,6 +29,7 @@ recommended form.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ import anyio
 from .axon import Axon
 from .bidding import Bidding
 from .context import current_task
-from .core import Core, Role
+from .core import DEFAULT_MAX_OPEN_PATHWAYS, Core, DendriteStats, Role
 from .decisions import Decisions
 from .dispatching import describe_target, request_signal, require_target, task_payload
 from .emitters import CognitionEmitters
@@ -54,7 +55,7 @@ from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
 from .retry import RetryStrategy, require_strategy, retry_loop
 from .signal import ORCHESTRATION_TYPES, SYNAPSE_TYPES, Signal, SignalType
-from .stops import StopService, StopTombstones, find_ledger
+from .stops import StopService, StopTombstones, TraceStoppedError, find_ledger
 from .synapse.base import Subscription, Synapse
 from .telemetry import SWITCH as _TEL
 from .telemetry import dispatching, retrying
@@ -65,6 +66,8 @@ log: logging.Logger = logging.getLogger("cosmonapse.dendrite")
 
 T = SignalType
 _ROLES = ("orchestrator", "worker")
+#: What a call does with a trace it gives up on: ``(trace_id, reason)``, shielded, bounded, never raises.
+GiveUp = Callable[[str, str], Awaitable[None]]
 
 
 class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
@@ -86,6 +89,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         max_concurrent_handlers: int = 256,
         pathway_buffer: int = DEFAULT_PATHWAY_BUFFER,
         shutdown_timeout_s: float = 5.0,
+        max_open_pathways: int = DEFAULT_MAX_OPEN_PATHWAYS,
     ) -> None:
         if role not in _ROLES:
             raise ValueError(f"role must be 'orchestrator' or 'worker', not {role!r}")
@@ -93,6 +97,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             raise ValueError(f"namespace must be one subject token (no '.', '*', '>', spaces): {namespace!r}")
         if max_concurrent_tasks < 1 or max_concurrent_handlers < 1:
             raise ValueError("concurrency limits must be >= 1")
+        if max_open_pathways < 1:
+            raise ValueError("max_open_pathways must be >= 1")
         self.synapse = synapse
         self.registry_store = registry_store
         self.namespace = namespace
@@ -114,6 +120,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
             pathway_buffer=pathway_buffer,
             shutdown_timeout_s=shutdown_timeout_s,
             tombstones=StopTombstones(),
+            max_open_pathways=max_open_pathways,
         )
         # The services, in the order their routes run for one Signal and they start.
         self._hooks = Hooks(core, announce=self._reannounce)
@@ -204,6 +211,16 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     @engram_deadline_ms.setter
     def engram_deadline_ms(self, value: int) -> None:
         self._engrams.deadline_ms = value
+
+    @property
+    def max_open_pathways(self) -> int:
+        """Open Pathways kept before the oldest one nobody reads is closed (10,000 unless set)."""
+        return self._core.max_open_pathways
+
+    @property
+    def stats(self) -> DendriteStats:
+        """Counters of what this Dendrite dropped or refused on purpose (silenced, duplicates, evictions)."""
+        return self._core.stats()
 
     @property
     def effective_stale_after_s(self) -> float:
@@ -352,6 +369,15 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         if signal.type in ORCHESTRATION_TYPES:
             self._core.require_orchestrator(f"emit({signal.type.value})")
         self._core.require_running("emit()")
+        if signal.trace_id in self._core.tombstones and signal.type is not T.STOP:
+            ambient = current_task.get()
+            if ambient is not None and ambient.trace_id == signal.trace_id:
+                self._core.silence(signal)  # the trace's own work, STOPped here: dropped, counted
+                return
+            raise TraceStoppedError(
+                f"emit({signal.type.value}): trace {signal.trace_id} was STOPped; nothing more is "
+                "published on it (start a new trace instead)"
+            )
         await self._core.publish(signal)
 
     # ------------------------------------------------------------------ Pathways
@@ -435,23 +461,46 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         The TASK goes to ``neuron=`` or ``capabilities=`` (one is required), or with
         ``open_call=True`` to every host's first ``catch_all`` Axon.
         """
+        pw = await self._originate(
+            neuron, input, capabilities, scope, finalize, trace_id=trace_id, parent_id=parent_id,
+            context_ref=context_ref, meta=meta, open_call=open_call, what="dispatch()",
+        )  # fmt: skip
+        assert pw.task is not None
+        try:
+            await self._core.publish(pw.task)
+        except BaseException:
+            pw._close_now()
+            raise
+        return pw
+
+    async def _originate(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        *,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+        context_ref: str | None = None,
+        meta: dict[str, Any] | None = None,
+        open_call: bool = False,
+        what: str = "dispatch_and_wait()",
+    ) -> Pathway:
+        """The TASK of a dispatch and its originator Pathway, opened before anything is published."""
         core = self._core
-        core.require_orchestrator("dispatch()")
-        core.require_running("dispatch()")
+        core.require_orchestrator(what)
+        core.require_running(what)
         task = self._task(
             neuron=neuron, input=input, trace_id=trace_id, parent_id=parent_id, context_ref=context_ref,
             capabilities=capabilities, finalize=scope == "terminal" if finalize is None else finalize,
-            meta=meta, open_call=open_call, what="dispatch()",
+            meta=meta, open_call=open_call, what=what,
         )  # fmt: skip
         if not core.pathways_wanted:
             await core.want_pathways()
         pw = core.open_pathway(task.trace_id, "originator", scope)
         pw.task = task
-        try:
-            await core.publish(task)
-        except BaseException:
-            pw._close_now()
-            raise
         return pw
 
     async def dispatch_and_subscribe(
@@ -480,14 +529,38 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     ) -> Signal:
         """Dispatch, wait for the first reply (or terminal, with scope="terminal"), close, return it.
 
-        With ``retry=`` the same arc runs under ``run_with_retry``.
+        With ``retry=`` the same arc runs under ``run_with_retry``.  A call that gives
+        up (no reply within *timeout_s*, or the caller cancelled) STOPs its trace.
         """
         if retry is not None:
             return await self.run_with_retry(
                 retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
                 scope=scope, finalize=finalize, **kw,
             )  # fmt: skip
-        return await self._request_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+        return await self._request_reply(
+            neuron, input, capabilities, timeout_s, scope, finalize, kw, self._abandon
+        )
+
+    async def _abandon(self, trace_id: str, reason: str) -> None:
+        await self._stops.abandon(trace_id, reason)
+
+    async def _dispatch_and_wait_giving_up(
+        self,
+        give_up: GiveUp,
+        *,
+        neuron: str | None = None,
+        input: dict[str, Any],
+        capabilities: list[str] | None = None,
+        timeout_s: float | None = 30.0,
+        scope: PathwayScope = "all",
+        finalize: bool | None = None,
+        **kw: Any,
+    ) -> Signal:
+        """``dispatch_and_wait`` (no retry) whose trace, when the call gives up, goes to *give_up*.
+
+        The sync facade's: its STOP also waits for the first STOPPED (``stop_ack_timeout_s``).
+        """
+        return await self._request_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
 
     async def _request_reply(
         self,
@@ -498,12 +571,17 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         scope: PathwayScope,
         finalize: bool | None,
         kw: dict[str, Any],
+        give_up: GiveUp | None,
     ) -> Signal:
         """The one dispatch → wait → close path (plain calls and every retry attempt)."""
         if _TEL.impl is None:  # OpenTelemetry off: not even a no-op span on this path
-            return await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+            return await self._await_reply(
+                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
+            )
         with dispatching(neuron, capabilities, kw.get("meta")) as call:  # a CLIENT span, the latency metric
-            reply = await self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw)
+            reply = await self._await_reply(
+                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
+            )
             return call.reply(reply)
 
     async def _await_reply(
@@ -515,20 +593,52 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         scope: PathwayScope,
         finalize: bool | None,
         kw: dict[str, Any],
+        give_up: GiveUp | None,
     ) -> Signal:
-        pw = await self.dispatch(
-            neuron=neuron, input=input, capabilities=capabilities, scope=scope, finalize=finalize, **kw
-        )
+        """Publish the TASK and wait for the reply, both within *timeout_s*.
+
+        *timeout_s* bounds the TASK's publish too (an outage costs the caller its
+        deadline, not the bus's publish timeout).  When the call gives up — no reply in
+        time, or the caller is cancelled — the trace is handed to *give_up* (a plain
+        call STOPs it; a retry attempt leaves that to the loop).
+        """
+        core = self._core
+        pw = await self._originate(neuron, input, capabilities, scope, finalize, **kw)
+        task = pw.task
+        assert task is not None
+        trace = pw.trace_id
+        gave_up: str | None = None  # why the call gives up on its trace, if it does
         try:
-            return await pw.wait(timeout_s)
-        except PathwayTimeout:
-            why = await self._registry.explain_unanswered(neuron, capabilities)
-            raise DispatchTimeout(
-                f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
-                f"(trace {pw.trace_id}, TASK {pw.task.id if pw.task else '?'})" + (f": {why}" if why else "")
-            ) from None
+            wait_s = timeout_s
+            if timeout_s is None:
+                await core.publish(task)
+            elif not core.publish_nowait(task):  # the bus would make us wait: within the deadline
+                deadline = anyio.current_time() + timeout_s
+                if not await core.publish_by(task, deadline):
+                    gave_up = "dispatch_and_wait timed out"
+                    raise DispatchTimeout(
+                        f"TASK {task.id} for {describe_target(neuron, capabilities)} was not published "
+                        f"within {timeout_s} s: the bus did not take it (disconnected, or its buffers are "
+                        f"full); trace {trace}"
+                    )
+                wait_s = deadline - anyio.current_time()
+            try:
+                return await pw.wait(wait_s)
+            except PathwayTimeout:
+                gave_up = "dispatch_and_wait timed out"
+        except anyio.get_cancelled_exc_class():
+            gave_up = "the caller gave up on dispatch_and_wait"
+            raise
         finally:
             pw._close_now()
+            if gave_up is not None and give_up is not None:
+                await give_up(trace, gave_up)
+        # no reply in time (the trace is STOPped already): say why, if it is that nobody is there
+        why = await self._registry.explain_unanswered(neuron, capabilities)
+        raise DispatchTimeout(
+            f"no reply from {describe_target(neuron, capabilities)} within {timeout_s} s "
+            f"(trace {trace}, TASK {task.id})" + (f": {why}" if why else "")
+        )
 
     async def run_with_retry(
         self,
@@ -552,10 +662,10 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
 
         async def attempt(trace: str, attempt_meta: dict[str, Any]) -> Signal:
             call = {**kw, "trace_id": trace, "meta": attempt_meta}
-            return await self._request_reply(neuron, input, capabilities, wait_s, scope, finalize, call)
+            return await self._request_reply(neuron, input, capabilities, wait_s, scope, finalize, call, None)
 
         async def stop(trace: str, rollback: bool, reason: str) -> None:
-            await self.emit_stop(trace_id=trace, rollback=rollback, reason=reason)
+            await self._stops.abandon(trace, reason, rollback=rollback)
 
         with retrying(neuron, capabilities, retry.max_attempts):  # OpenTelemetry: one span over the attempts
             return await retry_loop(retry, attempt, stop, trace_id=trace_id, meta=meta)
@@ -598,8 +708,10 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     ) -> Signal | None:
         """STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
 
-        Returns that ack, or None if none came within *timeout_s* (nobody ran the
-        trace, or its host is gone).  What the sync facade does when a call times out.
+        Returns the first ack from another Dendrite; this one's own ack (it had a
+        stake too) only when no other came within *timeout_s*; None when none came
+        at all (nobody ran the trace, or its host is gone).  What the sync facade
+        does when a call times out.
         """
         acks = await self._stops.stop_and_collect(trace_id, rollback, reason, timeout_s, first_only=True)
         return acks[0] if acks else None

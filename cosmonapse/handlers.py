@@ -30,7 +30,7 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from .core import Core, Route, Service
-from .runners import call_any, in_context
+from .runners import call_any, describe_fn, in_context
 from .signal import PATHWAY_TYPES, WAIT_TYPES, Signal, SignalType
 from .synapse.base import LogThrottle
 from .telemetry import SWITCH as _TEL
@@ -390,7 +390,7 @@ class Handlers(Service):
                 continue
             self._queues[key] = deque()
             try:
-                await self._core.run_job(self._drain, key, sig)
+                await self._core.run_for(sig, self._drain, key, sig)  # STOP: never waits
             except BaseException:
                 self._queues.pop(key, None)
                 raise
@@ -421,14 +421,11 @@ class Handlers(Service):
         sig = args[0]
         try:
             await call_any(fn, sig)
-        except Exception as exc:
-            log.exception(
-                "%s: handler %s raised on %s %s (trace %s)",
-                self._core.dendrite_id,
-                getattr(fn, "__qualname__", fn),
-                sig.type.value,
-                sig.id,
-                sig.trace_id,
+        except Exception as exc:  # logged with a rate limit per handler: a handler failing on every Signal
+            self._core.failure_log(log).failed(
+                f"{self._core.dendrite_id}: handler {describe_fn(fn)}",
+                exc,
+                detail=f" on {sig.type.value} {sig.id} (trace {sig.trace_id})",
                 extra=log_extra(sig),
             )
             if (otel := _TEL.impl) is not None:

@@ -4,6 +4,13 @@
   and capability-routed TASKs (taken from the ``caps:<sorted capabilities>``
   queue group, so one host of a group runs each) go to the core's task pool;
   each runs in a cancel scope filed under its trace, which STOP cancels.
+* A TASK delivered again with an id this Dendrite already ran (or is running)
+  is not run again: the ids of the TASKs (and awards) it took are kept in a
+  window of at most ``SEEN_TASKS`` ids and ``SEEN_TASKS_TTL_S`` seconds
+  (``ids.SeenIds``); a redelivery after that runs again.
+* What a TASK's work emits through its NeuronContext goes out only while that
+  work is live: once its scope is cancelled or its trace STOPped, it is dropped
+  and counted (``Core.publish_in_scope``); a cancelled TASK has no reply at all.
 * Load shedding: when the task pool is full (``max_concurrent_tasks`` running), a
   capability-routed TASK is handed back to the queue group (re-published on the
   group's own subject, ``TASK.routed.<key of the group>``, which only that group's
@@ -21,6 +28,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -34,10 +42,19 @@ from .axon import Axon
 from .context import NeuronContext, current_task
 from .core import Core, FastRoute, Route, Service
 from .errors import DendriteProtocolError
+from .ids import SeenIds
 from .signal import Directed, Signal, SignalType
 from .telemetry import log_extra
 
-__all__ = ["DECLINES_KEY", "MAX_DECLINES", "AxonHosting", "TaskLoad", "is_routed_task"]
+__all__ = [
+    "DECLINES_KEY",
+    "MAX_DECLINES",
+    "SEEN_TASKS",
+    "SEEN_TASKS_TTL_S",
+    "AxonHosting",
+    "TaskLoad",
+    "is_routed_task",
+]
 
 log: logging.Logger = logging.getLogger("cosmonapse.hosting")
 T = SignalType
@@ -50,6 +67,9 @@ DECLINES_KEY = "cosmonapse_declines"
 MAX_DECLINES = 16
 #: Longest a hand-back may take to publish; past it the TASK is kept and waits here.
 DECLINE_PUBLISH_TIMEOUT_S = 1.0
+#: TASK ids (and award ids) a Dendrite remembers, and for how long, so a redelivery is not run twice.
+SEEN_TASKS = 10_000
+SEEN_TASKS_TTL_S = 600.0
 
 
 @attrs.frozen
@@ -95,6 +115,7 @@ class AxonHosting(Service):
         self._context_host = context_host  # what NeuronContext.recall/imprint go through
         self.axons: dict[str, Axon] = {}
         self._group: str | None = None
+        self.seen: SeenIds = SeenIds(SEEN_TASKS, SEEN_TASKS_TTL_S)
         self._returns: str | None = None  # the subject only our queue group hears: TASKs handed back
         #: Capability-routed TASKs handed back to the queue group because the task pool was full.
         self.declined: int = 0
@@ -222,6 +243,17 @@ class AxonHosting(Service):
             self._returns = returns
 
     # ------------------------------------------------------------------ routing
+    def first_run(self, work_id: str) -> bool:
+        """True the first time work *work_id* (a TASK's id, an award's) is to run here."""
+        if self.seen.first(work_id):
+            return True
+        self._duplicate(work_id)
+        return False
+
+    def _duplicate(self, work_id: str) -> None:
+        self._core.duplicate_tasks += 1
+        log.debug("%s: %s was delivered again; not run twice", self._core.dendrite_id, work_id)
+
     async def _on_task(self, sig: Signal) -> None:
         if is_routed_task(sig):
             return  # a routed TASK is run from the queue group's copy
@@ -229,7 +261,7 @@ class AxonHosting(Service):
             self.refused_stopped += 1
             return
         axon = self.select(sig)
-        if axon is not None:
+        if axon is not None and self.first_run(sig.id):
             if self._core.tasks_saturated:
                 self.waited += 1
             await self._core.run_task(self.run, axon, sig)
@@ -242,7 +274,15 @@ class AxonHosting(Service):
             self.refused_stopped += 1
             return True
         axon = self.select(sig)
-        return axon is None or self._core.try_run_task(self.run, axon, sig)
+        if axon is None:
+            return True
+        if sig.id in self.seen:  # delivered again: counted and not run twice, as _on_task does
+            self._duplicate(sig.id)
+            return True
+        if not self._core.try_run_task(self.run, axon, sig):
+            return False  # nothing done (not even remembered): the pump's _on_task takes it
+        self.seen.first(sig.id)
+        return True
 
     async def _on_routed_task(self, sig: Signal) -> None:
         """The queue-group copy of a capability-routed TASK: run it if an Axon can (or hand it back)."""
@@ -255,11 +295,15 @@ class AxonHosting(Service):
         axon = self.select(sig)
         if axon is None:
             return
+        if sig.id in self.seen:  # run here already (or running): neither run again nor handed back
+            self._duplicate(sig.id)
+            return
         if core.tasks_saturated:
             if await self._decline(sig):
-                return
+                return  # handed back unrun: not remembered, so it may come back here
             self.waited += 1
-        await core.run_task(self.run, axon, sig)
+        if self.first_run(sig.id):
+            await core.run_task(self.run, axon, sig)
 
     async def _decline(self, sig: Signal) -> bool:
         """Hand a routed TASK back to its queue group; False when it has been handed back enough."""
@@ -305,13 +349,20 @@ class AxonHosting(Service):
                     ctx = NeuronContext(
                         task,
                         axon.neuron_id,
-                        publish=core.publish,
+                        # what the Neuron emits goes out only while its work is live (not
+                        # cancelled, not STOPped): a shielded cleanup or a thread is silenced
+                        publish=functools.partial(core.publish_in_scope, scope),
                         entries=await axon.fetch_context(task),
                         dendrite_id=core.dendrite_id,
                         dendrite=self._context_host,
                     )
-                    for reply in await axon.run(task, ctx):
-                        await core.publish(reply)
+                    # Axon.run raises if the TASK was cancelled, so the first reply needs no
+                    # check; a STOP landing while it is published is checked before a FINAL.
+                    replies = await axon.run(task, ctx)
+                    if replies:
+                        await core.publish(replies[0])
+                        for reply in replies[1:]:
+                            await core.publish_in_scope(scope, reply)
                 finally:
                     current_task.reset(token)
         finally:

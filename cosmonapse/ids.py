@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 
-__all__ = ["CROCKFORD", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
+__all__ = ["CROCKFORD", "SeenIds", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in CROCKFORD for b in CROCKFORD]
@@ -70,3 +70,81 @@ def new_engram_id() -> str:
 def is_ulid(text: str) -> bool:
     """True when *text* is a canonical 26-character ULID."""
     return len(text) == 26 and text[0] <= "7" and all(c in _CROCKFORD_SET for c in text)
+
+
+class SeenIds:
+    """Ids seen recently, kept in two generations: bounded in memory and time, each step O(1).
+
+    ``first(id)`` is True the first time an id is offered within the window and False
+    when it comes again.  New ids go into the current generation; it is retired when
+    it holds ``max_entries / 2`` ids or is ``ttl_s / 2`` seconds old
+    (``time.monotonic``), and a retired generation is forgotten at the next
+    retirement or ``ttl_s`` after it began, whichever comes first.  So an id is
+    remembered for at most ``ttl_s`` seconds (and among at most ``max_entries``
+    ids), and for at least ``ttl_s / 2`` seconds unless ``max_entries / 2`` newer
+    ids came first.  Two plain sets: the hot path pays a look-up and an insert, no
+    time stamp per id and no ordered structure to trim.
+    """
+
+    __slots__ = (
+        "_check_at",
+        "_current",
+        "_current_since",
+        "_previous",
+        "_previous_since",
+        "half_entries",
+        "max_entries",
+        "ttl_s",
+    )
+
+    def __init__(self, max_entries: int, ttl_s: float) -> None:
+        if max_entries < 2 or ttl_s <= 0:
+            raise ValueError("max_entries must be >= 2 and ttl_s > 0")
+        self.max_entries: int = max_entries
+        self.ttl_s: float = ttl_s
+        self.half_entries: int = max_entries // 2
+        now = time.monotonic()
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._current_since = self._previous_since = now
+        self._check_at = now + ttl_s / 2  # the next time a generation is due to go
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def __contains__(self, item: object) -> bool:
+        now = time.monotonic()
+        if now >= self._check_at:
+            self._expire(now)
+        return item in self._current or item in self._previous
+
+    def first(self, item: str) -> bool:
+        """Remember *item*; True unless it was seen within the window."""
+        now = time.monotonic()
+        if now >= self._check_at:
+            self._expire(now)
+        current = self._current
+        if item in current or item in self._previous:
+            return False
+        current.add(item)
+        if len(current) >= self.half_entries:
+            self._retire(now)
+        return True
+
+    def _expire(self, now: float) -> None:
+        if now >= self._current_since + self.ttl_s / 2:
+            self._retire(now)
+        if self._previous and now >= self._previous_since + self.ttl_s:
+            self._previous = set()
+        self._schedule()
+
+    def _retire(self, now: float) -> None:
+        self._previous, self._previous_since = self._current, self._current_since
+        self._current, self._current_since = set(), now
+        self._schedule()
+
+    def _schedule(self) -> None:
+        due = self._current_since + self.ttl_s / 2
+        if self._previous:
+            due = min(due, self._previous_since + self.ttl_s)
+        self._check_at = due

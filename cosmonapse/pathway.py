@@ -37,7 +37,7 @@ import anyio.lowlevel
 
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
-from .runners import call_any, in_context
+from .runners import FailureLog, call_any, describe_fn, in_context
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 from .telemetry import log_extra
 
@@ -70,6 +70,10 @@ class PathwayHost(Protocol):
         """The Pathway closed: drop it from the host's table."""
         ...
 
+    def failure_log(self, logger: logging.Logger) -> FailureLog:
+        """Where a failing callback is logged: rate-limited per callback (a stream must not flood the log)."""
+        ...
+
 
 class Pathway:
     """One trace, seen from one Dendrite.
@@ -87,6 +91,7 @@ class Pathway:
         "_host",
         "_max",
         "_waiters",
+        "_why",
         "dropped",
         "role",
         "scope",
@@ -116,6 +121,7 @@ class Pathway:
         # Signals whose callbacks (or an earlier Signal's) have not finished yet, in arrival order
         self._held: deque[Signal] | None = None
         self._closed = False
+        self._why: str | None = None  # why it was closed, when not by FINAL/ERROR or close()
         self.dropped: int = 0
         #: The TASK this Pathway's originator dispatched (None for observers).
         self.task: Signal | None = None
@@ -133,6 +139,10 @@ class Pathway:
     def closed(self) -> bool:
         """True once FINAL/ERROR arrived or ``close()`` was called (buffered Signals stay readable)."""
         return self._closed
+
+    def _has_reader(self) -> bool:
+        """True while a reader waits in ``wait``/``wait_for``/iteration (the host's eviction asks)."""
+        return bool(self._waiters)
 
     # -- delivery (called by the Dendrite's router) ------------------------
     async def _deliver(self, sig: Signal) -> None:
@@ -176,8 +186,8 @@ class Pathway:
             for cb in (self._callbacks or {}).get(sig.type, ()):
                 try:
                     await in_context(call_any(cb, sig), base.copy())
-                except Exception:
-                    log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
+                except Exception as exc:
+                    self._callback_failed(cb, sig, exc)
             held.popleft()
             if not self._closed:  # closed meanwhile (close(), STOP): callbacks still run, readers are gone
                 self._accept(sig)
@@ -185,6 +195,17 @@ class Pathway:
                     held.clear()
         if self._held is held:
             self._held = None
+
+    def _callback_failed(self, cb: Callback, sig: Signal, exc: Exception) -> None:
+        if self._host is None:
+            log.exception("Pathway %s: on(%s) callback %r raised", self.trace_id, sig.type.value, cb)
+            return
+        self._host.failure_log(log).failed(
+            f"Pathway on({sig.type.value}) callback {describe_fn(cb)}",
+            exc,
+            detail=f" on {sig.id} (trace {self.trace_id})",
+            extra=log_extra(sig),
+        )
 
     def _buffer(self, sig: Signal) -> None:
         buf = self._buf
@@ -219,11 +240,12 @@ class Pathway:
             for ev in waiters:
                 ev.set()
 
-    def _close_now(self) -> None:
+    def _close_now(self, why: str | None = None) -> None:
         """Close without awaiting: wake every reader and leave the host's table."""
         if self._closed:
             return
         self._closed = True
+        self._why = why
         self._wake()
         if self._host is not None:
             self._host.forget(self)
@@ -273,7 +295,8 @@ class Pathway:
             if sig is not None:
                 return sig
             if self._closed:
-                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived")
+                why = f" ({self._why})" if self._why else ""
+                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived{why}")
             ev = anyio.Event()
             if timer is not None:
                 if timer.expired:

@@ -6,7 +6,9 @@ a live Pathway to the caller, and re-dispatching behind its back would orphan
 it.  With ``new_trace`` (the default) each attempt runs on a fresh trace and
 the abandoned one is STOPped before the next try, so a stalled worker — and,
 with ``rollback_on_retry``, its half-finished Engram writes — cannot outlive
-the retry.  Every TASK carries ``meta.attempt`` (0-based).
+the retry.  With ``new_trace=False`` the one trace is STOPped when the loop
+gives up on it (a timeout or an early close on the last attempt, or the caller
+cancelled), if the loop minted it.  Every TASK carries ``meta.attempt`` (0-based).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ log: logging.Logger = logging.getLogger("cosmonapse.retry")
 
 #: One dispatch + wait on the given trace with the given meta; raises on timeout / early close.
 Attempt = Callable[[str, dict[str, Any]], Awaitable[Signal]]
-#: STOP a trace: (trace_id, rollback, reason).
+#: STOP a trace: (trace_id, rollback, reason).  A Dendrite's is bounded (``stops.GIVE_UP_GRACE_S``).
 StopTrace = Callable[[str, bool, str], Awaitable[object]]
+#: The longest a cancelled caller waits for the STOP of its attempt (a safety net for other *stop*s).
+_STOP_BOUND_S = 1.0
 
 
 def default_retry_on(outcome: object) -> bool:
@@ -123,7 +127,7 @@ async def retry_loop(
         except BaseException:
             # The caller gave up (cancelled): do not leave the attempt running on a trace we own.
             if owned:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_BOUND_S):
                     try:
                         await stop(trace, False, "caller cancelled")
                     except Exception:
@@ -134,9 +138,12 @@ async def retry_loop(
             raise
         if not retry.retry_on(outcome):
             return _resolve(outcome)
+        last = n + 1 >= retry.max_attempts
         if retry.new_trace:
             await stop(trace, retry.rollback_on_retry, retry.reason)
-        if n + 1 >= retry.max_attempts:
+        elif last and owned and isinstance(outcome, BaseException):
+            await stop(trace, retry.rollback_on_retry, retry.reason)  # giving up on the shared trace
+        if last:
             return _resolve(outcome)
         if retry.on_retry is not None:
             try:

@@ -14,6 +14,15 @@ runner.  All runners live in the owner's task group and end with it.
 Each job runs in its own copy of the runner's starting context, so a
 ``ContextVar`` a job sets is never seen by the next job on the same runner
 (as it would not be if each job were a task of its own).
+
+Callers that must never wait (a STOP's bookkeeping on the router) use
+``submit_nowait``: when every runner is busy the job goes into a bounded
+backlog that runners drain before they go idle.
+
+A job that raises is logged with its traceback — but a job that keeps failing
+(a handler raising on every Signal) does not flood the log: ``FailureLog``
+writes the first few tracebacks per job per window and counts the rest into
+one summary line.
 """
 
 from __future__ import annotations
@@ -22,21 +31,125 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import CoroutineType
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-__all__ = ["Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
+__all__ = ["FailureLog", "Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
 JobFn = Callable[..., Awaitable[Any]]
 Job = tuple[JobFn, tuple[Any, ...]]
+#: Names the job that failed, for the log and for counting its failures: ``describe(fn, args)``.
+Describe = Callable[[JobFn, tuple[Any, ...]], str]
+
+#: Tracebacks logged per failing job in one window, and the window (seconds).
+FAILURE_BURST = 5
+FAILURE_WINDOW_S = 60.0
+#: Distinct failing jobs tracked at once (the least recent is summed up and forgotten).
+FAILURE_KEYS = 256
+#: Jobs ``submit_nowait`` queues behind busy runners before it refuses.
+DEFAULT_BACKLOG = 10_000
+
+
+def describe_fn(fn: Callable[..., object], args: tuple[Any, ...] = ()) -> str:
+    """``module.qualname`` of *fn* (its repr when it has none)."""
+    name = getattr(fn, "__qualname__", None)
+    if name is None:
+        return repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
+
+
+class _Failures:
+    __slots__ = ("last", "logged", "suppressed", "window_end")
+
+    def __init__(self, window_end: float) -> None:
+        self.window_end = window_end
+        self.logged = 0
+        self.suppressed = 0
+        self.last = ""
+
+
+class FailureLog:
+    """Failures of jobs, logged with a rate limit per job.
+
+    For each job (by name) the first ``burst`` failures of a ``window_s`` window are
+    logged at ERROR with their traceback; later ones in the window are only counted.
+    The count is written as one summary line ("... N more failures suppressed") when
+    the job next fails after its window, when the job is forgotten (more than
+    ``max_keys`` failing jobs), and at ``flush()`` (the pool closing).
+    """
+
+    __slots__ = ("_entries", "_log", "burst", "max_keys", "suppressed", "window_s")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = FAILURE_BURST,
+        window_s: float = FAILURE_WINDOW_S,
+        max_keys: int = FAILURE_KEYS,
+    ) -> None:
+        self._log = logger
+        self.burst: int = burst
+        self.window_s: float = window_s
+        self.max_keys: int = max_keys
+        self._entries: dict[str, _Failures] = {}
+        #: Failures counted but not logged with a traceback, in all.
+        self.suppressed: int = 0
+
+    def failed(
+        self, what: str, exc: BaseException, *, detail: str = "", extra: Mapping[str, object] | None = None
+    ) -> None:
+        """Record one failure of *what* (logged with its traceback unless over the burst).
+
+        *detail* (which Signal, which trace) is added to a logged line but is not part
+        of the key: one handler failing on many Signals is one job.
+        """
+        now = time.monotonic()
+        entries = self._entries
+        entry = entries.pop(what, None)  # re-inserted last: the dict stays in recency order
+        if entry is None or now >= entry.window_end:
+            if entry is not None:
+                self._summary(what, entry)
+            entry = _Failures(now + self.window_s)
+        entries[what] = entry
+        if len(entries) > self.max_keys:
+            oldest = next(iter(entries))
+            self._summary(oldest, entries.pop(oldest))
+        if entry.logged < self.burst:
+            entry.logged += 1
+            more = ""
+            if entry.logged == self.burst:
+                more = f" (further failures within {self.window_s:g}s are counted, not logged)"
+            self._log.error("%s raised%s%s", what, detail, more, exc_info=exc, extra=extra)
+        else:
+            entry.suppressed += 1
+            entry.last = f"{type(exc).__name__}: {exc}"
+            self.suppressed += 1
+
+    def _summary(self, what: str, entry: _Failures) -> None:
+        if entry.suppressed:
+            self._log.error(
+                "%s raised %d more times (tracebacks suppressed); the last: %s",
+                what,
+                entry.suppressed,
+                entry.last[:500],
+            )
+
+    def flush(self) -> None:
+        """Write the pending summaries and forget every job."""
+        entries, self._entries = self._entries, {}
+        for what, entry in entries.items():
+            self._summary(what, entry)
 
 
 class _Slot:
@@ -101,10 +214,31 @@ async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
 class RunnerPool:
     """At most ``limit`` jobs run at once, on reusable runner tasks in *tg*."""
 
-    __slots__ = ("_closed", "_idle", "_tg", "_waiters", "busy", "limit", "max_idle", "name", "runners")
+    __slots__ = (
+        "_backlog",
+        "_closed",
+        "_describe",
+        "_idle",
+        "_tg",
+        "_waiters",
+        "backlog_limit",
+        "busy",
+        "failures",
+        "limit",
+        "max_idle",
+        "name",
+        "runners",
+    )
 
     def __init__(
-        self, tg: TaskGroup, limit: int, *, max_idle: int | None = None, name: str = "runner"
+        self,
+        tg: TaskGroup,
+        limit: int,
+        *,
+        max_idle: int | None = None,
+        name: str = "runner",
+        backlog: int = DEFAULT_BACKLOG,
+        describe: Describe = describe_fn,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -116,6 +250,11 @@ class RunnerPool:
         self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
         self._waiters: deque[anyio.Event] = deque()  # submitters waiting for a free runner
+        self._backlog: deque[Job] = deque()  # submit_nowait's jobs behind busy runners
+        self.backlog_limit: int = backlog
+        self._describe = describe
+        #: The rate-limited log of failing jobs (its ``suppressed`` counts what it did not log).
+        self.failures: FailureLog = FailureLog(log)
         self._closed = False
 
     @property
@@ -149,6 +288,27 @@ class RunnerPool:
                     self._wake_waiter()
                 raise
 
+    def submit_nowait(self, fn: JobFn, *args: Any) -> bool:
+        """Run ``fn(*args)`` on a free runner, or queue it in the backlog; never waits.
+
+        False (nothing queued) only when ``backlog_limit`` jobs are queued already.
+        Raises ``anyio.ClosedResourceError`` once the pool is closed.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        job = (fn, args)
+        if not self._backlog and not self._waiters and self._hand_over(job):
+            return True
+        if len(self._backlog) < self.backlog_limit:
+            self._backlog.append(job)
+            return True
+        return False
+
+    @property
+    def queued(self) -> int:
+        """Jobs in the backlog now."""
+        return len(self._backlog)
+
     def try_submit(self, fn: JobFn, *args: Any) -> bool:
         """Run ``fn(*args)`` if a runner is free (or may be started) now; False otherwise.
 
@@ -164,7 +324,7 @@ class RunnerPool:
         Never starts a runner: a caller that hands jobs over at once (a bus reader) leaves
         the start of new runners to the path that can also wait for them.
         """
-        if self._closed or self._waiters or not self._idle:
+        if self._closed or self._waiters or self._backlog or not self._idle:
             return False
         slot = self._idle.pop()
         slot.job = (fn, args)
@@ -201,10 +361,13 @@ class RunnerPool:
                     awaitable = fn(*args)
                     coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
                     await in_context(coro, base.copy())
-                except Exception:
-                    log.exception("%s job %r raised", self.name, fn)
+                except Exception as exc:
+                    self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
                 finally:
                     self.busy -= 1
+                if self._backlog and not self._closed:
+                    job = self._backlog.popleft()
+                    continue
                 if self._closed or self.runners - self.busy > self.max_idle:
                     return
                 slot = _Slot()
@@ -225,6 +388,8 @@ class RunnerPool:
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""
         self._closed = True
+        self._backlog.clear()
+        self.failures.flush()
         idle, self._idle = self._idle, []
         for slot in idle:
             slot.event.set()  # job stays None: the runner ends

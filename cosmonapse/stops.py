@@ -12,15 +12,22 @@ Dendrite, in this order:
    cancellation and its ``finally`` blocks run; it publishes no reply);
 3. fails the trace's pending request/reply ops (``OpCancelled``);
 4. closes the trace's Pathways;
-5. in a job (never on the router): rolls back or commits the trace's saga
-   journal in every hosted Engram, then answers STOPPED (parent = the STOP,
-   ``node`` = this Dendrite's id) when it had a stake.
+5. in the core's priority lane (never on the router, never behind handlers):
+   rolls back or commits the trace's saga journal in every hosted Engram, then
+   answers STOPPED (parent = the STOP, ``node`` = this Dendrite's id) when it had
+   a stake.
+
+A call that gives up on its trace (``dispatch_and_wait`` timing out or
+cancelled, a retry abandoning an attempt) STOPs it with ``abandon``: the
+tombstone at once, the STOP published within ``GIVE_UP_GRACE_S``; a STOP the bus
+cannot take that soon (an outage) is handed to the priority lane, which sends it
+as soon as the bus takes it (within the bus's own publish timeout).
 
 Durable STOP: when the Dendrite uses a database — a SQLite or Postgres registry
 store, else a hosted SQLite or Postgres Engram (a ``StopLedger``) — tombstones
 are also written there (an orchestrator writes before it publishes the STOP,
-every receiver in the STOP's job, before STOPPED) and read back at start.  A
-worker that restarts after a STOP, or another worker on the same database,
+every receiver in the STOP's settlement, before STOPPED) and read back at start.
+A worker that restarts after a STOP, or another worker on the same database,
 refuses the trace's TASKs.  Same policy as in memory: 10,000 traces, 1 h each.
 The check on the hot path stays an in-memory look-up.
 """
@@ -45,6 +52,7 @@ from .telemetry import stop_sent, stop_settled
 __all__ = [
     "DEFAULT_STOP_MEMORY",
     "DEFAULT_STOP_TTL_S",
+    "GIVE_UP_GRACE_S",
     "Settlement",
     "StopLedger",
     "StopService",
@@ -60,6 +68,8 @@ T = SignalType
 #: How many stopped traces a Dendrite remembers, and for how long.
 DEFAULT_STOP_MEMORY = 10_000
 DEFAULT_STOP_TTL_S = 3600.0
+#: How long a call that gives up spends publishing its STOP (no acks awaited): its slack.
+GIVE_UP_GRACE_S = 0.1
 #: Longest a STOP waits for its tombstone to be written to the database (then it goes on, logged).
 PERSIST_TIMEOUT_S = 5.0
 
@@ -256,25 +266,84 @@ class StopService(Service):
     async def stop_and_collect(
         self, trace_id: str, rollback: bool, reason: str | None, timeout_s: float, *, first_only: bool
     ) -> list[Signal]:
-        """STOP *trace_id*; the STOPPED acks seen within *timeout_s* (only the first with ``first_only``)."""
+        """STOP *trace_id*; the STOPPED acks seen within *timeout_s*.
+
+        With ``first_only``, the first ack from another node; our own ack (we had a
+        stake too: a Pathway, an Engram) is returned only if no other came in time.
+
+        *timeout_s* bounds the whole call, publishing included: a STOP the bus cannot
+        take in time goes to the priority lane (sent when it can) and no ack is awaited.
+        """
         core = self._core
         core.require_orchestrator("stop_trace()")
         core.require_running("stop_trace()")
+        deadline = anyio.current_time() + timeout_s
         await core.want(T.STOPPED)
         sig = self._stop_signal(trace_id, rollback, reason)
         core.tombstones.add(trace_id)
-        await core.tombstones.persist(trace_id)
+        with anyio.move_on_at(deadline) as storing:  # stored before it is published, within the deadline
+            await core.tombstones.persist(trace_id)
         stop_sent(trace_id, rollback)
         acks: list[Signal] = []
         # Not bound to the trace: the STOP itself ends the trace's other ops.
         with core.ops.open(sig.id, trace_id, {T.STOPPED}, bound_to_trace=False) as op:
-            await core.publish(sig)
-            deadline = anyio.current_time() + timeout_s
+            # a database too slow for the deadline: the priority lane stores, then publishes
+            if storing.cancelled_caught or not await core.publish_by(sig, deadline):
+                self._send_later(sig)
+                return acks
+            own: Signal | None = None
             while (ack := await op.next(deadline)) is not None:
+                if first_only and (ack.payload or {}).get("node") == core.dendrite_id:
+                    own = ack  # our own quiescence says nothing about the node that ran the TASK
+                    continue
                 acks.append(ack)
                 if first_only:
                     break
+            if first_only and not acks and own is not None:
+                acks.append(own)  # only we had a stake
         return acks
+
+    async def abandon(self, trace_id: str, reason: str, *, rollback: bool = False) -> None:
+        """STOP a trace a caller gave up on; never raises, never takes longer than ``GIVE_UP_GRACE_S``.
+
+        Shielded (the caller may be cancelled).  The tombstone is filed at once; no ack
+        is awaited.  When the bus does not take the STOP within the grace it goes to the
+        priority lane, which sends it as soon as the bus does.
+        """
+        core = self._core
+        if not core.running:
+            return
+        core.tombstones.add(trace_id)
+        sig = self._stop_signal(trace_id, rollback, reason)
+        stop_sent(trace_id, rollback)
+        deadline = anyio.current_time() + GIVE_UP_GRACE_S
+        sent = False
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.move_on_at(deadline):  # a slow database: stored and sent by the priority lane
+                    await core.tombstones.persist(trace_id)
+                    sent = await core.publish_by(sig, deadline)
+            except Exception:
+                log.warning("could not publish STOP for abandoned trace %s", trace_id, exc_info=True)
+                return
+        if not sent:
+            self._send_later(sig)
+
+    def _send_later(self, sig: Signal) -> None:
+        if not self._core.try_priority(self._publish_late, sig):
+            log.warning("STOP for trace %s not sent: the bus did not take it in time", sig.trace_id)
+
+    async def _publish_late(self, sig: Signal) -> None:
+        try:
+            await self._core.tombstones.persist(sig.trace_id)  # once: a no-op when already stored
+            await self._core.publish(sig)
+        except Exception as exc:
+            log.warning("STOP for trace %s could not be sent: %s", sig.trace_id, exc)
+
+    def _stores_tombstones(self) -> bool:
+        """Whether a STOP's settlement has a tombstone to write (any store but one in memory only)."""
+        tombstones = self._core.tombstones
+        return not isinstance(tombstones, StopTombstones) or tombstones.ledger is not None
 
     # -- router side ------------------------------------------------------------------------
     async def _on_stop(self, sig: Signal) -> None:
@@ -284,11 +353,13 @@ class StopService(Service):
         core.tombstones.add(trace)
         cancelled = core.cancel_trace(trace)
         core.ops.fail_trace(trace, "was STOPped")
-        had_pathway = core.close_pathways(trace)
+        had_pathway = core.close_pathways(trace, "the trace was STOPped")
         rollback = bool(sig.payload.get("rollback"))
         if self._settlement.hosts_engrams():
             rollback = self._settlement.decide(trace, rollback)  # the first settlement asked wins
-        await core.run_job(self._finish, sig, cancelled, had_pathway, rollback)
+        elif not (cancelled or had_pathway or self._stores_tombstones()):
+            return  # no stake here, nothing to settle or store: stay silent
+        await core.run_priority(self._finish, sig, cancelled, had_pathway, rollback)
 
     async def _finish(self, sig: Signal, cancelled: int, had_pathway: bool, rollback: bool) -> None:
         """Store the tombstone, settle the trace's Engram writes, answer STOPPED if we had a stake."""

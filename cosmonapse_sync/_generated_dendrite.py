@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cosmonapse.core import DendriteStats
 from cosmonapse.engram.model import ImprintReceipt, RecallResult
 from cosmonapse.hosting import TaskLoad
 from cosmonapse.pathway import PathwayScope
@@ -51,6 +52,22 @@ class DendriteTwins:
         Deadline of recall / acknowledged imprint calls that give none (5000 unless set).
         """
         return self._read("engram_deadline_ms")
+
+    @property
+    def max_open_pathways(self) -> int:
+        """Blocking twin of the property ``Dendrite.max_open_pathways``.
+
+        Open Pathways kept before the oldest one nobody reads is closed (10,000 unless set).
+        """
+        return self._read("max_open_pathways")
+
+    @property
+    def stats(self) -> DendriteStats:
+        """Blocking twin of the property ``Dendrite.stats``.
+
+        Counters of what this Dendrite dropped or refused on purpose (silenced, duplicates, evictions).
+        """
+        return self._read("stats")
 
     @property
     def effective_stale_after_s(self) -> float:
@@ -278,8 +295,10 @@ class DendriteTwins:
 
         STOP *trace_id* and wait for the first STOPPED: a node with a stake in it has quiesced.
 
-        Returns that ack, or None if none came within *timeout_s* (nobody ran the
-        trace, or its host is gone).  What the sync facade does when a call times out.
+        Returns the first ack from another Dendrite; this one's own ack (it had a
+        stake too) only when no other came within *timeout_s*; None when none came
+        at all (nobody ran the trace, or its host is gone).  What the sync facade
+        does when a call times out.
         """
         return self._invoke(
             "stop_and_confirm",

@@ -29,13 +29,12 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
-import anyio
 import attrs
 
 from cosmonapse.axon import Axon
 from cosmonapse.dendrite import Dendrite
 from cosmonapse.engram.base import Engram
-from cosmonapse.errors import DendriteProtocolError, DispatchTimeout
+from cosmonapse.errors import DendriteProtocolError
 from cosmonapse.handlers import HandlerDecorators, HandlerFn, HandlerSpec
 from cosmonapse.ids import new_trace_id
 from cosmonapse.lifecycle import HookFn, HookKind, LifecycleHooks
@@ -327,18 +326,15 @@ class SyncDendrite(DendriteTwins, HandlerDecorators, LifecycleHooks):
         dendrite: Dendrite = CURRENT_LOOP.get().value
         if call.get("retry") is not None:
             return await dendrite.dispatch_and_wait(**call)
-        try:
-            return await dendrite.dispatch_and_wait(**call)
-        except DispatchTimeout:
-            await confirm_stop(
-                dendrite, call["trace_id"], "dispatch_and_wait timed out", self.stop_ack_timeout_s
-            )
-            raise
-        except anyio.get_cancelled_exc_class():
-            await confirm_stop(
-                dendrite, call["trace_id"], "the caller gave up on dispatch_and_wait", self.stop_ack_timeout_s
-            )
-            raise
+
+        async def give_up(trace_id: str, reason: str) -> None:
+            # The async call STOPs the trace it gives up on; here that STOP also waits
+            # (bounded) for the first STOPPED, so the worker has quiesced when we raise.
+            await confirm_stop(dendrite, trace_id, reason, self.stop_ack_timeout_s)
+
+        return await dendrite._dispatch_and_wait_giving_up(
+            give_up, **{k: v for k, v in call.items() if k != "retry"}
+        )
 
     # ------------------------------------------------------------ records (replayed on each new portal)
     def _record(self, change: Callable[[], Any], forward: Callable[[Dendrite], Awaitable[Any]] | None) -> Any:

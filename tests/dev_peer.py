@@ -3,7 +3,8 @@
 python tests/dev_peer.py worker URL NAMESPACE
     hosts Axon "echo" (capability "echo") on cosmo:// or nats://, reconnecting
     quickly; prints "ready", then one line per TASK that asks to sleep
-    ("started <tag>"); exits 0 on SIGTERM.
+    ("started <tag>"); input {"counts": true} answers how many sleeping TASKs
+    started, finished and were cancelled; exits 0 on SIGTERM.
 python tests/dev_peer.py orchestrator URL NAMESPACE COUNT
     dispatches COUNT addressed and COUNT capability-routed TASKs, prints
     "ok <n> <pid of the worker>" for each reply, exits 0.
@@ -20,11 +21,22 @@ import anyio
 
 from cosmonapse import Axon, Dendrite, NeuronContext, connect_synapse
 
+#: What this worker's TASKs that asked to sleep did: started, then finished or cancelled.
+COUNTS = {"started": 0, "finished": 0, "cancelled": 0}
+
 
 async def echo(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
+    if input.get("counts"):
+        return {"counts": dict(COUNTS), "pid": os.getpid()}
     if "sleep" in input:
+        COUNTS["started"] += 1
         print(f"started {input.get('tag')}", flush=True)
-        await anyio.sleep(input["sleep"])
+        try:
+            await anyio.sleep(input["sleep"])
+        except anyio.get_cancelled_exc_class():
+            COUNTS["cancelled"] += 1
+            raise
+        COUNTS["finished"] += 1
     return {"echo": input, "pid": os.getpid()}
 
 

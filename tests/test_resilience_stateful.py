@@ -26,6 +26,7 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -106,14 +107,14 @@ class World:
             self._watch_engram()
             await stack.enter_async_context(self.orch)
             await stack.enter_async_context(keeper)
-            emit_stop = self.orch.emit_stop
 
-            async def counted_emit_stop(*, trace_id: str, **kw: Any) -> Signal:
-                self.stops_sent[trace_id] += 1
-                self.first_stop_rollback.setdefault(trace_id, bool(kw.get("rollback")))
-                return await emit_stop(trace_id=trace_id, **kw)
+            async def count_stop(sig: Signal) -> None:
+                # Every STOP on the bus (emit_stop, stop_trace, a retry or a call giving up), in
+                # bus order: the order the keeper's STOP subscription sees them in.
+                self.stops_sent[sig.trace_id] += 1
+                self.first_stop_rollback.setdefault(sig.trace_id, bool(sig.payload.get("rollback")))
 
-            self.orch.emit_stop = counted_emit_stop  # type: ignore[method-assign]
+            self.stop_feed = await self.bus.subscribe("cosmonapse.st.STOP", count_stop)
             ready.set()
             await shutdown.wait()
 
@@ -208,6 +209,8 @@ class World:
         with anyio.fail_after(15):
             for done in self.call_done.values():
                 await done.wait()
+            while self.stop_feed.pending:  # every STOP published so far is counted
+                await anyio.lowlevel.checkpoint()
             while True:
                 settled = Counter(trace for trace, _ in self.settled)
                 if all(settled[t] >= n for t, n in self.stops_sent.items()):

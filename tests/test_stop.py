@@ -72,6 +72,27 @@ async def test_stop_cancels_the_neuron_and_acks() -> None:
     assert stop.payload == {"rollback": False, "reason": "enough"} and stop.directed is None
 
 
+async def test_stop_and_confirm_answers_with_the_node_that_ran_the_task_not_its_own_ack() -> None:
+    """The caller's open Pathway gives it a stake, so its own STOPPED comes back too
+    (usually first); the confirmation it waits for is the worker's."""
+    gate = Gate()
+    async with memory_cluster(workers={"gate": gate}) as c:
+        pw = await c.orchestrator.dispatch(neuron="gate", input={"key": "a"})
+        with anyio.fail_after(5):
+            await gate.entered.wait()
+            ack = await c.orchestrator.stop_and_confirm(pw.trace_id, timeout_s=5)
+        assert ack is not None and ack.payload["node"] == "worker" and ack.payload["cancelled"] == 1
+        assert gate.cancelled == ["a"]
+
+
+async def test_stop_and_confirm_falls_back_to_its_own_ack_when_only_it_had_a_stake() -> None:
+    async with memory_cluster(workers={"gate": Gate()}) as c:
+        pw = await c.orchestrator.observe_pathway("trc_only_mine")
+        with anyio.fail_after(5):
+            ack = await c.orchestrator.stop_and_confirm(pw.trace_id, timeout_s=0.3)
+        assert ack is not None and ack.payload["node"] == "orchestrator"
+
+
 async def test_stopped_trace_never_runs_again() -> None:
     gate = Gate()
     async with memory_cluster(workers={"gate": gate}, worker_kw={"max_concurrent_tasks": 1}) as c:

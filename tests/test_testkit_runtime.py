@@ -113,31 +113,16 @@ def test_engram_rollback_never_touches_another_trace(backend: str) -> None:
     run(Engram, backend, 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="not filed yet: a redelivered TASK (same id) runs again, so a duplicating bus gets two FINALs",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_duplicated_task_still_gets_one_terminal(backend: str) -> None:
     run(Redelivery, backend, 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9: an async dispatch_and_wait that times out sends no STOP",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_call_that_gives_up_stops_its_trace(backend: str) -> None:
     run(Abandoned, backend, 100)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9: dispatch_and_wait during a bus outage waits for the publish beyond its own deadline",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_calls_keep_their_deadline_while_the_orchestrator_is_cut_off(backend: str) -> None:
     run(OrchestratorOutage, backend, 100)

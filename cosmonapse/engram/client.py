@@ -152,6 +152,7 @@ class EngramService(Service):
         if not isinstance(query, dict):
             raise TypeError(f"query must be a dict, not {type(query).__name__}")
         trace_id, parent_id = _ambient(trace_id, parent_id)
+        refuse_stopped(core, trace_id, "recall()")
         payload: dict[str, Any] = {"query": query, "recall_mode": recall_mode}
         for key, value in (
             ("filters", filters), ("context_ref", context_ref), ("deadline_ms", deadline_ms),
@@ -169,7 +170,10 @@ class EngramService(Service):
         answers: list[Signal] = []
         errors: dict[str, str] = {}
         with core.ops.open(sig.id, trace_id, {T.RECALLED}) as op:
-            await core.publish(sig)
+            if not await core.publish_by(sig, deadline):
+                raise EngramTimeout(
+                    f"the recall {sig.id} was not published within its deadline (bus unreachable)"
+                )
             try:
                 while (reply := await op.next(deadline)) is not None:
                     who = str(reply.payload.get("engram_id") or reply.neuron or "?")
@@ -243,7 +247,10 @@ class EngramService(Service):
         await core.want(T.IMPRINTED)
         deadline = self._engram_deadline(deadline_ms)
         with core.ops.open(sig.id, trace_id, {T.IMPRINTED}) as pending:
-            await core.publish(sig)
+            if not await core.publish_by(sig, deadline):
+                raise EngramTimeout(
+                    f"the imprint {sig.id} was not published within its deadline (bus unreachable)"
+                )
             try:
                 reply = await pending.next(deadline)
             except OpCancelled as exc:

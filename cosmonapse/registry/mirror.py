@@ -185,8 +185,14 @@ class RegistryService(Service):
         if self.unseen(neuron, capabilities) is None:
             return None
         if not self.discovered and self._core.running:
-            await self._discover()
+            # Bounded whole, the DISCOVER's publish included (the bus may be down: that is
+            # often why nobody answered), and never raising: it only adds to an error.
             with anyio.move_on_after(ask_s):
+                try:
+                    await self._discover()
+                except Exception as exc:
+                    log.debug("could not ask who is there (DISCOVER): %s", exc)
+                    return self.unseen(neuron, capabilities)
                 while self.unseen(neuron, capabilities) is not None:
                     if self._heard is None:
                         self._heard = anyio.Event()

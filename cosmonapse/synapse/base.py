@@ -174,6 +174,11 @@ class Subscription:
             bus_event("backpressure", self.subject)  # the publisher waits for this pump
             await buffer.put(sig)
 
+    def has_room(self) -> bool:
+        """True when ``deliver_nowait`` would take a Signal now (a closed subscription takes anything)."""
+        buffer = self._buffer
+        return buffer is None or not self.active or buffer.closed or len(buffer) < buffer.max_items
+
     def deliver_nowait(self, sig: Signal) -> bool:
         """Queue *sig* if there is room; False when the buffer is full (the caller decides)."""
         buffer = self._buffer
@@ -370,6 +375,15 @@ class Synapse(abc.ABC):
     @abc.abstractmethod
     async def publish(self, subject: str, signal: Signal) -> None:
         """Deliver *signal* on *subject*."""
+
+    def publish_nowait(self, subject: str, signal: Signal) -> bool:
+        """Deliver *signal* now if that needs no waiting; False, with nothing sent, otherwise.
+
+        The fast path of a publish bounded by a deadline: the caller pays for a cancel
+        scope only when the bus would make it wait.  Adapters that cannot tell return
+        False (the default), and the caller falls back to ``publish``.
+        """
+        return False
 
     @abc.abstractmethod
     async def _on_subscribe(self, sub: Subscription) -> None:

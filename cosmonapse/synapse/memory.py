@@ -47,6 +47,19 @@ class MemorySynapse(Synapse):
             if not sub.deliver_nowait(signal):
                 await sub.deliver(signal)
 
+    def publish_nowait(self, subject: str, signal: Signal) -> bool:
+        if self._tg is None:
+            return False  # publish() raises the right error
+        targets = self._index.targets(subject)
+        if len(targets) == 1:
+            return targets[0].deliver_nowait(signal)  # the common case: all or nothing already
+        for sub in targets:
+            if not sub.has_room():
+                return False  # nothing filed yet: all or nothing
+        for sub in targets:
+            sub.deliver_nowait(signal)
+        return True
+
     async def _on_subscribe(self, sub: Subscription) -> None:
         for subject in sub.subjects:
             self._index.add(subject, sub, sub.queue_group)

@@ -24,6 +24,7 @@ from cosmonapse import (
     DecisionTimeout,
     Dendrite,
     DendriteProtocolError,
+    DendriteStats,
     DevSynapse,
     Directed,
     DispatchTimeout,
@@ -235,6 +236,12 @@ async def flask_like_app(sig: Signal) -> None:  # never called: only type-checke
     assert_type(cosmo.auto_bid, bool)
     assert_type(cosmo.engram_deadline_ms, int)
     assert_type(cosmo.effective_stale_after_s, float)
+    assert_type(cosmo.max_open_pathways, int)
+    stats = cosmo.stats
+    assert_type(stats, DendriteStats)
+    assert_type(
+        stats.silenced + stats.duplicate_tasks + stats.evicted_pathways + stats.suppressed_errors, int
+    )
     assert_type(cosmo.dendrite, Dendrite | None)
     assert_type(cosmo.portal_thread is None, bool)
 
