@@ -66,6 +66,8 @@ T = SignalType
 Role = Literal["orchestrator", "worker"]
 #: What the router calls for a Signal of a type a service declared.
 Route = Callable[[Signal], Awaitable[None]]
+#: A route's synchronous twin: True when it routed the Signal at once, False (nothing done) if it would wait.
+FastRoute = Callable[[Signal], bool]
 #: Sync code's requests to the control loop: at most this many wait at once.
 MAX_PENDING_CONTROL = 1024
 #: Idle task runners kept for the next burst (the rest retire).
@@ -141,6 +143,10 @@ class Service:
         """The types this service needs delivered now (the core subscribes them)."""
         return ()
 
+    def fast_routes(self) -> Iterable[tuple[SignalType, Route, FastRoute]]:
+        """(type, route, its synchronous twin): used when that route is the type's only one."""
+        return ()
+
     async def start(self) -> None:
         """The core is open (pools, task group), nothing is subscribed yet."""
 
@@ -202,6 +208,7 @@ class Core:
         self._priority_pool: RunnerPool | None = None
         # routing and subscriptions
         self._table: dict[SignalType, tuple[Route, ...]] = {}
+        self._fast: dict[SignalType, FastRoute] = {}
         self._sticky: set[SignalType] = set()  # wanted for good once asked (ops, Pathways)
         #: Every Pathway type is subscribed (``want_pathways`` was called).
         self.pathways_wanted: bool = False
@@ -255,12 +262,17 @@ class Core:
         missing subscriptions are made by the control loop; ``publish`` waits for them.
         """
         table: dict[SignalType, list[Route]] = {t: [self._deliver] for t in PATHWAY_TYPES}
+        deliver, deliver_nowait = self._deliver, self._deliver_nowait
+        twins: dict[tuple[SignalType, Route], FastRoute] = {(t, deliver): deliver_nowait for t in table}
         wanted = set(self._sticky)
         for service in self._services:
             for stype, route in service.routes():
                 table.setdefault(stype, []).append(route)
+            for stype, route, twin in service.fast_routes():
+                twins[(stype, route)] = twin
             wanted.update(service.wanted())
         self._table = {t: tuple(routes) for t, routes in table.items()}
+        self._fast = {t: twins[(t, r[0])] for t, r in table.items() if len(r) == 1 and (t, r[0]) in twins}
         self._wanted = wanted
         if self.running and self._missing():
             self._subs_dirty = True
@@ -297,6 +309,39 @@ class Core:
                 return
             for route in routes:
                 await route(sig)
+
+    def route_nowait(self, sig: Signal) -> bool:
+        """``route`` at once, from the bus, when nothing is queued ahead of *sig* on its subscription.
+
+        True when routed (or there is nothing to route); False, with nothing done, when a
+        route may have to wait (a full pool, a Pathway's callbacks, any route without a
+        synchronous twin): then the subscription's pump calls ``route`` as before.
+        """
+        if not self.running:
+            return True
+        fast = self._fast.get(sig.type)
+        if fast is None or _TEL.impl is not None:
+            return sig.type not in self._table
+        return fast(sig)
+
+    def _deliver_nowait(self, sig: Signal) -> bool:
+        """``_deliver`` when no Pathway of the trace runs ``on()`` callbacks for *sig*; else False."""
+        pathways = self._pathways.get(sig.trace_id)
+        if pathways:
+            for pw in pathways:
+                if not pw._closed and (
+                    pw._held is not None or (pw._callbacks is not None and sig.type in pw._callbacks)
+                ):
+                    return False
+        if sig.parent_id is not None and self.ops:
+            self.ops.deliver(sig)
+        if pathways:
+            for pw in list(pathways):
+                if not pw._closed:
+                    pw._accept(sig)
+        if sig.type in TERMINAL_TYPES and self.ops:
+            self.ops.fail_trace(sig.trace_id, "ended")
+        return True
 
     async def _deliver(self, sig: Signal) -> None:
         """Core route of every Pathway type: replies to ops, then the trace's Pathways."""
@@ -340,7 +385,8 @@ class Core:
             for subject in self._missing():
                 if not self.running:
                     break
-                self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+                sub = self._subs[(subject, None)] = await self.synapse.subscribe(subject, self.route)
+                sub.fast = self.route_nowait
             if not self._subs_dirty:
                 self._unsettled.discard(self)
 
@@ -533,6 +579,15 @@ class Core:
                     await pool.submit(fn, *args)
             except anyio.ClosedResourceError:
                 pass  # stopping: dropped like any TASK that arrives after stop
+
+    def try_run_task(self, fn: JobFn, *args: Any) -> bool:
+        """``run_task`` if a runner is free now; False (nothing done) when it would wait."""
+        pool = self._task_pool
+        if pool is None or not self.running:
+            return True  # stopping: dropped, as run_task drops it
+        if _TEL.impl is not None:
+            return False
+        return pool.try_hand_over(fn, *args)
 
     @property
     def tasks_saturated(self) -> bool:
@@ -840,7 +895,8 @@ class Core:
         host.start_soon(self._control_loop, name=f"control:{self.dendrite_id}")
         if self._feed_subjects:
             feed = sorted(self._feed_subjects)
-            self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
+            sub = self._subs[("feed", None)] = await self.synapse.subscribe(feed, self.route)
+            sub.fast = self.route_nowait
             priority = sorted(self._priority_subjects)
             self._subs[("priority", None)] = await self.synapse.subscribe(priority, self.route)
 

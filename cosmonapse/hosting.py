@@ -40,7 +40,7 @@ import attrs
 
 from .axon import Axon
 from .context import NeuronContext, current_task
-from .core import Core, Route, Service
+from .core import Core, FastRoute, Route, Service
 from .errors import DendriteProtocolError
 from .ids import SeenIds
 from .signal import Directed, Signal, SignalType
@@ -127,6 +127,9 @@ class AxonHosting(Service):
     # ------------------------------------------------------------------ declarations
     def routes(self) -> Iterable[tuple[SignalType, Route]]:
         return ((T.TASK, self._on_task), (T.DISCOVER, self._on_discover))
+
+    def fast_routes(self) -> Iterable[tuple[SignalType, Route, FastRoute]]:
+        return ((T.TASK, self._on_task, self._on_task_nowait),)
 
     def wanted(self) -> Iterable[SignalType]:
         return (T.TASK, T.DISCOVER) if self.axons else ()
@@ -262,6 +265,24 @@ class AxonHosting(Service):
             if self._core.tasks_saturated:
                 self.waited += 1
             await self._core.run_task(self.run, axon, sig)
+
+    def _on_task_nowait(self, sig: Signal) -> bool:
+        """``_on_task`` when a runner is free now; False (nothing done) when the TASK must wait."""
+        if is_routed_task(sig):
+            return True
+        if sig.trace_id in self._core.tombstones:
+            self.refused_stopped += 1
+            return True
+        axon = self.select(sig)
+        if axon is None:
+            return True
+        if sig.id in self.seen:  # delivered again: counted and not run twice, as _on_task does
+            self._duplicate(sig.id)
+            return True
+        if not self._core.try_run_task(self.run, axon, sig):
+            return False  # nothing done (not even remembered): the pump's _on_task takes it
+        self.seen.first(sig.id)
+        return True
 
     async def _on_routed_task(self, sig: Signal) -> None:
         """The queue-group copy of a capability-routed TASK: run it if an Axon can (or hand it back)."""

@@ -318,6 +318,19 @@ class RunnerPool:
             return False  # waiting submitters go first
         return self._hand_over((fn, args))
 
+    def try_hand_over(self, fn: JobFn, *args: Any) -> bool:
+        """Run ``fn(*args)`` on an idle runner if there is one now; False (nothing done) otherwise.
+
+        Never starts a runner: a caller that hands jobs over at once (a bus reader) leaves
+        the start of new runners to the path that can also wait for them.
+        """
+        if self._closed or self._waiters or self._backlog or not self._idle:
+            return False
+        slot = self._idle.pop()
+        slot.job = (fn, args)
+        slot.event.set()
+        return True
+
     def _hand_over(self, job: Job) -> bool:
         if self._idle:
             slot = self._idle.pop()

@@ -137,6 +137,13 @@ class Subscription:
     _unsubscriber: Callable[[Subscription], Awaitable[None]] | None = attrs.field(
         default=None, repr=False, init=False
     )
+    #: The subscriber's synchronous path (the Dendrite's ``Core.route_nowait``): the bus calls
+    #: it instead of queueing when nothing is queued or being handled ahead of the Signal; it
+    #: returns False, having done nothing, when the Signal must go through the pump after all
+    #: (a route would have to wait).  One scheduling round less per Signal, same order.
+    fast: Callable[[Signal], bool] | None = attrs.field(default=None, repr=False, init=False)
+    #: The pump has taken a Signal and not finished handling it.
+    _busy: bool = attrs.field(default=False, repr=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.subjects:
@@ -159,7 +166,11 @@ class Subscription:
     async def deliver(self, sig: Signal) -> None:
         """Queue *sig* for the pump; waits while the buffer is full (backpressure)."""
         buffer = self._buffer
-        if buffer is not None and self.active and not buffer.put_nowait(sig):
+        if buffer is None or not self.active:
+            return
+        if self.fast is not None and not buffer._items and not self._busy and self._take_now(sig):
+            return
+        if not buffer.put_nowait(sig):
             bus_event("backpressure", self.subject)  # the publisher waits for this pump
             await buffer.put(sig)
 
@@ -173,6 +184,8 @@ class Subscription:
         buffer = self._buffer
         if buffer is None or not self.active:
             return True
+        if self.fast is not None and not buffer._items and not self._busy and self._take_now(sig):
+            return True
         return buffer.put_nowait(sig)
 
     def offer(self, sig: Signal, size: int) -> bool:
@@ -180,7 +193,20 @@ class Subscription:
         buffer = self._buffer
         if buffer is None or not self.active:
             return True
+        if self.fast is not None and not buffer._items and not self._busy and self._take_now(sig):
+            return True
         return buffer.offer(sig, size)
+
+    def _take_now(self, sig: Signal) -> bool:
+        """The subscriber's synchronous path; a failure is logged as the pump logs a handler's."""
+        assert self.fast is not None
+        try:
+            return self.fast(sig)
+        except Exception:
+            log.exception(
+                "handler for %s raised on %s %s", self.subject, sig.type.value, sig.id, extra=log_extra(sig)
+            )
+            return True
 
     def _close(self) -> None:
         self.active = False
@@ -460,8 +486,10 @@ class Synapse(abc.ABC):
         run = 0
         try:
             while True:
+                sub._busy = False
                 if buffer._items:  # queued: take it without a scheduling round (no call: hot path)
                     sig = buffer.get_nowait()
+                    sub._busy = True  # from here until handled: nothing may overtake it
                     run += 1
                     if run >= _PUMP_BATCH:
                         run = 0
@@ -469,6 +497,7 @@ class Synapse(abc.ABC):
                 else:
                     run = 0
                     sig = await buffer.get()
+                    sub._busy = True
                 try:
                     await handler(sig)
                 except Exception:

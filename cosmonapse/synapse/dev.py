@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import deque
 from types import TracebackType
 from typing import Any
@@ -49,6 +50,7 @@ from .base import (
     Synapse,
 )
 from .framing import LineReader, LineTooLong, encode_line, receive_batch
+from .sendnow import DirectGate, DirectWriter, direct_writer
 
 __all__ = ["DEFAULT_PORT", "DevLink", "DevSynapse", "open_dev_link", "parse_cosmo_url"]
 
@@ -105,6 +107,8 @@ class DevLink:
         self.reader = reader
         # DevSynapse: one event per ping written on this connection, set by its pong.
         self.pending_pongs: deque[anyio.Event] = deque()
+        #: Writes to the socket without a scheduling round (None: this stream has no such path).
+        self.direct: DirectWriter | None = direct_writer(stream)
 
     def release_pongs(self) -> None:
         """The connection is gone: nobody waits for its pongs any more."""
@@ -242,6 +246,10 @@ class DevSynapse(Synapse):
         self._outbox: MemoryObjectSendStream[_Line] | None = None
         self._outbox_receive: MemoryObjectReceiveStream[_Line] | None = None
         self._writer_done: anyio.Event | None = None
+        # True from the moment a line is handed to the writer until it comes back for more:
+        # only when it is False and the outbox is empty may a publish write directly.
+        self._writer_busy = True
+        self._gate = DirectGate()  # when a publish may write directly (see sendnow.py)
         self._closing = False
         self._server_errors = LogThrottle()
 
@@ -430,10 +438,13 @@ class DevSynapse(Synapse):
         try:
             async with outbox:
                 while True:
+                    self._writer_busy = False
                     batch, _ = await receive_batch(outbox, _line_size, _BATCH_BYTES)
+                    self._writer_busy = True
                     chunks = [item if isinstance(item, bytes) else item[0] for item in batch]
                     waiters = [item[1] for item in batch if not isinstance(item, bytes)]
                     await self._write(chunks[0] if len(chunks) == 1 else b"".join(chunks), waiters)
+                    self._gate.last_write = time.monotonic()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         finally:
@@ -464,9 +475,16 @@ class DevSynapse(Synapse):
         """Queue one line; waits (up to ``publish_timeout``) only for a connection or for room."""
         if self._closing or self._outbox is None:
             raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
-        if self._link is not None:
+        link = self._link
+        if link is not None:
+            if not self._writer_busy and type(data) is bytes and link.direct is not None:
+                data = self._write_now(link.direct, data)
+                if not data:
+                    return
             try:
                 self._outbox.send_nowait(data)
+                self._writer_busy = True  # what comes next must queue behind it
+                self._gate.queued()
                 return
             except anyio.WouldBlock:
                 bus_event("backpressure", "outbox")  # the outbox is full: we wait for the writer
@@ -491,6 +509,18 @@ class DevSynapse(Synapse):
             ) from None
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+
+    def _write_now(self, direct: DirectWriter, data: bytes) -> bytes:
+        """Write *data* straight to the socket if nothing is queued ahead; returns what is left.
+
+        Only on a quiet connection (``DirectGate``): on a busy one lines queue up and
+        leave together in the writer's next send.
+        """
+        assert self._outbox is not None
+        if self._outbox.statistics().current_buffer_used or not self._gate.open():
+            return data
+        taken = direct(data)
+        return data[taken:] if taken else data
 
     # -- Synapse surface -----------------------------------------------------
     async def publish(self, subject: str, signal: Signal) -> None:

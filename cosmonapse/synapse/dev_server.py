@@ -29,6 +29,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ from ..telemetry import bus_event, refresh
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
+from .sendnow import DirectGate, DirectWriter, direct_writer
 
 __all__ = ["DEFAULT_OUTBOX_BYTES", "DEFAULT_OUTBOX_SIZE", "DevBusLimits", "DevSynapseServer", "ServerStats"]
 
@@ -113,6 +115,11 @@ class _Conn:
     closing: bool = False  # stop reading, flush the outbox, close
     kill_reason: str | None = None  # set when dropped at once (slow consumer)
     host: str = "?"  # the peer's address, for the auth throttle
+    #: Writes to the socket at once (sendnow.py) while the writer is idle and the outbox
+    #: empty; None for streams without one and once the outbox is closed.
+    direct: DirectWriter | None = None
+    writer_busy: bool = True  # a line was handed to the writer and it has not come back yet
+    gate: DirectGate = attrs.field(factory=DirectGate)  # when a line may go directly
 
 
 @attrs.define
@@ -305,6 +312,7 @@ class DevSynapseServer:
             host, peer = "?", "?"
         send, receive = anyio.create_memory_object_stream[bytes](self.outbox_size)
         conn = _Conn(peer=peer, outbox=send, authed=self.token is None, host=str(host))
+        conn.direct = direct_writer(stream)
         self._conns.add(conn)
         self.stats.connections_total += 1
         self.stats.connections_open += 1
@@ -317,6 +325,7 @@ class DevSynapseServer:
                     self._push(conn, _WELCOME)
                     await self._read_loop(conn, stream)
                     # Peer finished sending (or was refused): flush what is queued, bounded.
+                    conn.direct = None
                     send.close()
                     scope.deadline = anyio.current_time() + _FLUSH_TIMEOUT
         except Exception:
@@ -324,6 +333,7 @@ class DevSynapseServer:
             log.exception("dev bus: connection %s failed", peer)
         finally:
             self._forget(conn)
+            conn.direct = None
             send.close()
             self.stats.connections_open -= 1  # before the peer can see the close
             with anyio.CancelScope(shield=True):
@@ -371,6 +381,18 @@ class DevSynapseServer:
             self._overflow(hog, "the outboxes of all connections are over their budget")
             if hog is conn or conn.kill_reason is not None:
                 return
+        # Straight to the socket when idle; a busy connection leaves it to the writer (sendnow.py).
+        if (
+            not conn.writer_busy
+            and conn.direct is not None
+            and not conn.outbox.statistics().current_buffer_used
+            and conn.gate.open()
+        ):
+            taken = conn.direct(data)
+            if taken == size:
+                return
+            data = data[taken:]  # the rest goes first, through the writer
+            size = len(data)
         try:
             conn.outbox.send_nowait(data)
         except anyio.WouldBlock:
@@ -378,6 +400,8 @@ class DevSynapseServer:
             return
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
+        conn.writer_busy = True  # what comes next must queue behind it
+        conn.gate.queued()
         conn.queued_bytes += size
         self.stats.queued_bytes += size
 
@@ -400,6 +424,7 @@ class DevSynapseServer:
         conn.kill_reason = f"slow consumer: {why}, disconnecting"
         self.stats.queued_bytes -= conn.queued_bytes  # its outbox is dropped with it
         conn.queued_bytes = 0
+        conn.direct = None
         conn.outbox.close()
         if conn.scope is not None:
             conn.scope.cancel()
@@ -411,11 +436,14 @@ class DevSynapseServer:
         try:
             async with receive:
                 while True:
+                    conn.writer_busy = False
                     batch, size = await receive_batch(receive, len, _BATCH_BYTES)
+                    conn.writer_busy = True
                     if conn.kill_reason is None:  # else its bytes were written off at once
                         conn.queued_bytes -= size
                         self.stats.queued_bytes -= size
                     await stream.send(batch[0] if len(batch) == 1 else b"".join(batch))
+                    conn.gate.last_write = time.monotonic()
         except anyio.EndOfStream:
             return
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):

@@ -83,6 +83,7 @@ from .nats_protocol import (
     encode_unsub,
     parse_headers,
 )
+from .sendnow import DirectGate, direct_writer
 
 __all__ = [
     "DEFAULT_URL",
@@ -188,6 +189,10 @@ class _Conn:
         self.max_payload = int(info.get("max_payload") or DEFAULT_MAX_PAYLOAD)
         self.outbox = bytearray()
         self.writer_idle = False
+        # Writes straight to the socket while nothing is queued and the connection was
+        # quiet (see sendnow.py): a busy one coalesces in the writer.
+        self.direct = direct_writer(stream)
+        self.gate = DirectGate()
         self.wake = anyio.Event()
         self.room = anyio.Event()
         self.room_waiters = 0
@@ -207,8 +212,14 @@ class _Conn:
         self.moving = False
 
     def write(self, data: bytes) -> None:
-        """Queue *data* for the writer task."""
+        """Send *data* now if nothing is queued ahead of it, else queue it for the writer task."""
+        if self.writer_idle and not self.outbox and self.direct is not None and self.gate.open():
+            taken = self.direct(data)
+            if taken == len(data):
+                return
+            data = data[taken:]  # the rest goes first, through the writer
         self.outbox += data
+        self.gate.queued()
         if self.writer_idle:
             self.writer_idle = False
             self.wake.set()
@@ -774,6 +785,7 @@ class NatsSynapse(Synapse):
             data = conn.outbox
             conn.outbox = bytearray()
             await stream.send(cast(bytes, data))  # a bytearray: the socket takes any buffer, no copy
+            conn.gate.last_write = time.monotonic()
             if conn.room_waiters:
                 room, conn.room = conn.room, anyio.Event()
                 room.set()
@@ -864,8 +876,11 @@ class NatsSynapse(Synapse):
         conn = await self._writable(f"publish to {subject!r}")
         if size > conn.max_payload:
             raise _too_large(subject, size, conn.max_payload)
-        # Into the outbox, not onto the socket: every publish made before the
-        # writer next runs goes out in one send (one syscall, not one each).
+        if conn.writer_idle and not conn.outbox:  # may go straight out: one piece
+            conn.write(b"".join((head, b"%d\r\n" % size, payload, b"\r\n")))
+            return
+        # Into the outbox: every publish made before the writer next runs goes out
+        # in one send (one syscall, not one each).
         conn.outbox += head
         conn.outbox += b"%d\r\n" % size
         conn.outbox += payload

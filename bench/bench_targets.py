@@ -1,0 +1,251 @@
+"""Every figure of issue 16 beside its baseline and target, with a pass/fail column.
+
+    python -m bench targets        (about 5 minutes)
+
+Each measurement is repeated ``REPEATS`` times, the repetitions interleaved (ours,
+raw, ours, raw, ... in one process's life), and the table quotes medians; ratios
+are medians of the figures, each figure measured beside its own baseline.  The
+baselines are the wire with nothing of ours on it:
+
+* in-process: an anyio memory-stream ping-pong, and 1,000 clients through one
+  server task (``bench_core``);
+* cosmo://: a bare asyncio 3-process TCP relay, client → broker → worker → back
+  (``bench_dev_bus``), sequential and with 1,000 requests in flight;
+* NATS: nats-py request/reply through the same nats-server (asyncio; nats-py has
+  no trio), sequential and 1,000 in flight;
+* token streaming: raw pub/sub of the same frames (``bench_streaming``).
+
+Our figures are ``dispatch_and_wait`` from an orchestrator Dendrite to an echo
+Axon on a worker Dendrite, on asyncio and on trio (every process of the run on
+that backend).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench import bench_core, bench_dev_bus, bench_load, bench_nats, bench_streaming
+from bench.report import format_table
+
+REPEATS = 3
+IN_FLIGHT = 1000
+BACKENDS = ("asyncio", "trio")
+MEMORY_CALLS = 10_000
+
+
+@contextmanager
+def _patched(module: Any, **values: Any) -> Iterator[None]:
+    """Run a bench module's functions with other sizes (its globals), then put them back."""
+    old = {k: getattr(module, k) for k in values}
+    for k, v in values.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+# -- in-process ---------------------------------------------------------------------------------
+
+
+async def _core_round() -> dict[str, float]:
+    raw_seq = await bench_core._raw_pingpong_seq(bench_core.SEQ_CALLS)
+    seq = await bench_core._with_pair(bench_core._dispatch_seq)
+    raw_rate = await bench_core._raw_inflight(IN_FLIGHT, bench_core.ROUNDS_PER_CLIENT)
+    rate = await bench_core._with_pair(bench_core._dispatch_inflight, max_concurrent_tasks=IN_FLIGHT)
+    return {
+        "raw_p50": statistics.median(raw_seq) * 1e6,
+        "p50": statistics.median(seq) * 1e6,
+        "raw_rate": raw_rate,
+        "rate": rate,
+    }
+
+
+# -- cosmo:// ---------------------------------------------------------------------------------
+
+
+def _cosmo_round(backend: str | None, *, anyio_relay: bool = False) -> dict[str, float]:
+    """*backend* None: the raw relay; else bus, worker and caller on *backend* (or the
+    same relay written on anyio streams: the socket layer's own cost, the floor)."""
+    calls = IN_FLIGHT * 10
+    with _patched(bench_dev_bus, IN_FLIGHT=IN_FLIGHT, IN_FLIGHT_CALLS=calls):
+        if backend is None:
+            samples, rate = bench_dev_bus._measure_raw()
+        elif anyio_relay:
+            samples, rate = bench_dev_bus._measure_anyio_relay(backend)
+        else:
+            samples, rate = bench_dev_bus._measure_cosmo(
+                bench_dev_bus._dendrite_client, "dendrite-worker", backend=backend
+            )
+    return {"p50": statistics.median(samples) * 1e6, "rate": rate}
+
+
+# -- NATS -------------------------------------------------------------------------------------
+
+
+async def _nats_py_round(url: str) -> dict[str, float]:
+    """nats-py request/reply, requester and responder in this process: sequential, then in flight."""
+    import nats  # nats-py: the baseline's client
+
+    payload = bench_nats.PAYLOAD
+    responder = await nats.connect(url)
+    requester = await nats.connect(url)
+    try:
+
+        async def echo(msg: Any) -> None:
+            await responder.publish(msg.reply, msg.data)
+
+        await responder.subscribe("raw.echo", cb=echo)
+        await responder.flush()
+        samples = []
+        for i in range(bench_nats.SEQ_CALLS + bench_nats.WARMUP):
+            t0 = time.perf_counter()
+            await requester.request("raw.echo", payload, timeout=10)
+            if i >= bench_nats.WARMUP:
+                samples.append(time.perf_counter() - t0)
+        rounds = 10
+
+        async def client() -> None:
+            for _ in range(rounds):
+                await requester.request("raw.echo", payload, timeout=30)
+
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(IN_FLIGHT):
+                tg.start_soon(client)
+        rate = IN_FLIGHT * rounds / (time.perf_counter() - t0)
+        return {"p50": statistics.median(samples) * 1e6, "rate": rate}
+    finally:
+        await requester.close()
+        await responder.close()
+
+
+async def _nats_round(url: str) -> dict[str, float]:
+    bus = await bench_nats._synapse_pair(url, bench_nats._synapse_seq)
+    samples = await bench_nats._dendrite_pair(url, bench_nats._dendrite_seq)
+    with _patched(bench_nats, IN_FLIGHT=IN_FLIGHT, ROUNDS_PER_CLIENT=10):
+        rate = await bench_nats._dendrite_pair(url, bench_nats._dendrite_inflight)
+    return {"p50": statistics.median(samples) * 1e6, "rate": rate, "bus_p50": statistics.median(bus) * 1e6}
+
+
+@contextmanager
+def _nats_server() -> Iterator[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from nats_util import NatsServer  # the tests' server helper
+
+    with NatsServer() as server:
+        yield f"nats://127.0.0.1:{server.port}"
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+
+def measure(repeats: int = REPEATS) -> dict[str, list[dict[str, float]]]:
+    """{name: [one dict per repetition]}, the repetitions interleaved across every name."""
+    out: dict[str, list[dict[str, float]]] = {}
+
+    def add(name: str, fn: Callable[[], dict[str, float]]) -> None:
+        out.setdefault(name, []).append(fn())
+
+    with _nats_server() as url:
+        for _ in range(repeats):
+            for backend in BACKENDS:
+                add(f"core/{backend}", lambda b=backend: anyio.run(_core_round, backend=b))
+            add("cosmo/raw", lambda: _cosmo_round(None))
+            for backend in BACKENDS:
+                add(f"cosmo/{backend}", lambda b=backend: _cosmo_round(b))
+                add(f"cosmo/anyio-{backend}", lambda b=backend: _cosmo_round(b, anyio_relay=True))
+            add("nats/raw", lambda: anyio.run(_nats_py_round, url, backend="asyncio"))
+            for backend in BACKENDS:
+                add(f"nats/{backend}", lambda b=backend: anyio.run(_nats_round, url, backend=b))
+    for backend in BACKENDS:
+        floor = anyio.run(bench_load._bare_task_bytes, MEMORY_CALLS, backend=backend)
+        used = anyio.run(bench_load._worker_bytes, MEMORY_CALLS, backend=backend)
+        out[f"memory/{backend}"] = [{"bytes": used, "floor": floor}]
+    return out
+
+
+def _med(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _ratio_med(runs: list[dict[str, float]], bases: list[dict[str, float]], key: str, base_key: str) -> float:
+    """The median of per-repetition ratios (each figure over the baseline measured next to it)."""
+    return statistics.median(r[key] / b[base_key] for r, b in zip(runs, bases, strict=True))
+
+
+def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def row(metric: str, value: float, baseline: float | None, ratio: float | None, target: str,
+            ok: bool | None) -> None:  # fmt: skip
+        out.append({"metric": metric, "value": value, "baseline": baseline, "ratio": ratio, "target": target,
+                    "ok": ok})  # fmt: skip
+
+    for b in BACKENDS:
+        core = m[f"core/{b}"]
+        ratio = _ratio_med(core, core, "p50", "raw_p50")
+        row(f"in-process dispatch_and_wait p50 (µs), {b}", _med(core, "p50"), _med(core, "raw_p50"), ratio,
+            "≤ 3× anyio ping-pong", ratio <= 3)  # fmt: skip
+    for b in BACKENDS:
+        core = m[f"core/{b}"]
+        ratio = _ratio_med(core, core, "rate", "raw_rate")
+        rate = _med(core, "rate")
+        row(f"in-process {IN_FLIGHT:,} in flight (rt/s), {b}", rate, _med(core, "raw_rate"), ratio,
+            "≥ 0.75× raw, ≥ 20,000/s", ratio >= 0.75 and rate >= 20_000)  # fmt: skip
+    for bus, what, seq_target in (("cosmo", "cosmo://", 1.3), ("nats", "NATS", 1.1)):
+        raw = m[f"{bus}/raw"]
+        base = "relay" if bus == "cosmo" else "nats-py"
+        for b in BACKENDS:
+            ours = m[f"{bus}/{b}"]
+            ratio = _ratio_med(ours, raw, "p50", "p50")
+            row(f"{what} sequential p50 (µs), {b}", _med(ours, "p50"), _med(raw, "p50"), ratio,
+                f"≤ {seq_target}× {base}", ratio <= seq_target)  # fmt: skip
+        for b in BACKENDS:  # the floor under our figures, measured in the same rounds
+            if bus == "cosmo":
+                floor = m[f"cosmo/anyio-{b}"]
+                ratio = _ratio_med(floor, raw, "p50", "p50")
+                row(f"  floor: the relay on anyio streams p50 (µs), {b}", _med(floor, "p50"),
+                    _med(raw, "p50"), ratio, "(socket layer alone)", None)  # fmt: skip
+            else:
+                ours = m[f"nats/{b}"]
+                ratio = _ratio_med(ours, raw, "bus_p50", "p50")
+                row(f"  floor: NatsSynapse echo, no Dendrite p50 (µs), {b}", _med(ours, "bus_p50"),
+                    _med(raw, "p50"), ratio, "(bus layer alone)", None)  # fmt: skip
+        for b in BACKENDS:
+            ours = m[f"{bus}/{b}"]
+            ratio = _ratio_med(ours, raw, "rate", "rate")
+            row(f"{what} {IN_FLIGHT:,} in flight (rt/s), {b}", _med(ours, "rate"), _med(raw, "rate"), ratio,
+                f"≥ 0.75× {base}", ratio >= 0.75)  # fmt: skip
+        if bus == "cosmo":
+            for b in BACKENDS:
+                floor = m[f"cosmo/anyio-{b}"]
+                ratio = _ratio_med(floor, raw, "rate", "rate")
+                row(f"  floor: the relay on anyio streams {IN_FLIGHT:,} in flight, {b}", _med(floor, "rate"),
+                    _med(raw, "rate"), ratio, "(socket layer alone)", None)  # fmt: skip
+    for b in BACKENDS:
+        mem = m[f"memory/{b}"][0]
+        row(f"bytes per running Neuron call (10,000 running), {b}", mem["bytes"], mem["floor"],
+            mem["bytes"] / mem["floor"], "≤ 4,096 B (base: bare task)", mem["bytes"] <= 4096)  # fmt: skip
+    return out
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    table = rows(measure())
+    streaming = bench_streaming.rows(bench_streaming.run(REPEATS, BACKENDS))
+    print(format_table(f"issue 16 targets (medians of {REPEATS} interleaved repetitions)", table + streaming))
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
