@@ -20,7 +20,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-EXTRAS = {"nats-server", "postgres", "nkeys", "otel", "prism", "mcp", "testing", "test", "dev"}
+EXTRAS = {"nats-server", "postgres", "nkeys", "otel", "prism", "mcp", "testing", "test", "dev", "bench"}
 
 
 def check(condition: object, what: str) -> None:
