@@ -108,6 +108,7 @@ async def test_explicit_publishes_on_a_stopped_trace_raise(kind: str, nats_url: 
         await orch.emit_stop(trace_id=trace)
         with anyio.fail_after(10):
             await stopped.setdefault(trace, anyio.Event()).wait()  # the worker has the tombstone too
+        await flushed(p, "trc_" + "M" * 26)  # the recorder has the first STOP too (it may lag the worker)
         before = len(p.seen.signals)
         orchestration = {  # a worker may not publish these on any trace (the role guard comes first)
             "emit_final": lambda d: d.emit_final(trace_id=trace, parent_id=None, result=1),
