@@ -310,7 +310,7 @@ async def record(url: str | Synapse, namespace: str, options: ConformanceOptions
                 proc.send_signal(signals.SIGTERM)
                 await rec.until(
                     lambda sigs: set(registered) <= {s.neuron for s in sigs if s.type is T.DEREGISTER},
-                    opts.timeout_s,
+                    opts.timeout_s * 2,  # like its start: a process shutting down on a busy host
                 )
         finally:
             if proc is not None:
