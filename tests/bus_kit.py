@@ -10,7 +10,7 @@ already waits for that; memory: nothing to wait for).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -63,28 +63,51 @@ async def settle(synapse: Synapse) -> None:
 
 
 @asynccontextmanager
-async def worker_and_orchestrator(
-    kind: str, nats_url: str | None, namespace: str, worker_axons: list[Axon], **worker_kw: Any
-) -> AsyncIterator[Dendrite]:
+async def two_dendrites(
+    kind: str,
+    nats_url: str | None,
+    namespace: str,
+    worker_axons: list[Axon],
+    *,
+    worker_kw: dict[str, Any] | None = None,
+    orch_kw: dict[str, Any] | None = None,
+    orch_axons: list[Axon] | None = None,
+    bus_kw: dict[str, Any] | None = None,
+    before_start: Callable[[Synapse], Awaitable[object]] | None = None,
+) -> AsyncIterator[tuple[Dendrite, Dendrite, Synapse, Synapse]]:
     """A worker Dendrite ("worker") hosting *worker_axons* and an orchestrator ("orch"), each on
-    its own connection to one bus of *kind*; yields the orchestrator once the worker is live."""
-    async with open_bus(kind, nats_url) as make, AsyncExitStack() as stack:
+    its own connection to one bus of *kind*; yields ``(worker, orch, worker_bus, orch_bus)``
+    once both are live.  *before_start* gets the orchestrator's connection first (to
+    subscribe a recorder that sees everything from the start)."""
+    async with open_bus(kind, nats_url, **(bus_kw or {})) as make, AsyncExitStack() as stack:
         worker_bus, orch_bus = make(), make()
         for syn in (worker_bus, orch_bus):
             await syn.connect()
             stack.push_async_callback(syn.close)
+        if before_start is not None:
+            await before_start(orch_bus)
         worker = Dendrite(
-            synapse=worker_bus,
-            namespace=namespace,
-            role="worker",
-            dendrite_id="worker",
-            heartbeat_s=0,
-            **worker_kw,
-        )
+            synapse=worker_bus, namespace=namespace, role="worker", dendrite_id="worker", heartbeat_s=0,
+            **(worker_kw or {}),
+        )  # fmt: skip
         for axon in worker_axons:
             worker.attach_axon(axon)
-        orch = Dendrite(synapse=orch_bus, namespace=namespace, dendrite_id="orch", heartbeat_s=0)
+        orch = Dendrite(
+            synapse=orch_bus, namespace=namespace, dendrite_id="orch", heartbeat_s=0, **(orch_kw or {})
+        )
+        for axon in orch_axons or ():
+            orch.attach_axon(axon)
         await stack.enter_async_context(worker)
         await stack.enter_async_context(orch)
         await settle(worker_bus)
+        await settle(orch_bus)
+        yield worker, orch, worker_bus, orch_bus
+
+
+@asynccontextmanager
+async def worker_and_orchestrator(
+    kind: str, nats_url: str | None, namespace: str, worker_axons: list[Axon], **worker_kw: Any
+) -> AsyncIterator[Dendrite]:
+    """``two_dendrites``, yielding the orchestrator only."""
+    async with two_dendrites(kind, nats_url, namespace, worker_axons, worker_kw=worker_kw) as (_, orch, _, _):
         yield orch

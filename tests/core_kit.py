@@ -10,11 +10,11 @@ redelivery, bounded state) use it on memory, cosmo:// and NATS alike.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-from bus_kit import open_bus, settle
+from bus_kit import settle, two_dendrites
 
 from cosmonapse import Axon, Dendrite, Synapse
 from cosmonapse.testing.harness import SignalRecorder
@@ -48,30 +48,13 @@ async def pair(
     orch_axons: list[Axon] | None = None,
     bus_kw: dict[str, Any] | None = None,
 ) -> AsyncIterator[Pair]:
-    async with open_bus(kind, nats_url, **(bus_kw or {})) as make, AsyncExitStack() as stack:
-        worker_bus, orch_bus = make(), make()
-        for syn in (worker_bus, orch_bus):
-            await syn.connect()
-            stack.push_async_callback(syn.close)
-        seen = SignalRecorder()
+    seen = SignalRecorder()
+
+    async def record(orch_bus: Synapse) -> None:
         await orch_bus.subscribe(f"cosmonapse.{namespace}.>", seen)
-        worker = Dendrite(
-            synapse=worker_bus,
-            namespace=namespace,
-            role="worker",
-            dendrite_id="worker",
-            heartbeat_s=0,
-            **(worker_kw or {}),
-        )
-        for axon in axons:
-            worker.attach_axon(axon)
-        orch = Dendrite(
-            synapse=orch_bus, namespace=namespace, dendrite_id="orch", heartbeat_s=0, **(orch_kw or {})
-        )
-        for axon in orch_axons or ():
-            orch.attach_axon(axon)
-        await stack.enter_async_context(worker)
-        await stack.enter_async_context(orch)
-        await settle(worker_bus)
-        await settle(orch_bus)
+
+    async with two_dendrites(
+        kind, nats_url, namespace, axons, worker_kw=worker_kw, orch_kw=orch_kw, orch_axons=orch_axons,
+        bus_kw=bus_kw, before_start=record,
+    ) as (worker, orch, worker_bus, orch_bus):  # fmt: skip
         yield Pair(worker, orch, worker_bus, orch_bus, seen)
