@@ -41,7 +41,7 @@ async def main(url: str, namespace: str, name: str, kind: str, store_arg: str, l
         return {"calls": calls, "pid": os.getpid()}
 
     async def work(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
-        await anyio.sleep(0.02)  # an I/O-bound Neuron
+        await anyio.sleep(0.02)  # allowed: an I/O-bound Neuron's work
         return {"by": name}
 
     store: SqliteRegistryStore | PostgresRegistryStore | None = None

@@ -142,7 +142,7 @@ async def test_a_peer_that_ignores_stop_and_replies_to_the_wrong_task_fails_thos
         seen: list[Signal] = []
 
         async def reply(task: Signal) -> None:
-            await anyio.sleep(0.3)  # works a while, deaf to STOP
+            await anyio.sleep(0.3)  # allowed: works a while, deaf to STOP
             parent = seen[0].id  # and answers the first TASK it ever saw
             out = Signal(
                 type=T.AGENT_OUTPUT,

@@ -77,7 +77,7 @@ class OrchestratorOutage(Runtime):
 async def shielded(input: dict[str, Any], ctx: NeuronContext) -> dict[str, Any]:
     """A Neuron that finishes a critical section even when its trace is STOPped."""
     with anyio.CancelScope(shield=True):
-        await anyio.sleep(0.5)
+        await anyio.sleep(0.5)  # allowed: the critical section's work (virtual time in the machine)
     return {"finished": True}
 
 
