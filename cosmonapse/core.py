@@ -329,16 +329,13 @@ class Core:
         pathways = self._pathways.get(sig.trace_id)
         if pathways:
             for pw in pathways:
-                if not pw._closed and (
-                    pw._held is not None or (pw._callbacks is not None and sig.type in pw._callbacks)
-                ):
+                if pw._needs_callbacks(sig):
                     return False
         if sig.parent_id is not None and self.ops:
             self.ops.deliver(sig)
         if pathways:
             for pw in list(pathways):
-                if not pw._closed:
-                    pw._accept(sig)
+                pw._deliver_nowait(sig)
         if sig.type in TERMINAL_TYPES and self.ops:
             self.ops.fail_trace(sig.trace_id, "ended")
         return True

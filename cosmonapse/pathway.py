@@ -171,6 +171,17 @@ class Pathway:
         if sig.type in TERMINAL_TYPES:
             self._close_now()
 
+    def _needs_callbacks(self, sig: Signal) -> bool:
+        """True when filing *sig* runs ``on()`` callbacks or waits behind them (only ``_deliver`` may)."""
+        return not self._closed and (
+            self._held is not None or (self._callbacks is not None and sig.type in self._callbacks)
+        )
+
+    def _deliver_nowait(self, sig: Signal) -> None:
+        """File *sig* at once: ``_deliver`` for a Signal that needs no callbacks."""
+        if not self._closed:
+            self._accept(sig)
+
     def _accept(self, sig: Signal) -> None:
         if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
             self._buffer(sig)
