@@ -257,10 +257,7 @@ class AxonHosting(Service):
     async def _on_task(self, sig: Signal) -> None:
         if is_routed_task(sig):
             return  # a routed TASK is run from the queue group's copy
-        if sig.trace_id in self._core.tombstones:
-            self.refused_stopped += 1
-            return
-        axon = self.select(sig)
+        axon = self._runnable_on(sig)
         if axon is not None and self.first_run(sig.id):
             if self._core.tasks_saturated:
                 self.waited += 1
@@ -270,10 +267,7 @@ class AxonHosting(Service):
         """``_on_task`` when a runner is free now; False (nothing done) when the TASK must wait."""
         if is_routed_task(sig):
             return True
-        if sig.trace_id in self._core.tombstones:
-            self.refused_stopped += 1
-            return True
-        axon = self.select(sig)
+        axon = self._runnable_on(sig)
         if axon is None:
             return True
         if sig.id in self.seen:  # delivered again: counted and not run twice, as _on_task does
@@ -289,10 +283,7 @@ class AxonHosting(Service):
         core = self._core
         if not core.running or sig.type is not T.TASK:
             return
-        if sig.trace_id in core.tombstones:
-            self.refused_stopped += 1
-            return
-        axon = self.select(sig)
+        axon = self._runnable_on(sig)
         if axon is None:
             return
         if sig.id in self.seen:  # run here already (or running): neither run again nor handed back
@@ -316,6 +307,13 @@ class AxonHosting(Service):
             self.declined += 1
             return True
         return False  # the bus would not take it now (our own buffer full, in-process): keep it
+
+    def _runnable_on(self, task: Signal) -> Axon | None:
+        """The Axon to run *task* on; None when its trace is STOPped (counted) or no Axon here takes it."""
+        if task.trace_id in self._core.tombstones:
+            self.refused_stopped += 1
+            return None
+        return self.select(task)
 
     def select(self, task: Signal) -> Axon | None:
         """Addressed → that id; routed → first Axon with every capability; open call → catch_all."""
