@@ -50,6 +50,7 @@ from .deadlines import Deadlines
 from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
+from .prims import Prims
 from .runners import FailureLog, JobFn, RunnerPool, call_any, describe_fn
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
@@ -189,6 +190,8 @@ class Core:
         self.ops: OpTable = OpTable()
         self.running: bool = False
         self.deadlines: Deadlines | None = None
+        #: The running loop's own primitives (set again at start, inside the loop).
+        self.prims: Prims = Prims.current_or_generic()
         self.clock: Clock = Clock(self._launch_tick)
         self._services: list[Service] = []
         # Traces in the order their first Pathway opened (evictions take the oldest first).
@@ -876,6 +879,7 @@ class Core:
         watch(self, self.dendrite_id, self._gauges)
         self._host = host
         tg = host.task_group
+        self.prims = Prims.current()
         self.deadlines = Deadlines()
         # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
         # only a few hundred idle runners are kept after a burst (each holds a task's memory).

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 
 import anyio
+
+from .prims import Prims, Waitable
 
 __all__ = ["Deadlines", "Timer"]
 
@@ -28,7 +31,7 @@ class Timer:
         self._owner = owner
         self.key: int = key
         self.expired: bool = False
-        self.target: anyio.Event | None = None
+        self.target: Waitable | None = None
 
     def fire(self) -> None:
         """Mark expired and wake the waiter."""
@@ -44,10 +47,14 @@ class Timer:
 class Deadlines:
     """Bucketed deadlines served by ``run()`` (start it in a task group)."""
 
-    __slots__ = ("_buckets", "_heap", "_sleeping_until", "_wake", "resolution")
+    __slots__ = ("_buckets", "_heap", "_now", "_sleeping_until", "_wake", "new_event", "resolution")
 
     def __init__(self, resolution: float = 0.002) -> None:
         self.resolution: float = resolution
+        prims = Prims.current_or_generic()
+        self._now = prims.now
+        #: The loop's own event, for the waits these deadlines bound (one per wait).
+        self.new_event: Callable[[], Waitable] = prims.event
         self._buckets: dict[int, set[Timer]] = {}
         self._heap: list[int] = []
         self._wake = anyio.Event()
@@ -58,7 +65,7 @@ class Deadlines:
 
     def schedule(self, delay: float) -> Timer:
         """A Timer that fires *delay* seconds from now (rounded up to the resolution)."""
-        key = math.ceil((anyio.current_time() + max(delay, 0.0)) / self.resolution)
+        key = math.ceil((self._now() + max(delay, 0.0)) / self.resolution)
         timer = Timer(self, key)
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -88,7 +95,7 @@ class Deadlines:
                 self._wake = anyio.Event()
                 continue
             key = heap[0]
-            delay = key * self.resolution - anyio.current_time()
+            delay = key * self.resolution - self._now()
             if delay > 0:
                 self._sleeping_until = key
                 with anyio.move_on_after(delay):

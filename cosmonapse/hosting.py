@@ -338,7 +338,7 @@ class AxonHosting(Service):
         if trace in core.tombstones:
             self.refused_stopped += 1
             return  # STOPped while it waited for a runner
-        scope = anyio.CancelScope()
+        scope = core.prims.cancel_scope()
         core.file_scope(trace, scope)  # STOP cancels it
         try:
             with scope:

@@ -37,6 +37,7 @@ import anyio.lowlevel
 
 from .deadlines import Deadlines, Timer
 from .errors import PathwayClosedError, PathwayTimeout
+from .prims import Waitable
 from .runners import FailureLog, call_any, describe_fn, in_context
 from .signal import TERMINAL_SCOPE_TYPES, TERMINAL_TYPES, WAIT_TYPES, Signal, SignalType
 from .telemetry import log_extra
@@ -116,7 +117,7 @@ class Pathway:
         self.scope: PathwayScope = scope
         self._max = max_buffer
         self._buf: list[Signal] = []
-        self._waiters: list[anyio.Event] | None = None
+        self._waiters: list[Waitable] | None = None
         self._callbacks: dict[SignalType, list[Callback]] | None = None
         # Signals whose callbacks (or an earlier Signal's) have not finished yet, in arrival order
         self._held: deque[Signal] | None = None
@@ -280,7 +281,7 @@ class Pathway:
         if deadlines is not None:
             timer = deadlines.schedule(timeout_s)
             try:
-                return await self._take_blocking(wanted, what, timer, timeout_s)
+                return await self._take_blocking(wanted, what, timer, timeout_s, deadlines.new_event)
             finally:
                 timer.cancel()
         try:
@@ -300,6 +301,7 @@ class Pathway:
         what: str,
         timer: Timer | None = None,
         timeout_s: float | None = None,
+        new_event: Callable[[], Waitable] = anyio.Event,
     ) -> Signal:
         while True:
             sig = self._pop_first(wanted)
@@ -308,7 +310,7 @@ class Pathway:
             if self._closed:
                 why = f" ({self._why})" if self._why else ""
                 raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived{why}")
-            ev = anyio.Event()
+            ev = new_event()
             if timer is not None:
                 if timer.expired:
                     raise self._timeout(what, timeout_s)

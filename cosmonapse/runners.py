@@ -41,6 +41,8 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .prims import Prims, Waitable
+
 __all__ = ["FailureLog", "Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
 
 log: logging.Logger = logging.getLogger("cosmonapse.runners")
@@ -157,8 +159,8 @@ class _Slot:
 
     __slots__ = ("event", "job")
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: Waitable) -> None:
+        self.event = event
         self.job: Job | None = None
 
 
@@ -218,6 +220,7 @@ class RunnerPool:
         "_backlog",
         "_closed",
         "_describe",
+        "_event",
         "_idle",
         "_tg",
         "_waiters",
@@ -249,7 +252,8 @@ class RunnerPool:
         self.runners: int = 0
         self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
-        self._waiters: deque[anyio.Event] = deque()  # submitters waiting for a free runner
+        self._event = Prims.current_or_generic().event  # the loop's own event: built per hand-over
+        self._waiters: deque[Waitable] = deque()  # submitters waiting for a free runner
         self._backlog: deque[Job] = deque()  # submit_nowait's jobs behind busy runners
         self.backlog_limit: int = backlog
         self._describe = describe
@@ -277,7 +281,7 @@ class RunnerPool:
                 raise anyio.ClosedResourceError
             if self._hand_over(job):
                 return
-            ev = anyio.Event()
+            ev = self._event()
             self._waiters.append(ev)
             try:
                 await ev.wait()
@@ -370,7 +374,7 @@ class RunnerPool:
                     continue
                 if self._closed or self.runners - self.busy > self.max_idle:
                     return
-                slot = _Slot()
+                slot = _Slot(self._event())
                 self._idle.append(slot)
                 self._wake_waiter()
                 try:

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "cosmonapse.__about__": PROTOCOL,
     "cosmonapse.runners": PROTOCOL,
     "cosmonapse.deadlines": PROTOCOL,
+    "cosmonapse.prims": PROTOCOL,
     "cosmonapse.clock": PROTOCOL,
     # ... and OpenTelemetry (spans, metrics, the trace context in meta and in log records): every
     #    layer reports through it, so it sits at the bottom and imports only the envelope
