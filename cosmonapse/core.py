@@ -51,7 +51,7 @@ from .errors import DendriteProtocolError, PathwayBusyError, SynapseClosedError
 from .ops import OpTable
 from .pathway import Callback, Pathway, PathwayRole, PathwayScope
 from .prims import Prims
-from .runners import FailureLog, JobFn, RunnerPool, call_any, describe_fn
+from .runners import Cancellable, FailureLog, JobFn, RunnerPool, call_any, describe_fn
 from .signal import PATHWAY_TYPES, TERMINAL_TYPES, Signal, SignalType
 from .subjects import signal_subject, subject_for
 from .synapse.base import Handler, Subscription, Synapse
@@ -204,7 +204,7 @@ class Core:
         self._suppressed_before = 0  # suppressed errors of pools already closed
         # user code's failures (handlers, callbacks, hooks), rate-limited per logger and job
         self._failure_logs: dict[str, FailureLog] = {}
-        self._trace_scopes: dict[str, set[anyio.CancelScope]] = {}
+        self._trace_scopes: dict[str, set[Cancellable]] = {}
         self._host: TaskHost | None = None
         self._task_pool: RunnerPool | None = None
         self._job_pool: RunnerPool | None = None
@@ -485,7 +485,7 @@ class Core:
             return True
         return False
 
-    async def publish_in_scope(self, scope: anyio.CancelScope, sig: Signal) -> bool:
+    async def publish_in_scope(self, scope: Cancellable, sig: Signal) -> bool:
         """Publish what the work of a trace produced (a Neuron's reply or emit), unless that work is over.
 
         It is over once its *scope* was cancelled (STOP, ``cancel_trace``, ``stop()``),
@@ -754,7 +754,7 @@ class Core:
                 pass  # stopping: the clock is cancelled next
 
     # ------------------------------------------------------------------ trace scopes
-    def file_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+    def file_scope(self, trace_id: str, scope: Cancellable) -> None:
         """File *scope* under *trace_id*: ``cancel_trace`` cancels it (call ``unfile_scope`` after)."""
         scopes = self._trace_scopes.get(trace_id)
         if scopes is None:
@@ -762,7 +762,7 @@ class Core:
         else:
             scopes.add(scope)
 
-    def unfile_scope(self, trace_id: str, scope: anyio.CancelScope) -> None:
+    def unfile_scope(self, trace_id: str, scope: Cancellable) -> None:
         scopes = self._trace_scopes.get(trace_id)
         if scopes is not None:
             scopes.discard(scope)
@@ -884,7 +884,7 @@ class Core:
         # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
         # only a few hundred idle runners are kept after a burst (each holds a task's memory).
         idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
-        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task")
+        self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task", scoped=True)
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
         self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority")
         self._sub_lock = anyio.Lock()

@@ -43,6 +43,7 @@ from .context import NeuronContext, current_task
 from .core import Core, FastRoute, Route, Service
 from .errors import DendriteProtocolError
 from .ids import SeenIds
+from .runners import Cancellable, job_scope
 from .signal import Directed, Signal, SignalType
 from .telemetry import log_extra
 
@@ -332,46 +333,66 @@ class AxonHosting(Service):
         return None
 
     async def run(self, axon: Axon, task: Signal) -> None:
-        """Run *task* on *axon* in its trace's cancel scope; publish the replies."""
+        """Run *task* on *axon* in its trace's cancel scope; publish the replies.
+
+        On the task pool's runners that scope is the runner's (``job_scope``: entering
+        a cancel scope per TASK costs as much as the rest of its hand-over on trio);
+        anywhere else the TASK gets a scope of its own.
+        """
         core = self._core
-        trace = task.trace_id
-        if trace in core.tombstones:
+        if task.trace_id in core.tombstones:
             self.refused_stopped += 1
             return  # STOPped while it waited for a runner
-        scope = core.prims.cancel_scope()
-        core.file_scope(trace, scope)  # STOP cancels it
+        handle = job_scope.get()
+        if handle is None:
+            with core.prims.cancel_scope() as scope:
+                await self._run_in(scope, axon, task)
+            if scope.cancelled_caught:
+                self._cancelled(axon, task)
+            return
         try:
-            with scope:
-                token = current_task.set(task)
-                try:
-                    ctx = NeuronContext(
-                        task,
-                        axon.neuron_id,
-                        # what the Neuron emits goes out only while its work is live (not
-                        # cancelled, not STOPped): a shielded cleanup or a thread is silenced
-                        publish=functools.partial(core.publish_in_scope, scope),
-                        entries=await axon.fetch_context(task),
-                        dendrite_id=core.dendrite_id,
-                        dendrite=self._context_host,
-                    )
-                    # Axon.run raises if the TASK was cancelled, so the first reply needs no
-                    # check; a STOP landing while it is published is checked before a FINAL.
-                    replies = await axon.run(task, ctx)
-                    if replies:
-                        await core.publish(replies[0])
-                        for reply in replies[1:]:
-                            await core.publish_in_scope(scope, reply)
-                finally:
-                    current_task.reset(token)
-        finally:
-            core.unfile_scope(trace, scope)
-        if scope.cancelled_caught:
-            log.debug(
-                "TASK %s on trace %s was cancelled",
-                task.id,
-                trace,
-                extra=log_extra(task, neuron=axon.neuron_id),
+            await self._run_in(handle, axon, task)
+        except anyio.get_cancelled_exc_class():
+            if not handle.cancel_called:
+                raise  # not this TASK's cancellation (the Dendrite is stopping)
+            # this TASK's own (STOP): over, as when a scope of its own exits; the runner
+            # renews its scope before anything else awaits in it
+            self._cancelled(axon, task)
+
+    async def _run_in(self, scope: Cancellable, axon: Axon, task: Signal) -> None:
+        core = self._core
+        trace = task.trace_id
+        core.file_scope(trace, scope)  # STOP cancels it
+        token = current_task.set(task)
+        try:
+            ctx = NeuronContext(
+                task,
+                axon.neuron_id,
+                # what the Neuron emits goes out only while its work is live (not
+                # cancelled, not STOPped): a shielded cleanup or a thread is silenced
+                publish=functools.partial(core.publish_in_scope, scope),
+                entries=await axon.fetch_context(task),
+                dendrite_id=core.dendrite_id,
+                dendrite=self._context_host,
             )
+            # Axon.run raises if the TASK was cancelled, so the first reply needs no
+            # check; a STOP landing while it is published is checked before a FINAL.
+            replies = await axon.run(task, ctx)
+            if replies:
+                await core.publish(replies[0])
+                for reply in replies[1:]:
+                    await core.publish_in_scope(scope, reply)
+        finally:
+            current_task.reset(token)
+            core.unfile_scope(trace, scope)
+
+    def _cancelled(self, axon: Axon, task: Signal) -> None:
+        log.debug(
+            "TASK %s on trace %s was cancelled",
+            task.id,
+            task.trace_id,
+            extra=log_extra(task, neuron=axon.neuron_id),
+        )
 
     async def _on_discover(self, sig: Signal) -> None:
         if self.axons and self._answers_discover():

@@ -36,14 +36,25 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from types import CoroutineType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .prims import Prims, Waitable
 
-__all__ = ["FailureLog", "Job", "JobFn", "RunnerPool", "call_any", "in_context", "is_async_callable"]
+__all__ = [
+    "Cancellable",
+    "FailureLog",
+    "Job",
+    "JobFn",
+    "JobScope",
+    "RunnerPool",
+    "call_any",
+    "in_context",
+    "is_async_callable",
+    "job_scope",
+]
 
 log: logging.Logger = logging.getLogger("cosmonapse.runners")
 
@@ -164,6 +175,48 @@ class _Slot:
         self.job: Job | None = None
 
 
+class Cancellable(Protocol):
+    """What STOP cancels for a trace's work: a cancel scope, or a ``JobScope``."""
+
+    @property
+    def cancel_called(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
+class JobScope:
+    """The cancel handle of one job on a scoped runner: ``cancel()`` cancels that job only.
+
+    A scoped runner keeps one cancel scope open across its jobs instead of entering
+    one per job (on trio a scope costs about as much as the rest of a TASK's
+    hand-over).  ``cancel()`` reaches the runner's scope only while this job runs;
+    the runner checks the scope after every job and opens a fresh one before the
+    next job whenever it was cancelled, so a cancel never reaches another job.
+    """
+
+    __slots__ = ("_live", "_scope", "cancel_called")
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self._scope = scope
+        self._live = True
+        self.cancel_called: bool = False
+
+    def cancel(self) -> None:
+        """Cancel this job (a no-op once it is over)."""
+        if self._live and not self.cancel_called:
+            self.cancel_called = True
+            self._scope.cancel()
+
+    def _close(self) -> None:
+        self._live = False
+
+
+#: The running job's ``JobScope`` on a scoped runner (None elsewhere).
+job_scope: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar(
+    "cosmonapse_job_scope", default=None
+)
+
+
 def is_async_callable(fn: Any) -> bool:
     """A coroutine function, a ``partial`` of one, or an object whose ``__call__`` is one."""
     while isinstance(fn, functools.partial):
@@ -222,6 +275,7 @@ class RunnerPool:
         "_describe",
         "_event",
         "_idle",
+        "_scope_class",
         "_tg",
         "_waiters",
         "backlog_limit",
@@ -242,6 +296,7 @@ class RunnerPool:
         name: str = "runner",
         backlog: int = DEFAULT_BACKLOG,
         describe: Describe = describe_fn,
+        scoped: bool = False,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -252,7 +307,10 @@ class RunnerPool:
         self.runners: int = 0
         self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
-        self._event = Prims.current_or_generic().event  # the loop's own event: built per hand-over
+        prims = Prims.current_or_generic()
+        self._event = prims.event  # the loop's own event: built per hand-over
+        #: scoped: each job runs under a cancel scope, its ``JobScope`` in ``job_scope``
+        self._scope_class: type[anyio.CancelScope] | None = prims.cancel_scope if scoped else None
         self._waiters: deque[Waitable] = deque()  # submitters waiting for a free runner
         self._backlog: deque[Job] = deque()  # submit_nowait's jobs behind busy runners
         self.backlog_limit: int = backlog
@@ -359,35 +417,62 @@ class RunnerPool:
         base = contextvars.copy_context()  # what every job on this runner starts from
         try:
             while job is not None:
-                fn, args = job
-                self.busy += 1
-                try:
-                    awaitable = fn(*args)
-                    coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
-                    await in_context(coro, base.copy())
-                except Exception as exc:
-                    self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
-                finally:
-                    self.busy -= 1
-                if self._backlog and not self._closed:
-                    job = self._backlog.popleft()
+                scope_class = self._scope_class
+                if scope_class is None:
+                    job = await self._serve(job, base, None)
                     continue
-                if self._closed or self.runners - self.busy > self.max_idle:
-                    return
-                slot = _Slot(self._event())
-                self._idle.append(slot)
-                self._wake_waiter()
-                try:
-                    await slot.event.wait()
-                except BaseException:
-                    if slot in self._idle:
-                        self._idle.remove(slot)
-                    raise
-                job = slot.job
+                with scope_class() as scope:
+                    job = await self._serve(job, base, scope)
+                if scope.cancel_called:  # a job was cancelled: the next one gets a fresh scope
+                    job = await self._next_job()
         finally:
             self.runners -= 1
             if not self._closed:
                 self._wake_waiter()  # a retiring runner leaves room for a new one
+
+    async def _serve(
+        self, job: Job | None, base: contextvars.Context, scope: anyio.CancelScope | None
+    ) -> Job | None:
+        """Run jobs until the runner ends (None), or until *scope* was cancelled by one."""
+        while job is not None:
+            fn, args = job
+            self.busy += 1
+            context = base.copy()
+            handle = None
+            if scope is not None:
+                handle = JobScope(scope)
+                context.run(job_scope.set, handle)
+            try:
+                awaitable = fn(*args)
+                coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
+                await in_context(coro, context)
+            except Exception as exc:
+                self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
+            finally:
+                self.busy -= 1
+                if handle is not None:
+                    handle._close()
+            if scope is not None and scope.cancel_called:
+                return None  # the caller opens a new scope, then takes the next job
+            job = await self._next_job()
+        return None
+
+    async def _next_job(self) -> Job | None:
+        """The backlog's next job, or wait idle for one; None: this runner ends."""
+        if self._backlog and not self._closed:
+            return self._backlog.popleft()
+        if self._closed or self.runners - self.busy > self.max_idle:
+            return None
+        slot = _Slot(self._event())
+        self._idle.append(slot)
+        self._wake_waiter()
+        try:
+            await slot.event.wait()
+        except BaseException:
+            if slot in self._idle:
+                self._idle.remove(slot)
+            raise
+        return slot.job
 
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextvars
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from cosmonapse.clock import Clock
-from cosmonapse.runners import RunnerPool
+from cosmonapse.runners import JobScope, RunnerPool, job_scope
 from cosmonapse.testing.harness import assert_no_leaked_tasks
 
 pytestmark = pytest.mark.anyio
@@ -274,3 +275,125 @@ async def test_clock_rejects_a_non_positive_period() -> None:
 
     with pytest.raises(ValueError):
         Clock(launch).add(0, job)
+
+
+# -- scoped runners: one cancel scope across jobs, each job cancelled alone ----------------------
+
+
+async def test_a_scoped_job_cancelled_by_its_handle_ends_and_the_next_job_on_that_runner_runs() -> None:
+    """One runner (limit 1), so the second job runs on the runner whose scope was cancelled."""
+    outcomes: list[str] = []
+    handles: list[object] = []
+    started = anyio.Event()
+    second_done = anyio.Event()
+
+    async def blocked() -> None:
+        handle = job_scope.get()
+        assert handle is not None
+        handles.append(handle)
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            outcomes.append("first cancelled")
+            raise
+
+    async def after() -> None:
+        handle = job_scope.get()
+        assert handle is not None and handle is not handles[0]
+        await anyio.lowlevel.checkpoint()  # it would raise here if the old scope were still in force
+        outcomes.append("second ran")
+        second_done.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = RunnerPool(tg, 1, scoped=True)
+            await pool.submit(blocked)
+            await started.wait()
+            handles[0].cancel()  # type: ignore[attr-defined]
+            await pool.submit(after)  # waits for the only runner, which must come back
+            await second_done.wait()
+            assert pool.runners == 1  # the same runner, not a new one
+            pool.close()
+    assert outcomes == ["first cancelled", "second ran"]
+
+
+async def test_a_handle_cancelled_after_its_job_is_over_touches_nothing() -> None:
+    kept: list[JobScope] = []
+    resumed = anyio.Event()
+    release = anyio.Event()
+
+    async def quick() -> None:
+        handle = job_scope.get()
+        assert handle is not None
+        kept.append(handle)
+
+    async def later() -> None:
+        await release.wait()  # checkpoints here and after: a stray cancel would end it
+        await anyio.lowlevel.checkpoint()
+        resumed.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = RunnerPool(tg, 1, scoped=True)
+            await pool.submit(quick)
+            await pool.submit(later)  # the same runner takes it once quick is over
+            await anyio.wait_all_tasks_blocked()
+            kept[0].cancel()
+            assert not kept[0].cancel_called
+            release.set()
+            await resumed.wait()
+            pool.close()
+
+
+async def test_a_job_that_swallows_its_cancellation_does_not_leave_the_scope_cancelled_for_the_next() -> None:
+    started = anyio.Event()
+    done: list[str] = []
+    finished = anyio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            done.append("swallowed")  # user code that catches cancellation and returns
+
+    async def innocent() -> None:
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        done.append("innocent ran")
+        finished.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = RunnerPool(tg, 1, scoped=True)
+            handle_box: list[object] = []
+
+            async def capture() -> None:
+                handle_box.append(job_scope.get())
+                await stubborn()
+
+            await pool.submit(capture)
+            await started.wait()
+            handle_box[0].cancel()  # type: ignore[attr-defined]
+            await pool.submit(innocent)
+            await finished.wait()
+            pool.close()
+    assert done == ["swallowed", "innocent ran"]
+
+
+async def test_an_unscoped_pool_sets_no_job_scope() -> None:
+    seen: list[object] = []
+    done = anyio.Event()
+
+    async def look() -> None:
+        seen.append(job_scope.get())
+        done.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            pool = RunnerPool(tg, 1)
+            await pool.submit(look)
+            await done.wait()
+            pool.close()
+    assert seen == [None]
