@@ -205,13 +205,17 @@ class Axon:
             except Exception:
                 log.exception("closing neuron %s failed", self.neuron_id)
 
-    async def run(self, task: Signal, context: NeuronContext) -> list[Signal]:
+    async def run(
+        self, task: Signal, context: NeuronContext, *, check_cancelled: bool = True
+    ) -> list[Signal]:
         """Run the Neuron on *task*; return the reply Signal(s) to publish.
 
         Any exception but the runtime's cancellation becomes ERROR
         ``NEURON_EXCEPTION``; an output that is not plain JSON becomes ERROR
         ``INVALID_OUTPUT``.  When the TASK was cancelled, cancellation propagates
-        and there is no reply, whatever the Neuron returned.
+        and there is no reply, whatever the Neuron returned.  A host that knows its
+        TASK's cancel scope passes ``check_cancelled=False`` and checks that scope
+        itself after a normal return (cheaper than asking the event loop).
         """
         input = task.payload.get("input")
         if not isinstance(input, dict):
@@ -229,7 +233,8 @@ class Axon:
             message = self.scrub(f"{type(exc).__name__}: {exc}")
             self._log_failure(task, exc)
             return [_error(task, self.neuron_id, "NEURON_EXCEPTION", message)]
-        await anyio.lowlevel.checkpoint_if_cancelled()  # returned after its STOP: no reply
+        if check_cancelled:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # returned after its STOP: no reply
         if self._scrubber is not None:
             output = self._scrubber(output)
         problem = json_problem(output)

@@ -375,9 +375,12 @@ class AxonHosting(Service):
                 dendrite_id=core.dendrite_id,
                 dendrite=self._context_host,
             )
-            # Axon.run raises if the TASK was cancelled, so the first reply needs no
-            # check; a STOP landing while it is published is checked before a FINAL.
-            replies = await axon.run(task, ctx)
+            replies = await axon.run(task, ctx, check_cancelled=False)
+            if scope.cancel_called or not core.running:
+                # cancelled after the Neuron returned (a STOP, the Dendrite stopping): this
+                # raises, so there is no reply; the first reply needs no other check, and a
+                # STOP landing while it is published is checked before a FINAL
+                await anyio.lowlevel.checkpoint_if_cancelled()
             if replies:
                 await core.publish(replies[0])
                 for reply in replies[1:]:
