@@ -192,6 +192,12 @@ async def open_dev_link(
     return link
 
 
+def _pub_line(subject: str, signal: Signal) -> bytes:
+    """The ``pub`` op for *signal* on *subject* (its frame is the Signal's JSON as a string)."""
+    frame = encode_signal(signal).decode()
+    return orjson.dumps({"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def _sub_line(sub: Subscription) -> bytes:
     """One ``sub`` op per subject of *sub* (each with its own sub_id)."""
     return b"".join(
@@ -471,25 +477,41 @@ class DevSynapse(Synapse):
         for event in waiters:
             event.set()
 
-    async def _enqueue(self, data: _Line, what: str) -> None:
-        """Queue one line; waits (up to ``publish_timeout``) only for a connection or for room."""
+    def _enqueue_now(self, data: _Line, what: str) -> _Line | None:
+        """The part of ``_enqueue`` that never waits: None when *data* was written or queued,
+        else what is still to be queued (*data* itself: nothing was sent).
+
+        A direct write happens only with the outbox empty, so a remainder it leaves
+        always fits: what comes back is either None or all of *data*.
+        """
         if self._closing or self._outbox is None:
             raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
         link = self._link
-        if link is not None:
-            if not self._writer_busy and type(data) is bytes and link.direct is not None:
-                data = self._write_now(link.direct, data)
-                if not data:
-                    return
-            try:
-                self._outbox.send_nowait(data)
-                self._writer_busy = True  # what comes next must queue behind it
-                self._gate.queued()
-                return
-            except anyio.WouldBlock:
-                bus_event("backpressure", "outbox")  # the outbox is full: we wait for the writer
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+        if link is None:
+            return data
+        if not self._writer_busy and type(data) is bytes and link.direct is not None:
+            data = self._write_now(link.direct, data)
+            if not data:
+                return None
+        try:
+            self._outbox.send_nowait(data)
+            self._writer_busy = True  # what comes next must queue behind it
+            self._gate.queued()
+            return None
+        except anyio.WouldBlock:
+            bus_event("backpressure", "outbox")  # the outbox is full: the caller waits for the writer
+            return data
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+
+    async def _enqueue(self, data: _Line, what: str) -> None:
+        """Queue one line; waits (up to ``publish_timeout``) only for a connection or for room."""
+        rest = self._enqueue_now(data, what)
+        if rest is None:
+            return
+        data = rest
+        outbox = self._outbox
+        assert outbox is not None  # _enqueue_now raised if it were
         try:
             with anyio.fail_after(self.publish_timeout):
                 while self._link is None:
@@ -497,7 +519,7 @@ class DevSynapse(Synapse):
                         raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
                     assert self._up is not None
                     await self._up.wait()
-                await self._outbox.send(data)
+                await outbox.send(data)
         except TimeoutError:
             if self._link is None:
                 raise SynapseError(
@@ -527,11 +549,14 @@ class DevSynapse(Synapse):
         """Queue *signal*; during an outage waits up to ``publish_timeout``, then ``SynapseError``."""
         if self._tg is None:
             self._check_open(f"publish to {subject!r}")
-        frame = encode_signal(signal).decode()
-        data = orjson.dumps(
-            {"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE
-        )
-        await self._enqueue(data, f"{signal.type.value} {signal.id} on {subject}")
+        await self._enqueue(_pub_line(subject, signal), f"{signal.type.value} {signal.id} on {subject}")
+
+    def publish_nowait(self, subject: str, signal: Signal) -> bool:
+        """``publish`` when connected with room in the outbox (no waiting); else False, nothing sent."""
+        if self._tg is None or self._closing or self._link is None:
+            return False
+        what = f"{signal.type.value} {signal.id} on {subject}"
+        return self._enqueue_now(_pub_line(subject, signal), what) is None
 
     async def _control(self, data: _Line, what: str) -> bool:
         """Queue a ``sub``/``unsub`` while connected (False when not: the reconnect restores the set)."""

@@ -874,6 +874,32 @@ class NatsSynapse(Synapse):
         if size > self.max_payload:
             raise _too_large(subject, size, self.max_payload)
         conn = await self._writable(f"publish to {subject!r}")
+        self._put(conn, subject, head, payload)
+
+    def publish_nowait(self, subject: str, signal: Signal) -> bool:
+        """``publish`` when the connection is up and its outbox has room (no waiting); else False.
+
+        False, with nothing sent, also for a Signal that carries trace headers (``publish``
+        sends those).
+        """
+        if self._tg is None or self._closing:
+            return False
+        meta = signal.meta
+        if meta and self._headers and ("traceparent" in meta or "tracestate" in meta):
+            return False
+        conn = self._conn
+        if conn is None or len(conn.outbox) >= self.outbox_limit:
+            return False
+        payload = encode_signal(signal)
+        if len(payload) > self.max_payload:
+            raise _too_large(subject, len(payload), self.max_payload)
+        self._put(conn, subject, self._pub_head(subject), payload)
+        return True
+
+    @staticmethod
+    def _put(conn: _Conn, subject: str, head: bytes, payload: bytes) -> None:
+        """Write one PUB on *conn* (it has room): at once when nothing is queued, else into the outbox."""
+        size = len(payload)
         if size > conn.max_payload:
             raise _too_large(subject, size, conn.max_payload)
         if conn.writer_idle and not conn.outbox:  # may go straight out: one piece
