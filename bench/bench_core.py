@@ -15,8 +15,9 @@ from typing import Any
 
 import anyio
 
-from cosmonapse import Axon, Dendrite, MemorySynapse
+from cosmonapse import Axon, Dendrite, Directed, MemorySynapse, Signal, SignalType, new_trace_id
 from cosmonapse.core import DEFAULT_MAX_OPEN_PATHWAYS
+from cosmonapse.deadlines import Deadlines
 
 SEQ_CALLS = 3000
 WARMUP = 300
@@ -69,6 +70,62 @@ async def _raw_inflight(clients: int, rounds: int) -> float:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(server)
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as clients_tg:
+            for _ in range(clients):
+                clients_tg.start_soon(client)
+        elapsed = time.perf_counter() - t0
+        tg.cancel_scope.cancel()
+    return clients * rounds / elapsed
+
+
+async def _guarded_inflight(clients: int, rounds: int) -> float:
+    """``_raw_inflight`` plus the least a ``dispatch_and_wait`` must do per call: the floor.
+
+    Per call, with the cheapest primitive we have for each: the caller builds a TASK
+    Signal (fresh ids and timestamp, attrs checks), files an ``anyio.Event`` under its
+    trace id and waits on it under a deadline (one shared ``Deadlines`` timer task, as
+    Pathways wait); the server task files one cancel scope under the trace id (what
+    STOP cancels) and, inside it, builds the reply Signal, stores it for the waiter it
+    finds by the reply's trace id and wakes it.  Left out: a runner task per call
+    (Neurons running concurrently), the subscription buffers and their backpressure,
+    Pathway objects, the bus's subject index, telemetry.
+    """
+    req_send, req_recv = anyio.create_memory_object_stream[Signal](clients)
+    waiting: dict[str, tuple[anyio.Event, list[Signal]]] = {}
+    scopes: dict[str, anyio.CancelScope] = {}
+    deadlines = Deadlines()
+    echo_to = Directed(id="echo")
+
+    async def server() -> None:
+        async for task in req_recv:
+            scope = scopes[task.trace_id] = anyio.CancelScope()
+            with scope:
+                reply = Signal(type=SignalType.AGENT_OUTPUT, trace_id=task.trace_id, parent_id=task.id,
+                               directed=task.directed, payload={"output": task.payload["input"]})  # fmt: skip
+                event, box = waiting.pop(reply.trace_id)
+                box.append(reply)
+                event.set()
+            del scopes[task.trace_id]
+
+    async def client() -> None:
+        for i in range(rounds):
+            task = Signal(type=SignalType.TASK, trace_id=new_trace_id(), directed=echo_to,
+                          payload={"input": {"i": i}})  # fmt: skip
+            event, box = waiting[task.trace_id] = anyio.Event(), []
+            timer = deadlines.schedule(60)
+            timer.target = event
+            try:
+                await req_send.send(task)
+                await event.wait()
+            finally:
+                timer.cancel()
+            if timer.expired or not box:
+                raise TimeoutError(f"no reply on {task.trace_id} within 60 s")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server)
+        tg.start_soon(deadlines.run)
         t0 = time.perf_counter()
         async with anyio.create_task_group() as clients_tg:
             for _ in range(clients):

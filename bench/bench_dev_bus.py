@@ -118,7 +118,8 @@ async def _raw_worker(port: int) -> None:
         await writer.drain()
 
 
-async def _raw_client(port: int) -> tuple[list[float], float]:
+async def _raw_client(port: int, window: Any = None) -> tuple[list[float], float]:
+    """Sequential latencies, then throughput; *window* (``open()``/``close()``) wraps the latter."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"client\n")
     samples = []
@@ -130,21 +131,25 @@ async def _raw_client(port: int) -> tuple[list[float], float]:
         if i >= WARMUP:
             samples.append(time.perf_counter() - t0)
     # Throughput with IN_FLIGHT requests outstanding at all times.
+    if window is not None:
+        window.open()
     t0 = time.perf_counter()
-    window = asyncio.Semaphore(IN_FLIGHT)
+    credit = asyncio.Semaphore(IN_FLIGHT)
 
     async def send_all() -> None:
         for _ in range(IN_FLIGHT_CALLS):
-            await window.acquire()
+            await credit.acquire()
             writer.write(RAW_LINE)
             await writer.drain()
 
     sender = asyncio.ensure_future(send_all())  # bench-only helper, not library code
     for _ in range(IN_FLIGHT_CALLS):
         await reader.readline()
-        window.release()
+        credit.release()
     await sender
     rate = IN_FLIGHT_CALLS / (time.perf_counter() - t0)
+    if window is not None:
+        window.close()
     writer.close()
     return samples, rate
 
@@ -232,6 +237,16 @@ def _measure_anyio_relay(backend: str) -> tuple[list[float], float]:
             return anyio.run(_anyio_client, port, backend=backend)
 
 
+def _measure_wire_relay(backend: str) -> tuple[list[float], float]:
+    """The relay doing the protocol's minimum per message (``bench.wire_relay``)."""
+    from bench.wire_relay import wire_client
+
+    with _role("wire-broker", backend) as (_, line):
+        port = int(line.split()[1])
+        with _role("wire-worker", str(port), backend):
+            return anyio.run(wire_client, port, backend=backend)
+
+
 # -- cosmo:// ------------------------------------------------------------------------
 
 
@@ -254,7 +269,8 @@ async def _echo_worker(url: str) -> None:
         await synapse.close()
 
 
-async def _dendrite_worker(url: str) -> None:
+async def _dendrite_worker(url: str, max_tasks: int | None = None) -> None:
+    """An echo Axon on a worker Dendrite; *max_tasks* defaults to ``2 × IN_FLIGHT`` of this module (128)."""
     from cosmonapse import Axon, Dendrite, connect_synapse
 
     async def echo(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -263,9 +279,12 @@ async def _dendrite_worker(url: str) -> None:
     synapse = await connect_synapse(url)
     try:
         dendrite = Dendrite(synapse=synapse, namespace="bench", role="worker", dendrite_id="bench-worker",
-                            max_concurrent_tasks=IN_FLIGHT * 2)  # fmt: skip
+                            max_concurrent_tasks=max_tasks or IN_FLIGHT * 2)  # fmt: skip
         dendrite.attach_axon(Axon("echo", echo, ["echo"]))
         async with dendrite:
+            flush = getattr(synapse, "flush", None)  # NATS: our subscriptions are in place first
+            if flush is not None:
+                await flush()
             print("ready", flush=True)
             await anyio.sleep_forever()
     finally:
@@ -365,6 +384,18 @@ async def _dendrite_client(url: str) -> tuple[list[float], float]:
         await synapse.close()
 
 
+def _bus_role(backend: str) -> None:
+    """The dev bus as ``cosmo synapse start memory -n bench --quiet`` runs it, in a bench role
+    (so that ``bench.profiling`` can open a window in it)."""
+    import logging
+
+    from cosmonapse.cli.synapse import _serve
+    from cosmonapse.synapse.dev_server import DevSynapseServer
+
+    logging.getLogger("cosmonapse").setLevel(logging.ERROR)
+    anyio.run(_serve, DevSynapseServer("127.0.0.1", 0), "bench", None, True, backend=backend)
+
+
 def _measure_cosmo(
     client: Any, worker_role: str, *, observers: bool = False, backend: str = "asyncio"
 ) -> Any:
@@ -444,18 +475,32 @@ def main() -> None:
     print(f"({time.perf_counter() - t0:.1f} s)")
 
 
+def _wire(name: str) -> Any:
+    from bench import wire_relay
+
+    return getattr(wire_relay, name)
+
+
 _ROLES: dict[str, Callable[..., Any]] = {
     "raw-broker": lambda: asyncio.run(_raw_broker()),
     "raw-worker": lambda port: asyncio.run(_raw_worker(int(port))),
     "anyio-broker": lambda backend: anyio.run(_anyio_broker, backend=backend),
     "anyio-worker": lambda port, backend: anyio.run(_anyio_worker, int(port), backend=backend),
+    "wire-broker": lambda backend: anyio.run(_wire("wire_broker"), backend=backend),
+    "wire-worker": lambda port, backend: anyio.run(_wire("wire_worker"), int(port), backend=backend),
     "echo-worker": lambda url, backend: anyio.run(_echo_worker, url, backend=backend),
-    "dendrite-worker": lambda url, backend: anyio.run(_dendrite_worker, url, backend=backend),
+    "dendrite-worker": lambda url, backend, max_tasks="0": anyio.run(
+        _dendrite_worker, url, int(max_tasks) or None, backend=backend
+    ),
+    "bus": _bus_role,
     "observers": lambda url: anyio.run(_observers, url),
 }
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        from bench.profiling import install_from_env
+
+        install_from_env()  # python -m bench profile's window; a no-op otherwise
         try:
             _ROLES[sys.argv[2]](*sys.argv[3:])
         except KeyboardInterrupt:

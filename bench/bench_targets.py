@@ -15,6 +15,14 @@ baselines are the wire with nothing of ours on it:
   no trio), sequential and 1,000 in flight;
 * token streaming: raw pub/sub of the same frames (``bench_streaming``).
 
+Floors, measured in the same rounds as the figures they explain (rows marked
+``floor:``): for in-process, the raw in-flight baseline plus the least our
+guarantees need per call (``bench_core._guarded_inflight``: two Signals, a deadline,
+a cancel scope); for cosmo://, the relay on anyio streams (the socket layer alone)
+and that relay doing what the wire format forces at each hop (``bench.wire_relay``);
+for NATS, ``NatsSynapse`` without a Dendrite.  ``python -m bench profile`` shows
+where the CPU time per call goes in each process.
+
 Our figures are ``dispatch_and_wait`` from an orchestrator Dendrite to an echo
 Axon on a worker Dendrite, on asyncio and on trio (every process of the run on
 that backend).
@@ -62,7 +70,9 @@ async def _core_round() -> dict[str, float]:
     seq = await bench_core._with_pair(bench_core._dispatch_seq)
     raw_rate = await bench_core._raw_inflight(IN_FLIGHT, bench_core.ROUNDS_PER_CLIENT)
     rate = await bench_core._with_pair(bench_core._dispatch_inflight, max_concurrent_tasks=IN_FLIGHT)
+    floor_rate = await bench_core._guarded_inflight(IN_FLIGHT, bench_core.ROUNDS_PER_CLIENT)
     return {
+        "floor_rate": floor_rate,
         "raw_p50": statistics.median(raw_seq) * 1e6,
         "p50": statistics.median(seq) * 1e6,
         "raw_rate": raw_rate,
@@ -73,15 +83,20 @@ async def _core_round() -> dict[str, float]:
 # -- cosmo:// ---------------------------------------------------------------------------------
 
 
-def _cosmo_round(backend: str | None, *, anyio_relay: bool = False) -> dict[str, float]:
+def _cosmo_round(
+    backend: str | None, *, anyio_relay: bool = False, wire_relay: bool = False
+) -> dict[str, float]:
     """*backend* None: the raw relay; else bus, worker and caller on *backend* (or the
-    same relay written on anyio streams: the socket layer's own cost, the floor)."""
+    same relay written on anyio streams: the socket layer's own cost, a floor; or that
+    relay doing the wire format's work per hop, ``bench.wire_relay``: the other floor)."""
     calls = IN_FLIGHT * 10
     with _patched(bench_dev_bus, IN_FLIGHT=IN_FLIGHT, IN_FLIGHT_CALLS=calls):
         if backend is None:
             samples, rate = bench_dev_bus._measure_raw()
         elif anyio_relay:
             samples, rate = bench_dev_bus._measure_anyio_relay(backend)
+        elif wire_relay:
+            samples, rate = bench_dev_bus._measure_wire_relay(backend)
         else:
             samples, rate = bench_dev_bus._measure_cosmo(
                 bench_dev_bus._dendrite_client, "dendrite-worker", backend=backend
@@ -138,11 +153,18 @@ async def _nats_round(url: str) -> dict[str, float]:
 
 
 @contextmanager
-def _nats_server() -> Iterator[str]:
+def nats_server() -> Iterator[Any]:
+    """A real nats-server on a free loopback port (the tests' ``NatsServer``: ``.url``, ``.proc``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from nats_util import NatsServer  # the tests' server helper
 
     with NatsServer() as server:
+        yield server
+
+
+@contextmanager
+def _nats_server() -> Iterator[str]:
+    with nats_server() as server:
         yield f"nats://127.0.0.1:{server.port}"
 
 
@@ -164,6 +186,7 @@ def measure(repeats: int = REPEATS) -> dict[str, list[dict[str, float]]]:
             for backend in BACKENDS:
                 add(f"cosmo/{backend}", lambda b=backend: _cosmo_round(b))
                 add(f"cosmo/anyio-{backend}", lambda b=backend: _cosmo_round(b, anyio_relay=True))
+                add(f"cosmo/wire-{backend}", lambda b=backend: _cosmo_round(b, wire_relay=True))
             add("nats/raw", lambda: anyio.run(_nats_py_round, url, backend="asyncio"))
             for backend in BACKENDS:
                 add(f"nats/{backend}", lambda b=backend: anyio.run(_nats_round, url, backend=b))
@@ -202,6 +225,12 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
         rate = _med(core, "rate")
         row(f"in-process {IN_FLIGHT:,} in flight (rt/s), {b}", rate, _med(core, "raw_rate"), ratio,
             "≥ 0.75× raw, ≥ 20,000/s", ratio >= 0.75 and rate >= 20_000)  # fmt: skip
+    for b in BACKENDS:  # bench_core._guarded_inflight: what it includes is in its docstring
+        core = m[f"core/{b}"]
+        ratio = _ratio_med(core, core, "floor_rate", "raw_rate")
+        row(f"  floor: raw + 2 Signals, deadline, cancel scope {IN_FLIGHT:,} in flight, {b}",
+            _med(core, "floor_rate"), _med(core, "raw_rate"), ratio, "(guarantees' minimum)",
+            None)  # fmt: skip
     for bus, what, seq_target in (("cosmo", "cosmo://", 1.3), ("nats", "NATS", 1.1)):
         raw = m[f"{bus}/raw"]
         base = "relay" if bus == "cosmo" else "nats-py"
@@ -216,6 +245,10 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
                 ratio = _ratio_med(floor, raw, "p50", "p50")
                 row(f"  floor: the relay on anyio streams p50 (µs), {b}", _med(floor, "p50"),
                     _med(raw, "p50"), ratio, "(socket layer alone)", None)  # fmt: skip
+                wire = m[f"cosmo/wire-{b}"]
+                row(f"  floor: that relay doing the protocol's minimum p50 (µs), {b}", _med(wire, "p50"),
+                    _med(raw, "p50"), _ratio_med(wire, raw, "p50", "p50"), "(+ wire format per hop)",
+                    None)  # fmt: skip
             else:
                 ours = m[f"nats/{b}"]
                 ratio = _ratio_med(ours, raw, "bus_p50", "p50")
@@ -232,6 +265,10 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
                 ratio = _ratio_med(floor, raw, "rate", "rate")
                 row(f"  floor: the relay on anyio streams {IN_FLIGHT:,} in flight, {b}", _med(floor, "rate"),
                     _med(raw, "rate"), ratio, "(socket layer alone)", None)  # fmt: skip
+                wire = m[f"cosmo/wire-{b}"]
+                row(f"  floor: that relay doing the protocol's minimum {IN_FLIGHT:,} in flight, {b}",
+                    _med(wire, "rate"), _med(raw, "rate"), _ratio_med(wire, raw, "rate", "rate"),
+                    "(+ wire format per hop)", None)  # fmt: skip
     for b in BACKENDS:
         mem = m[f"memory/{b}"][0]
         row(f"bytes per running Neuron call (10,000 running), {b}", mem["bytes"], mem["floor"],
