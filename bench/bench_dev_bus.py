@@ -270,7 +270,10 @@ async def _echo_worker(url: str) -> None:
 
 
 async def _dendrite_worker(url: str, max_tasks: int | None = None) -> None:
-    """An echo Axon on a worker Dendrite; *max_tasks* defaults to ``2 × IN_FLIGHT`` of this module (128)."""
+    """An echo Axon on a worker Dendrite; *max_tasks* defaults to ``2 × IN_FLIGHT`` of this module (128).
+
+    ``_measure_cosmo`` passes the caller's ``2 × IN_FLIGHT``: a child process never sees the
+    sizes a caller patched into this module."""
     from cosmonapse import Axon, Dendrite, connect_synapse
 
     async def echo(input: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -399,8 +402,10 @@ def _bus_role(backend: str) -> None:
 def _measure_cosmo(
     client: Any, worker_role: str, *, observers: bool = False, backend: str = "asyncio"
 ) -> Any:
-    """Bus, worker and caller all on *backend*."""
-    with _bus("--backend", backend) as url, _role(worker_role, url, backend):
+    """Bus, worker and caller all on *backend*; a Dendrite worker runs up to 2 × ``IN_FLIGHT``
+    TASKs at once (the value in *this* process: a caller that patched it gets a worker to match)."""
+    extra = (str(IN_FLIGHT * 2),) if worker_role == "dendrite-worker" else ()
+    with _bus("--backend", backend) as url, _role(worker_role, url, backend, *extra):
         if observers:
             with _role("observers", url):
                 return anyio.run(client, url, backend=backend)

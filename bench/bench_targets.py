@@ -107,9 +107,18 @@ def _cosmo_round(
 # -- NATS -------------------------------------------------------------------------------------
 
 
-async def _nats_py_round(url: str) -> dict[str, float]:
-    """nats-py request/reply, requester and responder in this process: sequential, then in flight."""
+async def _nats_py_round(url: str, wire: bool = False) -> dict[str, float]:
+    """nats-py request/reply, requester and responder in this process: sequential, then in flight.
+
+    *wire*: the same, doing what the protocol forces per message and nothing more (the
+    floor under our NATS figures): the requester builds and encodes a TASK Signal and
+    decodes the reply; the responder decodes the TASK, builds the AGENT_OUTPUT reply and
+    encodes it.  No Dendrite: no routing, runners, Pathways, deadlines or STOP scopes.
+    """
     import nats  # nats-py: the baseline's client
+
+    from bench.wire_relay import task_signal
+    from cosmonapse import SignalType, decode_signal, encode_signal
 
     payload = bench_nats.PAYLOAD
     responder = await nats.connect(url)
@@ -119,19 +128,32 @@ async def _nats_py_round(url: str) -> dict[str, float]:
         async def echo(msg: Any) -> None:
             await responder.publish(msg.reply, msg.data)
 
-        await responder.subscribe("raw.echo", cb=echo)
+        async def echo_signal(msg: Any) -> None:
+            task = decode_signal(msg.data)
+            reply = task.reply(SignalType.AGENT_OUTPUT, {"output": task.payload.get("input")})
+            await responder.publish(msg.reply, encode_signal(reply))
+
+        await responder.subscribe("raw.echo", cb=echo_signal if wire else echo)
         await responder.flush()
+
+        async def call(wait_s: float) -> None:  # nats-py's own request timeout bounds it
+            if wire:
+                answer = await requester.request("raw.echo", encode_signal(task_signal()), timeout=wait_s)
+                decode_signal(answer.data)
+            else:
+                await requester.request("raw.echo", payload, timeout=wait_s)
+
         samples = []
         for i in range(bench_nats.SEQ_CALLS + bench_nats.WARMUP):
             t0 = time.perf_counter()
-            await requester.request("raw.echo", payload, timeout=10)
+            await call(10)
             if i >= bench_nats.WARMUP:
                 samples.append(time.perf_counter() - t0)
         rounds = 10
 
         async def client() -> None:
             for _ in range(rounds):
-                await requester.request("raw.echo", payload, timeout=30)
+                await call(30)
 
         t0 = time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -188,6 +210,7 @@ def measure(repeats: int = REPEATS) -> dict[str, list[dict[str, float]]]:
                 add(f"cosmo/anyio-{backend}", lambda b=backend: _cosmo_round(b, anyio_relay=True))
                 add(f"cosmo/wire-{backend}", lambda b=backend: _cosmo_round(b, wire_relay=True))
             add("nats/raw", lambda: anyio.run(_nats_py_round, url, backend="asyncio"))
+            add("nats/wire", lambda: anyio.run(_nats_py_round, url, True, backend="asyncio"))
             for backend in BACKENDS:
                 add(f"nats/{backend}", lambda b=backend: anyio.run(_nats_round, url, backend=b))
     for backend in BACKENDS:
@@ -254,6 +277,11 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
                 ratio = _ratio_med(ours, raw, "bus_p50", "p50")
                 row(f"  floor: NatsSynapse echo, no Dendrite p50 (µs), {b}", _med(ours, "bus_p50"),
                     _med(raw, "p50"), ratio, "(bus layer alone)", None)  # fmt: skip
+        if bus == "nats":
+            wire = m["nats/wire"]
+            row("  floor: nats-py doing the protocol's minimum p50 (µs), asyncio", _med(wire, "p50"),
+                _med(raw, "p50"), _ratio_med(wire, raw, "p50", "p50"), "(+ Signal per message)",
+                None)  # fmt: skip
         for b in BACKENDS:
             ours = m[f"{bus}/{b}"]
             ratio = _ratio_med(ours, raw, "rate", "rate")
@@ -269,6 +297,11 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
                 row(f"  floor: that relay doing the protocol's minimum {IN_FLIGHT:,} in flight, {b}",
                     _med(wire, "rate"), _med(raw, "rate"), _ratio_med(wire, raw, "rate", "rate"),
                     "(+ wire format per hop)", None)  # fmt: skip
+        else:
+            wire = m["nats/wire"]
+            row(f"  floor: nats-py doing the protocol's minimum {IN_FLIGHT:,} in flight, asyncio",
+                _med(wire, "rate"), _med(raw, "rate"), _ratio_med(wire, raw, "rate", "rate"),
+                "(+ Signal per message)", None)  # fmt: skip
     for b in BACKENDS:
         mem = m[f"memory/{b}"][0]
         row(f"bytes per running Neuron call (10,000 running), {b}", mem["bytes"], mem["floor"],

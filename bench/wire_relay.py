@@ -31,7 +31,7 @@ import orjson
 from cosmonapse import Directed, Signal, SignalType, decode_signal, encode_signal, new_trace_id
 from cosmonapse.synapse.framing import LineReader
 
-__all__ = ["wire_broker", "wire_client", "wire_worker"]
+__all__ = ["task_signal", "wire_broker", "wire_client", "wire_worker"]
 
 TASK = "cosmonapse.bench.TASK"
 REPLY = "cosmonapse.bench.AGENT_OUTPUT"
@@ -95,9 +95,13 @@ async def wire_worker(port: int) -> None:
         return
 
 
+def task_signal() -> Signal:
+    """The TASK a caller builds per call (fresh ids and timestamp, directed to ``echo``)."""
+    return Signal(type=SignalType.TASK, trace_id=new_trace_id(), directed=_ECHO, payload={"input": PAYLOAD})
+
+
 def _task_line() -> bytes:
-    return _pub(TASK, Signal(type=SignalType.TASK, trace_id=new_trace_id(), directed=_ECHO,
-                             payload={"input": PAYLOAD}))  # fmt: skip
+    return _pub(TASK, task_signal())
 
 
 def _reply(line: bytes) -> Signal:
