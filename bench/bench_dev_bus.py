@@ -161,7 +161,15 @@ def _measure_raw() -> tuple[list[float], float]:
             return asyncio.run(_raw_client(port))
 
 
-async def _anyio_broker() -> None:
+async def _connect(port: int, ours: bool) -> Any:
+    """anyio's stream, or ours (``aiostream``: its own class on asyncio, anyio's on trio)."""
+    from cosmonapse.synapse.aiostream import connect_tcp
+
+    return await (connect_tcp if ours else anyio.connect_tcp)("127.0.0.1", port)
+
+
+async def _anyio_broker(ours: bool = False) -> None:
+    from cosmonapse.synapse.aiostream import accept
     from cosmonapse.synapse.framing import LineReader
 
     peers: dict[bytes, Any] = {}
@@ -183,13 +191,18 @@ async def _anyio_broker() -> None:
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     print(f"ready {listener.extra(anyio.abc.SocketAttribute.local_port)}", flush=True)
-    await listener.serve(handle)
+    if not ours:
+        await listener.serve(handle)
+        return
+    async with anyio.create_task_group() as tg:
+        while True:
+            tg.start_soon(handle, await accept(listener.listeners[0]))  # type: ignore[arg-type]
 
 
-async def _anyio_worker(port: int) -> None:
+async def _anyio_worker(port: int, ours: bool = False) -> None:
     from cosmonapse.synapse.framing import LineReader
 
-    stream = await anyio.connect_tcp("127.0.0.1", port)
+    stream = await _connect(port, ours)
     lines = LineReader(stream)
     await stream.send(b"worker\n")
     print("ready", flush=True)
@@ -200,10 +213,10 @@ async def _anyio_worker(port: int) -> None:
         return
 
 
-async def _anyio_client(port: int) -> tuple[list[float], float]:
+async def _anyio_client(port: int, ours: bool = False) -> tuple[list[float], float]:
     from cosmonapse.synapse.framing import LineReader
 
-    stream = await anyio.connect_tcp("127.0.0.1", port)
+    stream = await _connect(port, ours)
     lines = LineReader(stream)
     await stream.send(b"client\n")
 
@@ -230,11 +243,13 @@ async def _anyio_client(port: int) -> tuple[list[float], float]:
     return samples, rate
 
 
-def _measure_anyio_relay(backend: str) -> tuple[list[float], float]:
-    with _role("anyio-broker", backend) as (_, line):
+def _measure_anyio_relay(backend: str, ours: bool = False) -> tuple[list[float], float]:
+    """The relay on anyio streams, or (*ours*) on ``aiostream``'s: the socket layer's own cost."""
+    streams = "ours" if ours else "anyio"
+    with _role("anyio-broker", backend, streams) as (_, line):
         port = int(line.split()[1])
-        with _role("anyio-worker", str(port), backend):
-            return anyio.run(_anyio_client, port, backend=backend)
+        with _role("anyio-worker", str(port), backend, streams):
+            return anyio.run(_anyio_client, port, ours, backend=backend)
 
 
 def _measure_wire_relay(backend: str) -> tuple[list[float], float]:
@@ -489,8 +504,10 @@ def _wire(name: str) -> Any:
 _ROLES: dict[str, Callable[..., Any]] = {
     "raw-broker": lambda: asyncio.run(_raw_broker()),
     "raw-worker": lambda port: asyncio.run(_raw_worker(int(port))),
-    "anyio-broker": lambda backend: anyio.run(_anyio_broker, backend=backend),
-    "anyio-worker": lambda port, backend: anyio.run(_anyio_worker, int(port), backend=backend),
+    "anyio-broker": lambda backend, streams: anyio.run(_anyio_broker, streams == "ours", backend=backend),
+    "anyio-worker": lambda port, backend, streams: anyio.run(
+        _anyio_worker, int(port), streams == "ours", backend=backend
+    ),
     "wire-broker": lambda backend: anyio.run(_wire("wire_broker"), backend=backend),
     "wire-worker": lambda port, backend: anyio.run(_wire("wire_worker"), int(port), backend=backend),
     "echo-worker": lambda url, backend: anyio.run(_echo_worker, url, backend=backend),

@@ -14,9 +14,11 @@ dev bus's wire format forces on it and nothing more:
   the AGENT_OUTPUT reply and encodes it in a ``pub`` envelope;
 * the caller parses the ``msg`` and decodes the reply Signal.
 
-Left out, because the wire does not force them: wildcard subject matching, bounded
-outboxes and writer tasks, backpressure, per-trace routing, runners, Pathways,
-deadlines.  Roles run with ``python -m bench.bench_dev_bus --role wire-broker|wire-worker``.
+Sockets are our buses' own (``cosmonapse.synapse.aiostream``: its protocol-based
+stream on asyncio, anyio's on trio).  Left out, because the wire does not force
+them: wildcard subject matching, bounded outboxes and writer tasks, backpressure,
+per-trace routing, runners, Pathways, deadlines.  Roles run with
+``python -m bench.bench_dev_bus --role wire-broker|wire-worker``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import anyio.abc
 import orjson
 
 from cosmonapse import Directed, Signal, SignalType, decode_signal, encode_signal, new_trace_id
+from cosmonapse.synapse.aiostream import accept, connect_tcp
 from cosmonapse.synapse.framing import LineReader
 
 __all__ = ["task_signal", "wire_broker", "wire_client", "wire_worker"]
@@ -77,11 +80,13 @@ async def wire_broker() -> None:
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
     print(f"ready {listener.extra(anyio.abc.SocketAttribute.local_port)}", flush=True)
-    await listener.serve(handle)
+    async with anyio.create_task_group() as tg:  # our buses' socket layer (aiostream), as our bus has
+        while True:
+            tg.start_soon(handle, await accept(listener.listeners[0]))  # type: ignore[arg-type]
 
 
 async def wire_worker(port: int) -> None:
-    stream = await anyio.connect_tcp("127.0.0.1", port)
+    stream = await connect_tcp("127.0.0.1", port)
     lines = LineReader(stream)
     await _subscribe(stream, lines, TASK)
     print("ready", flush=True)
@@ -115,7 +120,7 @@ async def wire_client(port: int, window: Any = None) -> tuple[list[float], float
     """
     from bench import bench_dev_bus
 
-    stream = await anyio.connect_tcp("127.0.0.1", port)
+    stream = await connect_tcp("127.0.0.1", port)
     lines = LineReader(stream)
     await _subscribe(stream, lines, REPLY)
 

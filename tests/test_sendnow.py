@@ -78,6 +78,10 @@ async def _burst_in_order(publisher: Any, subscriber: Any, subject: str) -> None
             done.set()
 
     await subscriber.subscribe(subject, on_signal)
+    if isinstance(subscriber, NatsSynapse):
+        await (
+            subscriber.flush()
+        )  # NATS subscribe does not wait for the server: the publisher is another connection
     for i in range(count):
         # Big and small frames mixed, some with a pause (the direct path opens again after one).
         text = BIG if i % 3 == 0 else "small"
@@ -100,7 +104,6 @@ async def test_nats_burst_with_direct_writes_arrives_whole_and_in_order() -> Non
     with NatsServer() as server:
         url = f"nats://127.0.0.1:{server.port}"
         async with NatsSynapse(url) as pub, NatsSynapse(url) as sub:
-            await sub.flush()
             await _burst_in_order(pub, sub, "cosmonapse.t.THOUGHT_DELTA")
 
 

@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "cosmonapse.telemetry": PROTOCOL,
     # 2. buses
     "cosmonapse.synapse": BUSES,
+    "cosmonapse.synapse.aiostream": BUSES,  # the asyncio socket stream under the dev bus and NATS
     # 3. participants: the Neuron contract and what it is handed (context), Neuron sources,
     #    Engrams and their serving, registry stores
     "cosmonapse.axon": PARTICIPANTS,

@@ -41,6 +41,7 @@ from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
 from ..telemetry import bus_event
+from .aiostream import connect_tcp
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -161,7 +162,7 @@ async def open_dev_link(
     timeout = connect_timeout
     try:
         with anyio.fail_after(timeout):
-            stream = await anyio.connect_tcp(host, port)
+            stream = await connect_tcp(host, port)
     except TimeoutError:
         raise SynapseError(f"cannot reach dev bus {where}: no connection within {timeout:g}s") from None
     except OSError as exc:

@@ -43,6 +43,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..telemetry import bus_event, refresh
+from .aiostream import accept
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
@@ -269,7 +270,7 @@ class DevSynapseServer:
         """Accept forever; a failed accept (e.g. out of file descriptors) is logged, not fatal."""
         while True:
             try:
-                stream = await listener.accept()
+                stream = await accept(listener)  # our asyncio stream on asyncio (aiostream.py)
             except OSError as exc:
                 log.error("dev bus: accept failed: %s", exc)
                 await anyio.sleep(0.1)  # allowed: back off while the process is out of descriptors

@@ -52,6 +52,7 @@ from anyio.streams.tls import TLSStream
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
+from .aiostream import connect_tcp
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -513,7 +514,7 @@ class NatsSynapse(Synapse):
     async def _handshake(self, server: _Server) -> _Conn:
         """Connect, read INFO, [TLS], send CONNECT (+ every active SUB) + PING, wait for the PONG."""
         with anyio.fail_after(self.connect_timeout):
-            stream: ByteStream = await anyio.connect_tcp(server.host, server.port)
+            stream: ByteStream = await connect_tcp(server.host, server.port)
             try:
                 parser = Parser()
                 early: list[Event] = []

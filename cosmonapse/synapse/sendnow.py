@@ -11,6 +11,8 @@ queues the rest (or all of it, on 0) for the writer as before, so order, outbox
 bounds and backpressure are unchanged, and a publish cannot be cancelled half-way
 through a write that never awaits.
 
+* our asyncio stream (``aiostream.AioSocketStream``): its ``write_now``, the same
+  rule as the next item.
 * asyncio: the stream's transport writes (it sends at once when its own buffer is
   empty, and keeps the rest in order).  Used only while that buffer is empty and
   writing is not paused, so it holds at most the remainder of one frame.
@@ -26,6 +28,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+
+from .aiostream import AioSocketStream
 
 __all__ = ["DIRECT_IDLE_S", "DirectGate", "DirectWriter", "direct_writer"]
 
@@ -72,7 +76,9 @@ class DirectGate:
 
 
 def direct_writer(stream: object) -> DirectWriter | None:
-    """A synchronous writer for *stream* when it is a plain anyio TCP/Unix socket stream, else None."""
+    """A synchronous writer for *stream* when it is a plain TCP/Unix socket stream, else None."""
+    if isinstance(stream, AioSocketStream):
+        return stream.write_now
     module = type(stream).__module__
     if module == "anyio._backends._asyncio":
         return _asyncio_writer(stream)
