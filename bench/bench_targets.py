@@ -18,7 +18,7 @@ baselines are the wire with nothing of ours on it:
 Floors, measured in the same rounds as the figures they explain (rows marked
 ``floor:``): for in-process, the raw in-flight baseline plus the least our
 guarantees need per call (``bench_core._guarded_inflight``: two Signals, a deadline,
-a cancel scope); for cosmo://, the relay on anyio streams (the socket layer alone)
+a cancel scope); for cosmo://, the relay on our socket layer (the socket layer alone)
 and that relay doing what the wire format forces at each hop (``bench.wire_relay``);
 for NATS, ``NatsSynapse`` without a Dendrite.  ``python -m bench profile`` shows
 where the CPU time per call goes in each process.
@@ -86,15 +86,16 @@ async def _core_round() -> dict[str, float]:
 def _cosmo_round(
     backend: str | None, *, anyio_relay: bool = False, wire_relay: bool = False
 ) -> dict[str, float]:
-    """*backend* None: the raw relay; else bus, worker and caller on *backend* (or the
-    same relay written on anyio streams: the socket layer's own cost, a floor; or that
-    relay doing the wire format's work per hop, ``bench.wire_relay``: the other floor)."""
+    """*backend* None: the raw relay; else bus, worker and caller on *backend*; or the
+    same relay on our buses' streams (``aiostream``: protocols on asyncio, anyio's on
+    trio), the socket layer's own cost, a floor; or that relay doing the wire format's
+    work per hop (``bench.wire_relay``), the other floor."""
     calls = IN_FLIGHT * 10
     with _patched(bench_dev_bus, IN_FLIGHT=IN_FLIGHT, IN_FLIGHT_CALLS=calls):
         if backend is None:
             samples, rate = bench_dev_bus._measure_raw()
         elif anyio_relay:
-            samples, rate = bench_dev_bus._measure_anyio_relay(backend)
+            samples, rate = bench_dev_bus._measure_anyio_relay(backend, ours=True)
         elif wire_relay:
             samples, rate = bench_dev_bus._measure_wire_relay(backend)
         else:
@@ -266,7 +267,7 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
             if bus == "cosmo":
                 floor = m[f"cosmo/anyio-{b}"]
                 ratio = _ratio_med(floor, raw, "p50", "p50")
-                row(f"  floor: the relay on anyio streams p50 (µs), {b}", _med(floor, "p50"),
+                row(f"  floor: the relay on our socket layer p50 (µs), {b}", _med(floor, "p50"),
                     _med(raw, "p50"), ratio, "(socket layer alone)", None)  # fmt: skip
                 wire = m[f"cosmo/wire-{b}"]
                 row(f"  floor: that relay doing the protocol's minimum p50 (µs), {b}", _med(wire, "p50"),
@@ -291,8 +292,8 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
             for b in BACKENDS:
                 floor = m[f"cosmo/anyio-{b}"]
                 ratio = _ratio_med(floor, raw, "rate", "rate")
-                row(f"  floor: the relay on anyio streams {IN_FLIGHT:,} in flight, {b}", _med(floor, "rate"),
-                    _med(raw, "rate"), ratio, "(socket layer alone)", None)  # fmt: skip
+                row(f"  floor: the relay on our socket layer {IN_FLIGHT:,} in flight, {b}",
+                    _med(floor, "rate"), _med(raw, "rate"), ratio, "(socket layer alone)", None)  # fmt: skip
                 wire = m[f"cosmo/wire-{b}"]
                 row(f"  floor: that relay doing the protocol's minimum {IN_FLIGHT:,} in flight, {b}",
                     _med(wire, "rate"), _med(raw, "rate"), _ratio_med(wire, raw, "rate", "rate"),
