@@ -252,12 +252,16 @@ def _measure_anyio_relay(backend: str, ours: bool = False) -> tuple[list[float],
             return anyio.run(_anyio_client, port, ours, backend=backend)
 
 
-def _measure_wire_relay(backend: str) -> tuple[list[float], float]:
-    """The relay doing the protocol's minimum per message (``bench.wire_relay``)."""
-    from bench.wire_relay import wire_client
+def _measure_wire_relay(backend: str, handoff: bool = False) -> tuple[list[float], float]:
+    """The relay doing the protocol's minimum per message (``bench.wire_relay``); *handoff*:
+    and the two task hand-overs our guarantees add (sequential only: the rate is 0)."""
+    from bench.wire_relay import wire_client, wire_handoff_client
 
     with _role("wire-broker", backend) as (_, line):
         port = int(line.split()[1])
+        if handoff:
+            with _role("wire-worker", str(port), backend, "handoff"):
+                return anyio.run(wire_handoff_client, port, backend=backend), 0.0
         with _role("wire-worker", str(port), backend):
             return anyio.run(wire_client, port, backend=backend)
 
@@ -509,7 +513,9 @@ _ROLES: dict[str, Callable[..., Any]] = {
         _anyio_worker, int(port), streams == "ours", backend=backend
     ),
     "wire-broker": lambda backend: anyio.run(_wire("wire_broker"), backend=backend),
-    "wire-worker": lambda port, backend: anyio.run(_wire("wire_worker"), int(port), backend=backend),
+    "wire-worker": lambda port, backend, handoff="": anyio.run(
+        _wire("wire_worker"), int(port), handoff == "handoff", backend=backend
+    ),
     "echo-worker": lambda url, backend: anyio.run(_echo_worker, url, backend=backend),
     "dendrite-worker": lambda url, backend, max_tasks="0": anyio.run(
         _dendrite_worker, url, int(max_tasks) or None, backend=backend

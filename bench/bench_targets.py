@@ -84,7 +84,7 @@ async def _core_round() -> dict[str, float]:
 
 
 def _cosmo_round(
-    backend: str | None, *, anyio_relay: bool = False, wire_relay: bool = False
+    backend: str | None, *, anyio_relay: bool = False, wire_relay: bool = False, handoff: bool = False
 ) -> dict[str, float]:
     """*backend* None: the raw relay; else bus, worker and caller on *backend*; or the
     same relay on our buses' streams (``aiostream``: protocols on asyncio, anyio's on
@@ -97,7 +97,7 @@ def _cosmo_round(
         elif anyio_relay:
             samples, rate = bench_dev_bus._measure_anyio_relay(backend, ours=True)
         elif wire_relay:
-            samples, rate = bench_dev_bus._measure_wire_relay(backend)
+            samples, rate = bench_dev_bus._measure_wire_relay(backend, handoff=handoff)
         else:
             samples, rate = bench_dev_bus._measure_cosmo(
                 bench_dev_bus._dendrite_client, "dendrite-worker", backend=backend
@@ -210,6 +210,10 @@ def measure(repeats: int = REPEATS) -> dict[str, list[dict[str, float]]]:
                 add(f"cosmo/{backend}", lambda b=backend: _cosmo_round(b))
                 add(f"cosmo/anyio-{backend}", lambda b=backend: _cosmo_round(b, anyio_relay=True))
                 add(f"cosmo/wire-{backend}", lambda b=backend: _cosmo_round(b, wire_relay=True))
+                add(
+                    f"cosmo/handoff-{backend}",
+                    lambda b=backend: _cosmo_round(b, wire_relay=True, handoff=True),
+                )
             add("nats/raw", lambda: anyio.run(_nats_py_round, url, backend="asyncio"))
             add("nats/wire", lambda: anyio.run(_nats_py_round, url, True, backend="asyncio"))
             for backend in BACKENDS:
@@ -273,6 +277,10 @@ def rows(m: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
                 row(f"  floor: that relay doing the protocol's minimum p50 (µs), {b}", _med(wire, "p50"),
                     _med(raw, "p50"), _ratio_med(wire, raw, "p50", "p50"), "(+ wire format per hop)",
                     None)  # fmt: skip
+                hand = m[f"cosmo/handoff-{b}"]
+                row(f"  floor: + a reader that hands each Signal to another task p50 (µs), {b}",
+                    _med(hand, "p50"), _med(raw, "p50"), _ratio_med(hand, raw, "p50", "p50"),
+                    "(+ reader isolation)", None)  # fmt: skip
             else:
                 ours = m[f"nats/{b}"]
                 ratio = _ratio_med(ours, raw, "bus_p50", "p50")

@@ -34,7 +34,7 @@ from cosmonapse import Directed, Signal, SignalType, decode_signal, encode_signa
 from cosmonapse.synapse.aiostream import accept, connect_tcp
 from cosmonapse.synapse.framing import LineReader
 
-__all__ = ["task_signal", "wire_broker", "wire_client", "wire_worker"]
+__all__ = ["task_signal", "wire_broker", "wire_client", "wire_handoff_client", "wire_worker"]
 
 TASK = "cosmonapse.bench.TASK"
 REPLY = "cosmonapse.bench.AGENT_OUTPUT"
@@ -85,17 +85,54 @@ async def wire_broker() -> None:
             tg.start_soon(handle, await accept(listener.listeners[0]))  # type: ignore[arg-type]
 
 
-async def wire_worker(port: int) -> None:
+def _answer(task: Signal) -> bytes:
+    reply = Signal(type=SignalType.AGENT_OUTPUT, trace_id=task.trace_id, parent_id=task.id,
+                   directed=task.directed, payload={"output": task.payload["input"]})  # fmt: skip
+    return _pub(REPLY, reply)
+
+
+class _Slot:
+    """One hand-over between two tasks: the least a reader that must not run the work needs."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.item: Any = None
+
+    def put(self, item: Any) -> None:
+        self.item = item
+        self.event.set()
+
+    async def take(self) -> Any:
+        await self.event.wait()
+        self.event = anyio.Event()
+        return self.item
+
+
+async def wire_worker(port: int, handoff: bool = False) -> None:
+    """Decode each TASK and answer it; *handoff*: the reader hands each TASK to another task
+    (one runner, over one slot) that answers it, as a reader that must keep reading does."""
     stream = await connect_tcp("127.0.0.1", port)
     lines = LineReader(stream)
     await _subscribe(stream, lines, TASK)
     print("ready", flush=True)
     try:
-        while True:
-            task = decode_signal(orjson.loads(await lines.receive_line())["frame"])
-            reply = Signal(type=SignalType.AGENT_OUTPUT, trace_id=task.trace_id, parent_id=task.id,
-                           directed=task.directed, payload={"output": task.payload["input"]})  # fmt: skip
-            await stream.send(_pub(REPLY, reply))
+        if not handoff:
+            while True:
+                await stream.send(_answer(decode_signal(orjson.loads(await lines.receive_line())["frame"])))
+        pending: list[Signal] = []
+        ready = _Slot()
+
+        async def runner() -> None:
+            while True:
+                await ready.take()
+                while pending:
+                    await stream.send(_answer(pending.pop(0)))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner)
+            while True:
+                pending.append(decode_signal(orjson.loads(await lines.receive_line())["frame"]))
+                ready.put(None)
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         return
 
@@ -111,6 +148,32 @@ def _task_line() -> bytes:
 
 def _reply(line: bytes) -> Signal:
     return decode_signal(orjson.loads(line)["frame"])
+
+
+async def wire_handoff_client(port: int) -> list[float]:
+    """Sequential latencies with a reader task that hands each reply to the waiting caller."""
+    from bench import bench_dev_bus
+
+    stream = await connect_tcp("127.0.0.1", port)
+    lines = LineReader(stream)
+    await _subscribe(stream, lines, REPLY)
+    replies = _Slot()
+
+    async def reader() -> None:
+        while True:
+            replies.put(_reply(await lines.receive_line()))
+
+    async def call(_i: int) -> None:
+        await stream.send(_task_line())
+        await replies.take()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        with anyio.fail_after(120):
+            samples, _ = await bench_dev_bus._timed(call, concurrent=False)
+        tg.cancel_scope.cancel()
+    await stream.aclose()
+    return samples
 
 
 async def wire_client(port: int, window: Any = None) -> tuple[list[float], float]:
