@@ -43,7 +43,7 @@ from .context import NeuronContext, current_task
 from .core import Core, FastRoute, Route, Service
 from .errors import DendriteProtocolError
 from .ids import SeenIds
-from .runners import Cancellable, job_scope
+from .runners import JobScope, job_scope
 from .signal import Directed, Signal, SignalType
 from .telemetry import log_extra
 
@@ -333,36 +333,22 @@ class AxonHosting(Service):
         return None
 
     async def run(self, axon: Axon, task: Signal) -> None:
-        """Run *task* on *axon* in its trace's cancel scope; publish the replies.
+        """Run *task* on *axon* under its ``JobScope``, filed under its trace; publish the replies.
 
-        On the task pool's runners that scope is the runner's (``job_scope``: entering
-        a cancel scope per TASK costs as much as the rest of its hand-over on trio);
-        anywhere else the TASK gets a scope of its own.
+        On the task pool's runners that handle cancels the runner's scope (``job_scope``:
+        entering a cancel scope per TASK costs as much as the rest of its hand-over on
+        trio); anywhere else the TASK gets a scope of its own.
         """
         core = self._core
-        if task.trace_id in core.tombstones:
+        trace = task.trace_id
+        if trace in core.tombstones:
             self.refused_stopped += 1
             return  # STOPped while it waited for a runner
         handle = job_scope.get()
         if handle is None:
-            with core.prims.cancel_scope() as scope:
-                await self._run_in(scope, axon, task)
-            if scope.cancelled_caught:
-                self._cancelled(axon, task)
+            await self._run_in_own_scope(axon, task)
             return
-        try:
-            await self._run_in(handle, axon, task)
-        except anyio.get_cancelled_exc_class():
-            if not handle.cancel_called:
-                raise  # not this TASK's cancellation (the Dendrite is stopping)
-            # this TASK's own (STOP): over, as when a scope of its own exits; the runner
-            # renews its scope before anything else awaits in it
-            self._cancelled(axon, task)
-
-    async def _run_in(self, scope: Cancellable, axon: Axon, task: Signal) -> None:
-        core = self._core
-        trace = task.trace_id
-        core.file_scope(trace, scope)  # STOP cancels it
+        core.file_scope(trace, handle)  # STOP cancels it
         token = current_task.set(task)
         try:
             ctx = NeuronContext(
@@ -370,13 +356,13 @@ class AxonHosting(Service):
                 axon.neuron_id,
                 # what the Neuron emits goes out only while its work is live (not
                 # cancelled, not STOPped): a shielded cleanup or a thread is silenced
-                publish=functools.partial(core.publish_in_scope, scope),
+                publish=functools.partial(core.publish_in_scope, handle),
                 entries=await axon.fetch_context(task),
                 dendrite_id=core.dendrite_id,
                 dendrite=self._context_host,
             )
             replies = await axon.run(task, ctx, check_cancelled=False)
-            if scope.cancel_called or not core.running:
+            if handle.cancel_called or not core.running:
                 # cancelled after the Neuron returned (a STOP, the Dendrite stopping): this
                 # raises, so there is no reply; the first reply needs no other check, and a
                 # STOP landing while it is published is checked before a FINAL
@@ -384,10 +370,27 @@ class AxonHosting(Service):
             if replies:
                 await core.publish(replies[0])
                 for reply in replies[1:]:
-                    await core.publish_in_scope(scope, reply)
+                    await core.publish_in_scope(handle, reply)
+        except anyio.get_cancelled_exc_class():
+            if not handle.cancel_called:
+                raise  # not this TASK's cancellation (the Dendrite is stopping)
+            # this TASK's own (STOP): over, as when a scope of its own exits; the runner
+            # renews its scope before anything else awaits in it
+            self._cancelled(axon, task)
         finally:
             current_task.reset(token)
-            core.unfile_scope(trace, scope)
+            core.unfile_scope(trace, handle)
+
+    async def _run_in_own_scope(self, axon: Axon, task: Signal) -> None:
+        """``run`` outside the task pool's runners: a cancel scope and a handle of its own."""
+        with self._core.prims.cancel_scope() as scope:
+            handle = JobScope(scope)
+            token = job_scope.set(handle)
+            try:
+                await self.run(axon, task)
+            finally:
+                job_scope.reset(token)
+                handle.close()
 
     def _cancelled(self, axon: Axon, task: Signal) -> None:
         log.debug(

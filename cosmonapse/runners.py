@@ -27,6 +27,7 @@ one summary line.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -207,9 +208,12 @@ class JobScope:
             self.cancel_called = True
             self._scope.cancel()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """The job is over: ``cancel()`` does nothing from now on."""
         self._live = False
 
+
+_NO_SCOPE = contextlib.nullcontext()  # an unscoped runner's "scope" (reusable)
 
 #: The running job's ``JobScope`` on a scoped runner (None elsewhere).
 job_scope: contextvars.ContextVar[JobScope | None] = contextvars.ContextVar(
@@ -415,47 +419,39 @@ class RunnerPool:
 
     async def _runner(self, job: Job | None) -> None:
         base = contextvars.copy_context()  # what every job on this runner starts from
+        scope_class = self._scope_class
         try:
             while job is not None:
-                scope_class = self._scope_class
-                if scope_class is None:
-                    job = await self._serve(job, base, None)
-                    continue
-                with scope_class() as scope:
-                    job = await self._serve(job, base, scope)
-                if scope.cancel_called:  # a job was cancelled: the next one gets a fresh scope
+                # scoped: one cancel scope across this runner's jobs, until a job is cancelled
+                scope = scope_class() if scope_class is not None else None
+                with scope if scope is not None else _NO_SCOPE:
+                    while job is not None:
+                        fn, args = job
+                        self.busy += 1
+                        context = base.copy()
+                        handle = None
+                        if scope is not None:
+                            handle = JobScope(scope)
+                            context.run(job_scope.set, handle)
+                        try:
+                            awaitable = fn(*args)
+                            coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
+                            await in_context(coro, context)
+                        except Exception as exc:
+                            self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
+                        finally:
+                            self.busy -= 1
+                            if handle is not None:
+                                handle.close()
+                        if scope is not None and scope.cancel_called:
+                            break  # the next job waits for a fresh scope
+                        job = await self._next_job()
+                if scope is not None and scope.cancel_called:  # a job was cancelled (or swallowed it)
                     job = await self._next_job()
         finally:
             self.runners -= 1
             if not self._closed:
                 self._wake_waiter()  # a retiring runner leaves room for a new one
-
-    async def _serve(
-        self, job: Job | None, base: contextvars.Context, scope: anyio.CancelScope | None
-    ) -> Job | None:
-        """Run jobs until the runner ends (None), or until *scope* was cancelled by one."""
-        while job is not None:
-            fn, args = job
-            self.busy += 1
-            context = base.copy()
-            handle = None
-            if scope is not None:
-                handle = JobScope(scope)
-                context.run(job_scope.set, handle)
-            try:
-                awaitable = fn(*args)
-                coro = awaitable if type(awaitable) is CoroutineType else _as_coroutine(awaitable)
-                await in_context(coro, context)
-            except Exception as exc:
-                self.failures.failed(f"{self.name} job {self._describe(fn, args)}", exc)
-            finally:
-                self.busy -= 1
-                if handle is not None:
-                    handle._close()
-            if scope is not None and scope.cancel_called:
-                return None  # the caller opens a new scope, then takes the next job
-            job = await self._next_job()
-        return None
 
     async def _next_job(self) -> Job | None:
         """The backlog's next job, or wait idle for one; None: this runner ends."""
