@@ -43,7 +43,7 @@ import anyio
 from bench import bench_core, bench_dev_bus, bench_load, bench_nats, bench_streaming
 from bench.report import format_table
 
-REPEATS = 3
+REPEATS = 5
 IN_FLIGHT = 1000
 BACKENDS = ("asyncio", "trio")
 MEMORY_CALLS = 10_000
