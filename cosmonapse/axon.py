@@ -38,7 +38,7 @@ import attrs
 from .codec import json_problem
 from .context import NeuronContext
 from .runners import is_async_callable
-from .signal import Directed, Signal, SignalType
+from .signal import Directed, Signal, SignalType, directed_to
 from .telemetry import SWITCH as _TEL
 from .telemetry import log_extra, neuron_call
 
@@ -279,7 +279,7 @@ def _reply(task: Signal, neuron_id: str, stype: SignalType, payload: dict[str, A
         type=stype,
         trace_id=task.trace_id,
         parent_id=task.id,
-        directed=Directed(id=neuron_id),
+        directed=directed_to(neuron_id),
         payload=payload,
     )
 
@@ -323,7 +323,7 @@ def reply_signals(task: Signal, neuron_id: str, output: Any) -> list[Signal]:
             type=SignalType.FINAL,
             trace_id=task.trace_id,
             parent_id=reply.id,
-            directed=Directed(id=neuron_id),
+            directed=directed_to(neuron_id),
             payload={"result": result},
         )
         return [reply, final]

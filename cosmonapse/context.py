@@ -23,7 +23,7 @@ from .envelope import (
     tool_call_signal,
     tool_result_signal,
 )
-from .signal import Directed, Signal, SignalType
+from .signal import Signal, SignalType, directed_to
 
 __all__ = ["NeuronContext", "Publish", "current_task"]
 
@@ -77,7 +77,7 @@ class NeuronContext(list[Any]):
                 type=signal_type,
                 trace_id=self.task.trace_id,
                 parent_id=self.task.id,
-                directed=Directed(id=self.neuron_id),
+                directed=directed_to(self.neuron_id),
                 payload=payload,
                 meta=dict(meta),
             )

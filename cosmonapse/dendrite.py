@@ -54,7 +54,7 @@ from .registry.mirror import RegistryService
 from .registry.record import NeuronRecord
 from .registry.store import RegistryStore
 from .retry import RetryStrategy, require_strategy, retry_loop
-from .signal import ORCHESTRATION_TYPES, SYNAPSE_TYPES, Signal, SignalType
+from .signal import ORCHESTRATION_TYPES, SYNAPSE_TYPES, WAIT_TYPES, Signal, SignalType
 from .stops import StopService, StopTombstones, TraceStoppedError, find_ledger
 from .synapse.base import Subscription, Synapse
 from .telemetry import SWITCH as _TEL
@@ -623,7 +623,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
                     )
                 wait_s = deadline - anyio.current_time()
             try:
-                return await pw.wait(wait_s)
+                return await pw._take(WAIT_TYPES, wait_s, "a reply")  # Pathway.wait, one frame less
             except PathwayTimeout:
                 gave_up = "dispatch_and_wait timed out"
         except anyio.get_cancelled_exc_class():

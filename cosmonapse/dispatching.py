@@ -15,7 +15,7 @@ from .core import Core
 from .envelope import task_payload
 from .errors import DendriteProtocolError
 from .ids import new_trace_id
-from .signal import Directed, Signal, SignalType
+from .signal import Signal, SignalType, directed_to
 from .stops import refuse_stopped
 
 __all__ = ["describe_target", "request_signal", "require_target", "task_payload"]
@@ -62,7 +62,7 @@ def request_signal(
         type=stype,
         trace_id=trace_id or new_trace_id(),
         parent_id=parent_id,
-        directed=Directed(neuron) if neuron else None,
+        directed=directed_to(neuron) if neuron else None,
         payload={"input": input, **payload},
         meta=dict(meta or {}),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ __all__ = [
     "Directed",
     "Signal",
     "SignalType",
+    "directed_to",
     "utc_now_iso",
 ]
 
@@ -173,6 +175,12 @@ class Directed:
     id: str | None = None
     type: str | None = None
     capabilities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+@functools.lru_cache(maxsize=4096)
+def directed_to(neuron_id: str) -> Directed:
+    """``Directed(neuron_id)``, shared: built once per id (it is frozen), not once per Signal."""
+    return Directed(neuron_id)
 
 
 @attrs.frozen(slots=True, eq=True)
