@@ -53,8 +53,8 @@ class Deadlines:
         self.resolution: float = resolution
         prims = Prims.current_or_generic()
         self._now = prims.now
-        #: The loop's own event, for the waits these deadlines bound (one per wait).
-        self.new_event: Callable[[], Waitable] = prims.event
+        #: The loop's own one-waiter event, for the waits these deadlines bound (one per wait).
+        self.new_event: Callable[[], Waitable] = prims.waiter
         self._buckets: dict[int, set[Timer]] = {}
         self._heap: list[int] = []
         self._wake = anyio.Event()

@@ -19,8 +19,9 @@ timer), hands back what the lookup would find, so the hot path calls it directly
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import sniffio
@@ -41,7 +42,7 @@ class Waitable(Protocol):
 class Prims:
     """The running library's event, cancel scope class and clock."""
 
-    __slots__ = ("cancel_scope", "event", "library", "now")
+    __slots__ = ("cancel_scope", "event", "library", "now", "waiter")
 
     def __init__(
         self,
@@ -49,23 +50,28 @@ class Prims:
         event: Callable[[], Waitable],
         cancel_scope: type[anyio.CancelScope],
         now: Callable[[], float],
+        waiter: Callable[[], Waitable] | None = None,
     ) -> None:
         self.library: str = library
         self.event: Callable[[], Waitable] = event
         self.cancel_scope: type[anyio.CancelScope] = cancel_scope
         self.now: Callable[[], float] = now
+        #: An event for exactly one waiter (a runner's slot, a Pathway read): lighter still.
+        self.waiter: Callable[[], Waitable] = waiter if waiter is not None else event
 
     @classmethod
     def current(cls) -> Prims:
         """The primitives of the running loop (call it from inside the loop)."""
         library = sniffio.current_async_library()
         if library == "asyncio":
-            # the loop's clock: bound per loop, never cached across loops
+            # the loop's clock and futures: bound per loop, never cached across loops
+            loop = asyncio.get_running_loop()
             return cls(
                 library,
                 asyncio.Event,
                 type(anyio.CancelScope()),
-                asyncio.get_running_loop().time,
+                loop.time,
+                functools.partial(_AsyncioWaiter, loop),
             )
         prims = _BY_LIBRARY.get(library)
         if prims is None:
@@ -85,10 +91,92 @@ class Prims:
     def _build(cls, library: str) -> Prims:
         if library == "trio":
             import trio
+            import trio.lowlevel
 
-            return cls(library, trio.Event, type(anyio.CancelScope()), trio.current_time)
+            global _trio_reschedule, _trio_checkpoint, _trio_current_task, _trio_wait_rescheduled
+            global _TRIO_ABORT_SUCCEEDED
+            _trio_reschedule = trio.lowlevel.reschedule
+            _trio_checkpoint = trio.lowlevel.checkpoint
+            _trio_current_task = trio.lowlevel.current_task
+            _trio_wait_rescheduled = trio.lowlevel.wait_task_rescheduled
+            _TRIO_ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
+            return cls(library, trio.Event, type(anyio.CancelScope()), trio.current_time, _TrioWaiter)
         # outside a loop, or a backend anyio may grow: anyio's generic calls
         return cls(library, anyio.Event, anyio.CancelScope, anyio.current_time)
+
+
+# trio's parking calls, bound when a trio loop first asks (importing trio is not free)
+_trio_reschedule: Any = None
+_trio_checkpoint: Any = None
+_trio_current_task: Any = None
+_trio_wait_rescheduled: Any = None
+_TRIO_ABORT_SUCCEEDED: Any = None
+
+
+class _TrioWaiter:
+    """A one-waiter event on trio's own parking calls (no ParkingLot, no task set)."""
+
+    __slots__ = ("_flag", "_task")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._task: Any = None
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            task, self._task = self._task, None
+            if task is not None:
+                _trio_reschedule(task)
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def _abort(self, _raise_cancel: Any) -> Any:
+        self._task = None
+        return _TRIO_ABORT_SUCCEEDED
+
+    async def wait(self) -> None:
+        if self._flag:
+            await _trio_checkpoint()
+            return
+        if self._task is not None:
+            raise RuntimeError("a one-waiter event has a waiter already")
+        self._task = _trio_current_task()
+        await _trio_wait_rescheduled(self._abort)
+
+
+class _AsyncioWaiter:
+    """A one-waiter event on a bare future of the running loop (no deque, no loop lookup per wait)."""
+
+    __slots__ = ("_flag", "_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._flag = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            future, self._future = self._future, None
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self) -> None:
+        if self._flag:
+            await asyncio.sleep(0)  # a checkpoint, as anyio's and asyncio's events have when set
+            return
+        if self._future is not None:
+            raise RuntimeError("a one-waiter event has a waiter already")
+        future = self._future = self._loop.create_future()
+        try:
+            await future
+        finally:
+            self._future = None
 
 
 #: One ``Prims`` per library whose objects do not depend on the loop (trio's).

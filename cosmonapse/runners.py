@@ -312,7 +312,7 @@ class RunnerPool:
         self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
         prims = Prims.current_or_generic()
-        self._event = prims.event  # the loop's own event: built per hand-over
+        self._event = prims.waiter  # the loop's own one-waiter event: built per hand-over
         #: scoped: each job runs under a cancel scope, its ``JobScope`` in ``job_scope``
         self._scope_class: type[anyio.CancelScope] | None = prims.cancel_scope if scoped else None
         self._waiters: deque[Waitable] = deque()  # submitters waiting for a free runner

@@ -87,3 +87,58 @@ def test_outside_a_loop_it_falls_back_to_anyios_generic_calls() -> None:
     assert prims.now is anyio.current_time
     with pytest.raises(sniffio.AsyncLibraryNotFoundError):
         Prims.current()
+
+
+async def test_the_one_waiter_event_wakes_its_waiter_and_stays_set() -> None:
+    prims = Prims.current()
+    ev = prims.waiter()
+    woke = anyio.Event()
+
+    async def waiter() -> None:
+        await ev.wait()
+        woke.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        assert not woke.is_set() and not ev.is_set()
+        ev.set()
+        ev.set()  # twice: nothing more happens
+        with anyio.fail_after(5):
+            await woke.wait()
+    assert ev.is_set()
+    with anyio.fail_after(5):
+        await ev.wait()  # set already: returns at once
+
+
+async def test_a_cancelled_wait_on_the_one_waiter_event_leaves_it_usable() -> None:
+    prims = Prims.current()
+    ev = prims.waiter()
+    with anyio.move_on_after(0.01) as scope:
+        await ev.wait()
+    assert scope.cancelled_caught
+    ev.set()  # no waiter left behind to wake (it would be a task that moved on)
+    with anyio.fail_after(5):
+        await ev.wait()
+
+
+async def test_the_one_waiter_event_refuses_a_second_waiter() -> None:
+    prims = Prims.current()
+    if prims.waiter is prims.event:
+        pytest.skip("this backend has no one-waiter event of its own")
+    ev = prims.waiter()
+    errors: list[BaseException] = []
+
+    async def second() -> None:
+        try:
+            await ev.wait()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ev.wait)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(5):
+            await second()
+        ev.set()
+    assert errors and "one-waiter" in str(errors[0])
