@@ -13,7 +13,10 @@ timer), hands back what the lookup would find, so the hot path calls it directly
 * ``cancel_scope()``: anyio's ``CancelScope`` class of that backend, built without
   the lookup (the object is the one ``anyio.CancelScope()`` returns);
 * ``now()``: the clock anyio's deadlines use (``trio.current_time``, the loop's
-  ``time``).
+  ``time``);
+* ``waiter()``: an event for exactly one waiter (a runner's slot, one Pathway read),
+  lighter than the library's event — a bare future of the loop on asyncio, trio's
+  ``wait_task_rescheduled``/``reschedule`` on trio; a second waiter is refused.
 """
 
 from __future__ import annotations
