@@ -7,16 +7,14 @@ wrapper around that library's object.  That lookup is the same every time, and a
 each long-lived object when it starts inside the loop (the runner pool, the deadline
 timer), hands back what the lookup would find, so the hot path calls it directly:
 
-* ``event()``: the library's own event — ``trio.Event`` on trio, ``asyncio.Event`` on
-  asyncio (anyio's cancel scopes cancel a task waiting on either, as they do on
-  anyio's wrapper; ``set()``/``is_set()``/``wait()`` behave the same);
+* ``waiter()``: an event for exactly one waiter (a runner's slot, one Pathway read),
+  lighter than the library's own event — a bare future of the loop on asyncio, trio's
+  ``wait_task_rescheduled``/``reschedule`` on trio; a second waiter is refused, and
+  anyio's cancel scopes cancel a task waiting on it as they do on ``anyio.Event``;
 * ``cancel_scope()``: anyio's ``CancelScope`` class of that backend, built without
   the lookup (the object is the one ``anyio.CancelScope()`` returns);
 * ``now()``: the clock anyio's deadlines use (``trio.current_time``, the loop's
-  ``time``);
-* ``waiter()``: an event for exactly one waiter (a runner's slot, one Pathway read),
-  lighter than the library's event — a bare future of the loop on asyncio, trio's
-  ``wait_task_rescheduled``/``reschedule`` on trio; a second waiter is refused.
+  ``time``).
 """
 
 from __future__ import annotations
@@ -43,24 +41,22 @@ class Waitable(Protocol):
 
 
 class Prims:
-    """The running library's event, cancel scope class and clock."""
+    """The running library's one-waiter event, cancel scope class and clock."""
 
-    __slots__ = ("cancel_scope", "event", "library", "now", "waiter")
+    __slots__ = ("cancel_scope", "library", "now", "waiter")
 
     def __init__(
         self,
         library: str,
-        event: Callable[[], Waitable],
+        waiter: Callable[[], Waitable],
         cancel_scope: type[anyio.CancelScope],
         now: Callable[[], float],
-        waiter: Callable[[], Waitable] | None = None,
     ) -> None:
         self.library: str = library
-        self.event: Callable[[], Waitable] = event
+        #: An event for exactly one waiter (a runner's slot, a Pathway read).
+        self.waiter: Callable[[], Waitable] = waiter
         self.cancel_scope: type[anyio.CancelScope] = cancel_scope
         self.now: Callable[[], float] = now
-        #: An event for exactly one waiter (a runner's slot, a Pathway read): lighter still.
-        self.waiter: Callable[[], Waitable] = waiter if waiter is not None else event
 
     @classmethod
     def current(cls) -> Prims:
@@ -69,13 +65,7 @@ class Prims:
         if library == "asyncio":
             # the loop's clock and futures: bound per loop, never cached across loops
             loop = asyncio.get_running_loop()
-            return cls(
-                library,
-                asyncio.Event,
-                type(anyio.CancelScope()),
-                loop.time,
-                functools.partial(_AsyncioWaiter, loop),
-            )
+            return cls(library, functools.partial(_AsyncioWaiter, loop), type(anyio.CancelScope()), loop.time)
         prims = _BY_LIBRARY.get(library)
         if prims is None:
             prims = _BY_LIBRARY[library] = cls._build(library)
@@ -103,7 +93,7 @@ class Prims:
             _trio_current_task = trio.lowlevel.current_task
             _trio_wait_rescheduled = trio.lowlevel.wait_task_rescheduled
             _TRIO_ABORT_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
-            return cls(library, trio.Event, type(anyio.CancelScope()), trio.current_time, _TrioWaiter)
+            return cls(library, _TrioWaiter, type(anyio.CancelScope()), trio.current_time)
         # outside a loop, or a backend anyio may grow: anyio's generic calls
         return cls(library, anyio.Event, anyio.CancelScope, anyio.current_time)
 

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import anyio
 import pytest
 import sniffio
-import trio
 
 from cosmonapse.prims import Prims
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_the_event_is_the_librarys_own_and_set_wakes_its_waiter() -> None:
+async def test_an_anyio_cancel_scope_cancels_a_wait_on_the_one_waiter_event() -> None:
     prims = Prims.current()
-    ev = prims.event()
-    assert isinstance(ev, asyncio.Event if sniffio.current_async_library() == "asyncio" else trio.Event)
-    woke = anyio.Event()
-
-    async def waiter() -> None:
-        await ev.wait()
-        woke.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(waiter)
-        await anyio.wait_all_tasks_blocked()
-        assert not woke.is_set()
-        ev.set()
-        with anyio.fail_after(5):
-            await woke.wait()
-    assert ev.is_set()
-
-
-async def test_an_anyio_cancel_scope_cancels_a_wait_on_the_native_event() -> None:
-    prims = Prims.current()
-    ev = prims.event()
+    ev = prims.waiter()
     with anyio.fail_after(5):
         with anyio.CancelScope() as outer:
             async with anyio.create_task_group() as tg:
@@ -56,7 +33,7 @@ async def test_the_cancel_scope_class_builds_a_working_anyio_scope() -> None:
     prims = Prims.current()
     scope = prims.cancel_scope()
     assert isinstance(scope, anyio.CancelScope)
-    ev = prims.event()
+    ev = prims.waiter()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
 
@@ -83,7 +60,7 @@ async def test_now_is_anyios_clock() -> None:
 
 def test_outside_a_loop_it_falls_back_to_anyios_generic_calls() -> None:
     prims = Prims.current_or_generic()
-    assert prims.event is anyio.Event
+    assert prims.waiter is anyio.Event
     assert prims.now is anyio.current_time
     with pytest.raises(sniffio.AsyncLibraryNotFoundError):
         Prims.current()
@@ -124,7 +101,7 @@ async def test_a_cancelled_wait_on_the_one_waiter_event_leaves_it_usable() -> No
 
 async def test_the_one_waiter_event_refuses_a_second_waiter() -> None:
     prims = Prims.current()
-    if prims.waiter is prims.event:
+    if prims.waiter is anyio.Event:
         pytest.skip("this backend has no one-waiter event of its own")
     ev = prims.waiter()
     errors: list[BaseException] = []
