@@ -847,13 +847,20 @@ class NatsSynapse(Synapse):
 
         A Signal whose ``meta`` carries W3C trace context goes out with it as headers too.
         """
+        headers = self._trace_headers(signal)
+        await self.publish_bytes(subject, encode_signal(signal), headers=headers)
+
+    def _trace_headers(self, signal: Signal) -> dict[str, str] | None:
+        """The W3C trace context *signal*'s ``meta`` carries, as NATS headers (None: none to send)."""
         meta = signal.meta
         if meta and self._headers and ("traceparent" in meta or "tracestate" in meta):
-            headers = {k: meta[k] for k in TRACE_HEADERS if isinstance(meta.get(k), str)}
-            if headers:
-                await self.publish_bytes(subject, encode_signal(signal), headers=headers)
-                return
-        await self.publish_bytes(subject, encode_signal(signal))
+            return {k: meta[k] for k in TRACE_HEADERS if isinstance(meta.get(k), str)} or None
+        return None
+
+    def _check_size(self, subject: str, size: int) -> None:
+        """Refuse a message over ``max_payload`` before anything waits or is queued."""
+        if size > self.max_payload:
+            raise _too_large(subject, size, self.max_payload)
 
     async def publish_bytes(
         self, subject: str, payload: bytes, *, reply: str | None = None, headers: dict[str, str] | None = None
@@ -871,9 +878,7 @@ class NatsSynapse(Synapse):
             head = self._pub_head(subject)
         else:
             head = encode_pub_head(check_publish_subject(subject), check_publish_subject(reply))
-        size = len(payload)
-        if size > self.max_payload:
-            raise _too_large(subject, size, self.max_payload)
+        self._check_size(subject, len(payload))
         conn = await self._writable(f"publish to {subject!r}")
         self._put(conn, subject, head, payload)
 
@@ -883,17 +888,13 @@ class NatsSynapse(Synapse):
         False, with nothing sent, also for a Signal that carries trace headers (``publish``
         sends those).
         """
-        if self._tg is None or self._closing:
-            return False
-        meta = signal.meta
-        if meta and self._headers and ("traceparent" in meta or "tracestate" in meta):
+        if self._tg is None or self._closing or self._trace_headers(signal) is not None:
             return False
         conn = self._conn
         if conn is None or len(conn.outbox) >= self.outbox_limit:
             return False
         payload = encode_signal(signal)
-        if len(payload) > self.max_payload:
-            raise _too_large(subject, len(payload), self.max_payload)
+        self._check_size(subject, len(payload))
         self._put(conn, subject, self._pub_head(subject), payload)
         return True
 
@@ -921,8 +922,7 @@ class NatsSynapse(Synapse):
             check_publish_subject(subject), check_publish_subject(reply) if reply is not None else None
         )
         size = len(block) + len(payload)
-        if size > self.max_payload:
-            raise _too_large(subject, size, self.max_payload)
+        self._check_size(subject, size)
         conn = await self._writable(f"publish to {subject!r}")
         if not conn.headers:
             raise SynapseError(f"NATS server {conn.server} does not support headers; {subject!r} not sent")
