@@ -11,6 +11,7 @@ import gc
 import statistics
 import time
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -54,6 +55,23 @@ async def _raw_pingpong_seq(n: int) -> list[float]:
     return out
 
 
+async def _rate(
+    clients: int, rounds: int, client: Callable[[], Awaitable[None]], *services: Callable[[], Awaitable[None]]
+) -> float:
+    """Round trips/s of *clients* concurrent *client* tasks of *rounds* calls each, with
+    *services* (the server, its timer task) running beside them until the clients are done."""
+    async with anyio.create_task_group() as tg:
+        for service in services:
+            tg.start_soon(service)
+        t0 = time.perf_counter()
+        async with anyio.create_task_group() as clients_tg:
+            for _ in range(clients):
+                clients_tg.start_soon(client)
+        elapsed = time.perf_counter() - t0
+        tg.cancel_scope.cancel()
+    return clients * rounds / elapsed
+
+
 async def _raw_inflight(clients: int, rounds: int) -> float:
     """Round trips/s with *clients* concurrent callers through one server task."""
     req_send, req_recv = anyio.create_memory_object_stream[tuple[int, Any]](clients)
@@ -68,15 +86,7 @@ async def _raw_inflight(clients: int, rounds: int) -> float:
             await req_send.send((i, s))
             await r.receive()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server)
-        t0 = time.perf_counter()
-        async with anyio.create_task_group() as clients_tg:
-            for _ in range(clients):
-                clients_tg.start_soon(client)
-        elapsed = time.perf_counter() - t0
-        tg.cancel_scope.cancel()
-    return clients * rounds / elapsed
+    return await _rate(clients, rounds, client, server)
 
 
 async def _guarded_inflight(clients: int, rounds: int) -> float:
@@ -123,16 +133,7 @@ async def _guarded_inflight(clients: int, rounds: int) -> float:
             if timer.expired or not box:
                 raise TimeoutError(f"no reply on {task.trace_id} within 60 s")
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server)
-        tg.start_soon(deadlines.run)
-        t0 = time.perf_counter()
-        async with anyio.create_task_group() as clients_tg:
-            for _ in range(clients):
-                clients_tg.start_soon(client)
-        elapsed = time.perf_counter() - t0
-        tg.cancel_scope.cancel()
-    return clients * rounds / elapsed
+    return await _rate(clients, rounds, client, server, deadlines.run)
 
 
 async def echo(input: dict[str, Any], context: Any) -> dict[str, Any]:

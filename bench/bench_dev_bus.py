@@ -35,6 +35,8 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from bench.children import stop_child
+
 ROOT = Path(__file__).resolve().parent.parent
 SEQ_CALLS = 2000
 WARMUP = 200
@@ -64,12 +66,7 @@ def _child(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], str]
                 raise RuntimeError(f"{args} not ready within 30 s")
         yield proc, line.strip()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 def _role(*args: str, ready: str = "ready") -> Any:

@@ -35,6 +35,8 @@ from typing import Any
 
 import anyio
 
+from bench.children import stop_child
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("COSMO_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -63,12 +65,7 @@ def _child(*args: str, ready: str) -> Iterator[tuple[subprocess.Popen[str], re.M
                 raise RuntimeError(f"{args} not ready within 30 s")
         yield proc, found
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 def _cpu_seconds(pid: int) -> float:

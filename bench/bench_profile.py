@@ -135,31 +135,27 @@ def _inproc_ours(backend: str, profile: bool, _folder: Path) -> Run:
     return conductor.run(IN_FLIGHT * INPROC_ROUNDS)
 
 
-def _inproc_raw(backend: str, profile: bool, _folder: Path) -> Run:
+def _inproc_bare(inflight: Callable[[int, int], Awaitable[float]], backend: str, profile: bool) -> Run:
+    """A bench_core in-flight loop without a Dendrite, warmed up, then timed in a window."""
     conductor = Conductor(profile=profile, own="caller + worker")
 
     async def measured() -> None:
-        await bench_core._raw_inflight(IN_FLIGHT, 1)  # warm-up
+        await inflight(IN_FLIGHT, 1)  # warm-up
         conductor.open()
-        await bench_core._raw_inflight(IN_FLIGHT, INPROC_ROUNDS)
+        await inflight(IN_FLIGHT, INPROC_ROUNDS)
         conductor.close()
 
     anyio.run(measured, backend=backend)
     return conductor.run(IN_FLIGHT * INPROC_ROUNDS)
+
+
+def _inproc_raw(backend: str, profile: bool, _folder: Path) -> Run:
+    return _inproc_bare(bench_core._raw_inflight, backend, profile)
 
 
 def _inproc_floor(backend: str, profile: bool, _folder: Path) -> Run:
     """``bench_core._guarded_inflight``: the least our guarantees need per call (see there)."""
-    conductor = Conductor(profile=profile, own="caller + worker")
-
-    async def measured() -> None:
-        await bench_core._guarded_inflight(IN_FLIGHT, 1)  # warm-up
-        conductor.open()
-        await bench_core._guarded_inflight(IN_FLIGHT, INPROC_ROUNDS)
-        conductor.close()
-
-    anyio.run(measured, backend=backend)
-    return conductor.run(IN_FLIGHT * INPROC_ROUNDS)
+    return _inproc_bare(bench_core._guarded_inflight, backend, profile)
 
 
 # -- over a bus: the caller here, the other processes bench roles ------------------------------

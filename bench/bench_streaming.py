@@ -38,6 +38,7 @@ import anyio
 import orjson
 
 from bench.bench_dev_bus import ROOT, _child
+from bench.children import stop_child
 
 STREAMS = 100
 TOKENS = 100  # per stream: 2 s per paced run at 50 tokens/s
@@ -441,12 +442,7 @@ def _observer_proc(url: str, backend: str) -> Iterator[Any]:
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
 
 
 def run(repeats: int = 3, backends: tuple[str, ...] = ("asyncio", "trio")) -> dict[tuple[str, str], Any]:

@@ -35,6 +35,8 @@ from typing import Any
 
 import attrs
 
+from bench.children import stop_child
+
 __all__ = ["Role", "Window", "WindowResult", "install_from_env", "proc_cpu_s", "role"]
 
 WINDOW_ENV = "COSMO_BENCH_WINDOW"
@@ -192,9 +194,4 @@ def role(
         r = Role(proc, folder)
         yield r, r.expect(ready)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
