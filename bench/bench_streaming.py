@@ -68,6 +68,11 @@ def _schedule(stream: int, streams: int, rate: float, start: float) -> float:
     return start + (stream / streams) / rate if rate else start
 
 
+def _due_in(first: float, k: int, rate: float) -> float:
+    """Seconds until token *k* of a stream whose first token is due at *first* (0: flat out)."""
+    return first + k / rate - time.perf_counter() if rate else 0.0
+
+
 # -- raw pub/sub of the same frames -------------------------------------------------------
 
 
@@ -119,10 +124,8 @@ async def _raw_cosmo_publish(port: int, streams: int, tokens: int, rate: float) 
         first = _schedule(i, streams, rate, start)
         trace = f"trc_{i:026d}"
         for k in range(tokens):
-            if rate:
-                pause = first + k / rate - time.perf_counter()
-                if pause > 0:
-                    await asyncio.sleep(pause)
+            if (pause := _due_in(first, k, rate)) > 0:
+                await asyncio.sleep(pause)
             writer.write(_raw_frame(trace, k) + b"\n")
             await writer.drain()
 
@@ -163,10 +166,8 @@ async def _raw_nats_publish(url: str, streams: int, tokens: int, rate: float) ->
         trace = f"trc_{i:026d}"
         subject = f"cosmonapse.{_NAMESPACE}.THOUGHT_DELTA"
         for k in range(tokens):
-            if rate:
-                pause = first + k / rate - time.perf_counter()
-                if pause > 0:
-                    await asyncio.sleep(pause)
+            if (pause := _due_in(first, k, rate)) > 0:
+                await asyncio.sleep(pause)
             await nc.publish(subject, _raw_frame(trace, k))
 
     await asyncio.gather(*(stream(i) for i in range(streams)))
@@ -210,10 +211,8 @@ async def _worker(url: str) -> None:
         tokens, rate = int(input["tokens"]), float(input["rate"])
         first = float(input["first"])
         for k in range(tokens):
-            if rate:
-                pause = first + k / rate - time.perf_counter()
-                if pause > 0:
-                    await anyio.sleep(pause)
+            if (pause := _due_in(first, k, rate)) > 0:
+                await anyio.sleep(pause)
             await ctx.emit(SignalType.THOUGHT_DELTA, {"delta": TOKEN, "seq": k, "t": time.perf_counter()})
         return {"tokens": tokens}
 
