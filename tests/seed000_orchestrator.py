@@ -8,7 +8,9 @@ as the seed says; then one request runs through ``on_trace`` and
 ``dispatch_and_wait``.  Everything the decorators print goes to stdout.  The
 only departures from the seed: an Event instead of ``time.sleep(0.5)`` to know
 the loop is connected, a ``capability="vision"`` filter that must stay silent,
-and waiting (bounded) for the last handlers before exiting.
+waiting (bounded) until every handler has printed what the trace gives it
+(handlers run concurrently), and printing the reply from the loop thread so no
+handler's line can be split by it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,22 @@ if not _connected.wait(timeout=30):
     raise SystemExit("the loop did not connect")
 orchestrator = _dendrite
 joined = threading.Event()
-trace_done = threading.Event()
+# Handlers run concurrently (one queue per handler and trace): before printing the reply,
+# wait (bounded) until each of them has printed what this trace gives it.
+heard: dict[str, int] = {}
+heard_changed = threading.Condition()
+
+
+def _heard(what: str) -> None:
+    with heard_changed:
+        heard[what] = heard.get(what, 0) + 1
+        heard_changed.notify_all()
+
+
+def _all_handlers_done() -> bool:
+    wanted = ("AGENT_OUTPUT", "output", "worker done", "text-generation done", "tool call", "tool result")
+    return all(heard.get(k) for k in wanted) and heard.get("token") == heard.get("THOUGHT_DELTA")
+
 
 # ── the seed's decorators ──────────────────────────────────────────────────────
 
@@ -56,16 +73,19 @@ trace_done = threading.Event()
 @orchestrator.on_agent_output
 async def _log_output(sig):
     print(f"[{sig.trace_id[:8]}] output from {sig.directed.id if sig.directed else '?'}")
+    _heard("output")
 
 
 @orchestrator.on_agent_output(neuron="worker")
 async def _worker_done(sig):
     print(f"worker done: {sig.directed.id if sig.directed else '?'}")
+    _heard("worker done")
 
 
 @orchestrator.on_agent_output(capability="text-generation")
 async def _gen_done(sig):
     print(f"text-generation done: {sig.directed.id if sig.directed else '?'}")
+    _heard("text-generation done")
 
 
 @orchestrator.on_agent_output(capability="vision")
@@ -95,16 +115,19 @@ async def _handle_escalation(sig):
 async def _stream_thought(sig):
     token = sig.payload.get("delta", "")
     print(token, end="", flush=True)
+    _heard("token")
 
 
 @orchestrator.on_tool_call
 async def _on_tool_call(sig):
     print(f"  tool → {sig.payload.get('tool_name')}")
+    _heard("tool call")
 
 
 @orchestrator.on_tool_result
 async def _on_tool_result(sig):
     print(f"  tool ← {sig.payload.get('tool_name')}")
+    _heard("tool result")
 
 
 @orchestrator.on_register_signal
@@ -120,6 +143,10 @@ async def _on_heartbeat(sig):
     print(f"heartbeat: {sig.directed.id if sig.directed else '?'}")
 
 
+async def _print_on_loop(line: str) -> None:
+    print(line)
+
+
 def main(prompt: str) -> int:
     if not joined.wait(timeout=5):  # the seed prints this once the worker is known
         print("no REGISTER heard")
@@ -129,8 +156,7 @@ def main(prompt: str) -> int:
     @orchestrator.on_trace(trace_id)
     async def _trace_all(sig):
         print(f"  [{sig.type.value:20}] {sig.directed.id if sig.directed else '?'}")
-        if sig.type.value == "AGENT_OUTPUT":
-            trace_done.set()
+        _heard(sig.type.value)
 
     future = asyncio.run_coroutine_threadsafe(
         orchestrator.dispatch_and_wait(
@@ -139,10 +165,14 @@ def main(prompt: str) -> int:
         _loop,
     )
     reply = future.result(timeout=32)
-    if not trace_done.wait(timeout=10):
-        print("the trace handler never saw the AGENT_OUTPUT")
-        return 1
-    print(f"reply: {reply.payload['output']['response']}")
+    with heard_changed:
+        if not heard_changed.wait_for(_all_handlers_done, timeout=10):
+            print(f"the handlers did not all finish: {heard}")
+            return 1
+    # printed on the loop thread, like every handler: a REGISTER answering the second DISCOVER
+    # (the worker spreads its answers over 0-100 ms) may still be printing there
+    line = f"reply: {reply.payload['output']['response']}"
+    asyncio.run_coroutine_threadsafe(_print_on_loop(line), _loop).result(timeout=10)
     asyncio.run_coroutine_threadsafe(orchestrator.__aexit__(None, None, None), _loop).result(timeout=10)
     asyncio.run_coroutine_threadsafe(orchestrator.synapse.close(), _loop).result(timeout=10)
     return 0
