@@ -73,6 +73,8 @@ FastRoute = Callable[[Signal], bool]
 MAX_PENDING_CONTROL = 1024
 #: Idle task runners kept for the next burst (the rest retire).
 IDLE_TASK_RUNNERS = 256
+#: How often the task pool retires idle runners beyond ``IDLE_TASK_RUNNERS`` (``RunnerPool.trim_idle``).
+IDLE_TRIM_S = 1.0
 
 #: Per synapse, the running cores with subscriptions still to make.  A publish by any
 #: of them makes them all first, so a handler registered (a plain, sync call) on one
@@ -204,7 +206,8 @@ class Core:
         self._suppressed_before = 0  # suppressed errors of pools already closed
         # user code's failures (handlers, callbacks, hooks), rate-limited per logger and job
         self._failure_logs: dict[str, FailureLog] = {}
-        self._trace_scopes: dict[str, set[Cancellable]] = {}
+        # a trace's one scope, or a set when it has several (one TASK per trace is the common case)
+        self._trace_scopes: dict[str, Cancellable | set[Cancellable]] = {}
         self._host: TaskHost | None = None
         self._task_pool: RunnerPool | None = None
         self._job_pool: RunnerPool | None = None
@@ -447,11 +450,13 @@ class Core:
 
     # ------------------------------------------------------------------ publishing
     def _subject_of(self, sig: Signal) -> str:
-        subject = self._subject_cache.get(sig.type)
-        if subject is None or sig.type is T.TASK:
-            subject = signal_subject(self.namespace, sig)
-            if sig.type is not T.TASK:
-                self._subject_cache[sig.type] = subject
+        """``signal_subject``, from a per-type cache unless *sig* is a capability-routed TASK."""
+        stype = sig.type
+        if stype is T.TASK and ((d := sig.directed) is None or not d.id):
+            return signal_subject(self.namespace, sig)  # routed, or an open call
+        subject = self._subject_cache.get(stype)
+        if subject is None:
+            subject = self._subject_cache[stype] = signal_subject(self.namespace, sig)
         return subject
 
     def publish_nowait(self, sig: Signal) -> bool:
@@ -462,9 +467,7 @@ class Core:
         """
         if self._unsettled or _TEL.impl is not None:
             return False
-        if sig.type is T.TASK:
-            return self.synapse.publish_nowait(signal_subject(self.namespace, sig), sig)
-        return self.synapse.publish_nowait(self._subject_cache.get(sig.type) or self._subject_of(sig), sig)
+        return self.synapse.publish_nowait(self._subject_of(sig), sig)
 
     async def publish_by(self, sig: Signal, deadline: float | None) -> bool:
         """Publish *sig* unless *deadline* (``anyio.current_time()`` based) passes first.
@@ -517,10 +520,7 @@ class Core:
         """
         if self._unsettled:
             await self._settle_synapse()
-        subject = self._subject_cache.get(sig.type)
-        if subject is None or sig.type is T.TASK:
-            subject = self._subject_of(sig)
-        await self.publish_on(subject, sig)
+        await self.publish_on(self._subject_of(sig), sig)
 
     async def publish_on(self, subject: str, sig: Signal) -> None:
         """Publish *sig* on *subject* exactly (a routed TASK handed back to its own queue group)."""
@@ -756,24 +756,31 @@ class Core:
     # ------------------------------------------------------------------ trace scopes
     def file_scope(self, trace_id: str, scope: Cancellable) -> None:
         """File *scope* under *trace_id*: ``cancel_trace`` cancels it (call ``unfile_scope`` after)."""
-        scopes = self._trace_scopes.get(trace_id)
-        if scopes is None:
-            self._trace_scopes[trace_id] = {scope}
+        table = self._trace_scopes
+        filed = table.get(trace_id)
+        if filed is None:
+            table[trace_id] = scope
+        elif isinstance(filed, set):
+            filed.add(scope)
         else:
-            scopes.add(scope)
+            table[trace_id] = {filed, scope}
 
     def unfile_scope(self, trace_id: str, scope: Cancellable) -> None:
-        scopes = self._trace_scopes.get(trace_id)
-        if scopes is not None:
-            scopes.discard(scope)
-            if not scopes:
-                del self._trace_scopes[trace_id]
+        table = self._trace_scopes
+        filed = table.get(trace_id)
+        if filed is scope:
+            del table[trace_id]
+        elif isinstance(filed, set):
+            filed.discard(scope)
+            if not filed:
+                del table[trace_id]
 
     def cancel_trace(self, trace_id: str) -> int:
         """Cancel every scope of *trace_id*; returns how many."""
-        scopes = self._trace_scopes.pop(trace_id, None)
-        if not scopes:
+        filed = self._trace_scopes.pop(trace_id, None)
+        if filed is None:
             return 0
+        scopes = filed if isinstance(filed, set) else (filed,)
         for scope in scopes:
             scope.cancel()
         return len(scopes)
@@ -882,9 +889,11 @@ class Core:
         self.prims = Prims.current()
         self.deadlines = Deadlines()
         # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
-        # only a few hundred idle runners are kept after a burst (each holds a task's memory).
+        # only a few hundred idle runners are kept once a burst is over (each holds a task's
+        # memory): the clock trims the rest, those a whole period went without using.
         idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
         self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task", scoped=True)
+        self.clock.add(IDLE_TRIM_S, self._trim_task_runners, name="task-runner-trim")
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
         self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority")
         self._sub_lock = anyio.Lock()
@@ -900,6 +909,11 @@ class Core:
             sub.fast = self.route_nowait
             priority = sorted(self._priority_subjects)
             self._subs[("priority", None)] = await self.synapse.subscribe(priority, self.route)
+
+    async def _trim_task_runners(self) -> None:
+        pool = self._task_pool
+        if pool is not None:
+            pool.trim_idle()
 
     def _gauges(self) -> tuple[int, int]:
         """(traces with an open Pathway or a running TASK, running TASKs), for telemetry's gauges."""

@@ -537,6 +537,10 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
                 retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
                 scope=scope, finalize=finalize, **kw,
             )  # fmt: skip
+        if _TEL.impl is None:  # _request_reply without OpenTelemetry: one coroutine frame less per call
+            return await self._await_reply(
+                neuron, input, capabilities, timeout_s, scope, finalize, kw, self._abandon
+            )
         return await self._request_reply(
             neuron, input, capabilities, timeout_s, scope, finalize, kw, self._abandon
         )

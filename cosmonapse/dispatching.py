@@ -15,7 +15,7 @@ from .core import Core
 from .envelope import task_payload
 from .errors import DendriteProtocolError
 from .ids import new_trace_id
-from .signal import Signal, SignalType, directed_to
+from .signal import Signal, SignalType, directed_to, new_signal
 from .stops import refuse_stopped
 
 __all__ = ["describe_target", "request_signal", "require_target", "task_payload"]
@@ -58,13 +58,13 @@ def request_signal(
         ambient = current_task.get()
         if ambient is not None:
             parent_id = ambient.id
-    return Signal(
-        type=stype,
-        trace_id=trace_id or new_trace_id(),
-        parent_id=parent_id,
-        directed=directed_to(neuron) if neuron else None,
-        payload={"input": input, **payload},
-        meta=dict(meta or {}),
+    return new_signal(
+        stype,
+        trace_id or new_trace_id(),
+        {"input": input, **payload},
+        parent_id,
+        directed_to(neuron) if neuron else None,
+        dict(meta) if meta else {},
     )
 
 

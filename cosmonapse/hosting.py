@@ -266,17 +266,18 @@ class AxonHosting(Service):
 
     def _on_task_nowait(self, sig: Signal) -> bool:
         """``_on_task`` when a runner is free now; False (nothing done) when the TASK must wait."""
-        if is_routed_task(sig):
-            return True
+        directed = sig.directed
+        if (directed is None or not directed.id) and sig.payload.get("capabilities"):
+            return True  # a routed TASK (is_routed_task): run from the queue group's copy
         axon = self._runnable_on(sig)
         if axon is None:
             return True
-        if sig.id in self.seen:  # delivered again: counted and not run twice, as _on_task does
+        if not self.seen.first(sig.id):  # delivered again: counted and not run twice, as _on_task does
             self._duplicate(sig.id)
             return True
         if not self._core.try_run_task(self.run, axon, sig):
-            return False  # nothing done (not even remembered): the pump's _on_task takes it
-        self.seen.first(sig.id)
+            self.seen.forget(sig.id)  # nothing done (not even remembered): the pump's _on_task takes it
+            return False
         return True
 
     async def _on_routed_task(self, sig: Signal) -> None:
@@ -357,7 +358,7 @@ class AxonHosting(Service):
                 # what the Neuron emits goes out only while its work is live (not
                 # cancelled, not STOPped): a shielded cleanup or a thread is silenced
                 publish=functools.partial(core.publish_in_scope, handle),
-                entries=await axon.fetch_context(task),
+                entries=await axon.fetch_context(task) if axon.context_fetcher is not None else (),
                 dendrite_id=core.dendrite_id,
                 dendrite=self._context_host,
             )
@@ -368,7 +369,8 @@ class AxonHosting(Service):
                 # STOP landing while it is published is checked before a FINAL
                 await anyio.lowlevel.checkpoint_if_cancelled()
             if replies:
-                await core.publish(replies[0])
+                if not core.publish_nowait(replies[0]):  # most often the bus takes it at once
+                    await core.publish(replies[0])
                 for reply in replies[1:]:
                     await core.publish_in_scope(handle, reply)
         except anyio.get_cancelled_exc_class():

@@ -14,7 +14,16 @@ from __future__ import annotations
 import random
 import time
 
-__all__ = ["CROCKFORD", "SeenIds", "is_ulid", "new_engram_id", "new_event_id", "new_trace_id", "new_ulid"]
+__all__ = [
+    "CROCKFORD",
+    "SeenIds",
+    "event_id_at",
+    "is_ulid",
+    "new_engram_id",
+    "new_event_id",
+    "new_trace_id",
+    "new_ulid",
+]
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # byte -> the Crockford character of its low 5 bits
@@ -42,6 +51,12 @@ def new_ulid() -> str:
     """A fresh 26-character ULID (upper-case Crockford base32)."""
     rand = _getrandbits(128).to_bytes(16, "little").translate(_BYTE_TO_CHAR).decode("ascii")
     return _time_part(time.time_ns() // 1_000_000) + rand
+
+
+def event_id_at(now_ns: int) -> str:
+    """A fresh Signal id minted at *now_ns* (``time.time_ns()``): one clock read serves id and ``ts``."""
+    rand = _getrandbits(128).to_bytes(16, "little").translate(_BYTE_TO_CHAR).decode("ascii")
+    return "evt_" + _time_part(now_ns // 1_000_000) + rand
 
 
 def new_event_id() -> str:
@@ -122,6 +137,11 @@ class SeenIds:
         if len(current) >= self.half_entries:
             self._retire(now)
         return True
+
+    def forget(self, item: str) -> None:
+        """Undo ``first(item)``: the work was not taken after all (it will be offered again)."""
+        self._current.discard(item)
+        self._previous.discard(item)
 
     def _expire(self, now: float) -> None:
         if now >= self._current_since + self.ttl_s / 2:

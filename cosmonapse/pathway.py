@@ -180,8 +180,18 @@ class Pathway:
 
     def _deliver_nowait(self, sig: Signal) -> None:
         """File *sig* at once: ``_deliver`` for a Signal that needs no callbacks."""
-        if not self._closed:
-            self._accept(sig)
+        if self._closed:
+            return
+        stype = sig.type
+        if self.scope == "all" or stype in TERMINAL_SCOPE_TYPES:  # _accept and _buffer, inlined
+            buf = self._buf
+            if len(buf) >= self._max:
+                self._make_room(buf, "buffer")
+            buf.append(sig)
+            if self._waiters:
+                self._wake()
+        if stype in TERMINAL_TYPES:
+            self._close_now()
 
     def _accept(self, sig: Signal) -> None:
         if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
@@ -271,22 +281,53 @@ class Pathway:
         return None
 
     async def _take(self, wanted: frozenset[SignalType] | None, timeout_s: float | None, what: str) -> Signal:
+        """The first buffered Signal in *wanted* (None: any), waiting up to *timeout_s* for one.
+
+        One coroutine frame on the hot path (``dispatch_and_wait`` awaits it directly):
+        the host's shared timer bounds the wait; without a host, a cancel scope does.
+        """
         sig = self._pop_first(wanted)
         if sig is not None:
             await anyio.lowlevel.checkpoint()
             return sig
-        if timeout_s is None:
-            return await self._take_blocking(wanted, what)
         deadlines = self._host.deadlines if self._host is not None else None
+        timer: Timer | None = None
+        new_event: Callable[[], Waitable] = anyio.Event
         if deadlines is not None:
-            timer = deadlines.schedule(timeout_s)
-            try:
-                return await self._take_blocking(wanted, what, timer, timeout_s, deadlines.new_event)
-            finally:
+            new_event = deadlines.new_event
+            if timeout_s is not None:
+                timer = deadlines.schedule(timeout_s)
+        elif timeout_s is not None:
+            return await self._take_in_scope(wanted, timeout_s, what)
+        try:
+            while True:
+                if self._closed:
+                    why = f" ({self._why})" if self._why else ""
+                    raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived{why}")
+                ev = new_event()
+                if timer is not None:
+                    if timer.expired:
+                        raise self._timeout(what, timeout_s)
+                    timer.target = ev
+                if self._waiters is None:
+                    self._waiters = [ev]
+                else:
+                    self._waiters.append(ev)
+                await ev.wait()
+                sig = self._pop_first(wanted)
+                if sig is not None:
+                    return sig
+        finally:
+            if timer is not None:
                 timer.cancel()
+
+    async def _take_in_scope(
+        self, wanted: frozenset[SignalType] | None, timeout_s: float, what: str
+    ) -> Signal:
+        """``_take`` bounded by a cancel scope: no host, so no shared timer."""
         try:
             with anyio.fail_after(timeout_s):
-                return await self._take_blocking(wanted, what, None)
+                return await self._take(wanted, None, what)
         except TimeoutError as exc:
             if isinstance(exc, PathwayTimeout):
                 raise
@@ -294,32 +335,6 @@ class Pathway:
 
     def _timeout(self, what: str, timeout_s: float | None) -> PathwayTimeout:
         return PathwayTimeout(f"no {what} on trace {self.trace_id} within {timeout_s} s")
-
-    async def _take_blocking(
-        self,
-        wanted: frozenset[SignalType] | None,
-        what: str,
-        timer: Timer | None = None,
-        timeout_s: float | None = None,
-        new_event: Callable[[], Waitable] = anyio.Event,
-    ) -> Signal:
-        while True:
-            sig = self._pop_first(wanted)
-            if sig is not None:
-                return sig
-            if self._closed:
-                why = f" ({self._why})" if self._why else ""
-                raise PathwayClosedError(f"Pathway {self.trace_id} closed before {what} arrived{why}")
-            ev = new_event()
-            if timer is not None:
-                if timer.expired:
-                    raise self._timeout(what, timeout_s)
-                timer.target = ev
-            if self._waiters is None:
-                self._waiters = [ev]
-            else:
-                self._waiters.append(ev)
-            await ev.wait()
 
     async def wait(self, timeout_s: float | None = None) -> Signal:
         """The next AGENT_OUTPUT / CLARIFICATION / PERMISSION / ERROR / FINAL."""

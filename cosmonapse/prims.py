@@ -69,6 +69,12 @@ class Prims:
         prims = _BY_LIBRARY.get(library)
         if prims is None:
             prims = _BY_LIBRARY[library] = cls._build(library)
+        if library == "trio":
+            # this run's clock, called directly: trio.current_time goes through two more calls
+            import trio.lowlevel
+
+            clock = trio.lowlevel.current_clock()
+            return cls(library, prims.waiter, prims.cancel_scope, clock.current_time)
         return prims
 
     @classmethod
@@ -125,6 +131,10 @@ class _TrioWaiter:
     def is_set(self) -> bool:
         return self._flag
 
+    def clear(self) -> None:
+        """Unset, for reuse by the task that waits on it (never while it waits)."""
+        self._flag = False
+
     def _abort(self, _raise_cancel: Any) -> Any:
         self._task = None
         return _TRIO_ABORT_SUCCEEDED
@@ -159,6 +169,10 @@ class _AsyncioWaiter:
     def is_set(self) -> bool:
         return self._flag
 
+    def clear(self) -> None:
+        """Unset, for reuse by the task that waits on it (never while it waits)."""
+        self._flag = False
+
     async def wait(self) -> None:
         if self._flag:
             await asyncio.sleep(0)  # a checkpoint, as anyio's and asyncio's events have when set
@@ -172,5 +186,5 @@ class _AsyncioWaiter:
             self._future = None
 
 
-#: One ``Prims`` per library whose objects do not depend on the loop (trio's).
+#: Per library, its loop-independent parts (trio: the clock is bound per run in ``current``).
 _BY_LIBRARY: dict[str, Prims] = {}

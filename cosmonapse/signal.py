@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import attrs
 
 from .errors import SignalDecodeError
-from .ids import new_event_id, new_trace_id
+from .ids import event_id_at, new_event_id, new_trace_id
 
 __all__ = [
     "AXON_TYPES",
@@ -27,6 +28,7 @@ __all__ = [
     "Signal",
     "SignalType",
     "directed_to",
+    "new_signal",
     "utc_now_iso",
 ]
 
@@ -117,18 +119,23 @@ _last_second: tuple[int, str] = (-1, "")
 
 
 def utc_now_iso() -> str:
-    """Now as the reference writes it: UTC, microseconds, trailing ``Z`` (fraction dropped if 0).
+    """Now as the reference writes it: UTC, microseconds, trailing ``Z`` (fraction dropped if 0)."""
+    return iso_at(time.time_ns())
+
+
+def iso_at(now_ns: int) -> str:
+    """*now_ns* (``time.time_ns()``) as ``utc_now_iso`` writes it.
 
     The date-and-seconds part is formatted once per second (this runs for every Signal).
     """
     global _last_second
-    seconds, rest = divmod(time.time_ns(), 1_000_000_000)
+    seconds, rest = divmod(now_ns, 1_000_000_000)
     cached, prefix = _last_second
     if seconds != cached:
         prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _last_second = (seconds, prefix)
     micros = rest // 1000
-    return f"{prefix}.{micros:06d}Z" if micros else prefix + "Z"
+    return "%s.%06dZ" % (prefix, micros) if micros else prefix + "Z"  # noqa: UP031 (faster here)
 
 
 def _signal_type(value: Any) -> SignalType:
@@ -246,3 +253,52 @@ class Signal:
     def decode(cls, data: bytes | str) -> Signal:
         """Parse one wire frame (``codec.decode_signal``); raises ``SignalDecodeError`` naming the field."""
         return _codec().decode(data)
+
+
+def _slot_setters() -> tuple[Callable[[Signal, Any], None], ...]:
+    """Each of Signal's slots' setter, in field order (frozen: ``__setattr__`` refuses)."""
+    return tuple(getattr(Signal, field.name).__set__ for field in attrs.fields(Signal))
+
+
+(
+    _set_type,
+    _set_trace,
+    _set_payload,
+    _set_parent,
+    _set_directed,
+    _set_meta,
+    _set_id,
+    _set_ts,
+    _set_v,
+    _set_filled,
+) = _slot_setters()
+_new_object = object.__new__
+
+
+def new_signal(
+    stype: SignalType,
+    trace_id: str,
+    payload: dict[str, Any],
+    parent_id: str | None = None,
+    directed: Directed | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Signal:
+    """A fresh Signal the runtime builds on a hot path: what ``Signal(...)`` gives, in a third of the time.
+
+    The caller vouches for the arguments (*stype* a ``SignalType``, the rest already
+    of their types), so nothing is converted; a fresh id and ``ts`` come from one
+    clock read.  A test holds it equal to ``Signal(...)`` field by field.
+    """
+    sig = _new_object(Signal)
+    now_ns = time.time_ns()
+    _set_type(sig, stype)
+    _set_trace(sig, trace_id)
+    _set_payload(sig, payload)
+    _set_parent(sig, parent_id)
+    _set_directed(sig, directed)
+    _set_meta(sig, {} if meta is None else meta)
+    _set_id(sig, event_id_at(now_ns))
+    _set_ts(sig, iso_at(now_ns))
+    _set_v(sig, "1")
+    _set_filled(sig, ())
+    return sig

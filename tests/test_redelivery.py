@@ -130,3 +130,16 @@ def test_the_window_is_bounded_in_size_and_time(monkeypatch: pytest.MonkeyPatch)
         now[0] += 0.001
         seen.first(f"z{n}")
     assert len(seen) <= 1000
+
+
+def test_forget_undoes_first_in_either_generation() -> None:
+    """The fast path remembers a TASK before it knows a runner takes it: refused, it forgets."""
+    seen = SeenIds(max_entries=4, ttl_s=10.0)
+    assert seen.first("a")
+    seen.forget("a")
+    assert seen.first("a")  # offered again (by the pump): runs
+    assert seen.first("b")  # fills the generation: a and b retire into the previous one
+    seen.forget("b")
+    assert "b" not in seen and "a" in seen
+    seen.forget("never-seen")  # nothing to undo: no error
+    assert len(seen) == 1
