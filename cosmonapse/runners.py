@@ -452,12 +452,12 @@ class RunnerPool:
             while job is not None:
                 # scoped: one cancel scope across this runner's jobs, until a job is cancelled
                 scope = scope_class() if scope_class is not None else None
+                handle: JobScope | None = None
                 with scope if scope is not None else _NO_SCOPE:
                     while job is not None:
                         fn, args = job
                         self.busy += 1
                         context = base.copy()
-                        handle = None
                         if scope is not None:
                             handle = JobScope(scope)
                             context.run(job_scope.set, handle)
@@ -471,10 +471,12 @@ class RunnerPool:
                             self.busy -= 1
                             if handle is not None:
                                 handle.close()
-                        if scope is not None and scope.cancel_called:
+                        # only a job's JobScope reaches this scope, so its flag says whether the scope
+                        # was cancelled (trio's scope.cancel_called also reads the clock)
+                        if handle is not None and handle.cancel_called:
                             break  # the next job waits for a fresh scope
                         job = await self._next_job(slot)
-                if scope is not None and scope.cancel_called:  # a job was cancelled (or swallowed it)
+                if handle is not None and handle.cancel_called:  # a job was cancelled (or swallowed it)
                     job = await self._next_job(slot)
         finally:
             self.runners -= 1
