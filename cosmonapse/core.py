@@ -73,8 +73,6 @@ FastRoute = Callable[[Signal], bool]
 MAX_PENDING_CONTROL = 1024
 #: Idle task runners kept for the next burst (the rest retire).
 IDLE_TASK_RUNNERS = 256
-#: How often the task pool retires idle runners beyond ``IDLE_TASK_RUNNERS`` (``RunnerPool.trim_idle``).
-IDLE_TRIM_S = 1.0
 
 #: Per synapse, the running cores with subscriptions still to make.  A publish by any
 #: of them makes them all first, so a handler registered (a plain, sync call) on one
@@ -889,11 +887,9 @@ class Core:
         self.prims = Prims.current()
         self.deadlines = Deadlines()
         # Up to max_concurrent_tasks run at once (10,000 by default: I/O-bound Neurons), but
-        # only a few hundred idle runners are kept once a burst is over (each holds a task's
-        # memory): the clock trims the rest, those a whole period went without using.
+        # only a few hundred idle runners are kept after a burst (each holds a task's memory).
         idle = min(self.max_concurrent_tasks, IDLE_TASK_RUNNERS)
         self._task_pool = RunnerPool(tg, self.max_concurrent_tasks, max_idle=idle, name="task", scoped=True)
-        self.clock.add(IDLE_TRIM_S, self._trim_task_runners, name="task-runner-trim")
         self._job_pool = RunnerPool(tg, self.max_concurrent_handlers, name="handler")
         self._priority_pool = RunnerPool(tg, PRIORITY_RUNNERS, name="priority")
         self._sub_lock = anyio.Lock()
@@ -909,11 +905,6 @@ class Core:
             sub.fast = self.route_nowait
             priority = sorted(self._priority_subjects)
             self._subs[("priority", None)] = await self.synapse.subscribe(priority, self.route)
-
-    async def _trim_task_runners(self) -> None:
-        pool = self._task_pool
-        if pool is not None:
-            pool.trim_idle()
 
     def _gauges(self) -> tuple[int, int]:
         """(traces with an open Pathway or a running TASK, running TASKs), for telemetry's gauges."""

@@ -7,14 +7,9 @@ runner if there is one, else a new runner is started while fewer than ``limit``
 exist, else ``submit`` waits (FIFO) for a runner to come free (backpressure onto
 the bus).  The hand-over is a slot and an event — no channel, so a runner that
 finishes a job does not pay a scheduling round before it can take the next.
-A runner that runs out of work waits idle for the next job: re-spawning on every
-burst would cost more than the few KB an idle runner holds.  Beyond ``max_idle``
-(default: all of them) idle runners are trimmed by ``trim_idle``, which the owner
-calls periodically (the Dendrite's core: every ``IDLE_TRIM_S``): it retires those
-that stayed idle through the whole period since the previous trim (a low-water
-mark of the idle stack, which is used LIFO), so a steady load keeps the runners
-it cycles through and a finished burst gives its surplus back within two
-periods.  All runners live in the owner's task group and end with it.
+Runners beyond ``max_idle`` (default: all of them) retire when they run out of
+work; keeping them avoids re-spawning on every burst, at a few KB per idle
+runner.  All runners live in the owner's task group and end with it.
 
 Each job runs in its own copy of the runner's starting context, so a
 ``ContextVar`` a job sets is never seen by the next job on the same runner
@@ -298,7 +293,6 @@ class RunnerPool:
         "_describe",
         "_event",
         "_idle",
-        "_idle_low",
         "_scope_class",
         "_tg",
         "_waiters",
@@ -331,7 +325,6 @@ class RunnerPool:
         self.runners: int = 0
         self.busy: int = 0
         self._idle: list[_Slot] = []  # LIFO: the most recently busy runner is reused first
-        self._idle_low = 0  # the fewest idle runners since the last trim_idle(): never used since
         prims = Prims.current_or_generic()
         self._event = prims.waiter  # the loop's own one-waiter event: built per hand-over
         #: scoped: each job runs under a cancel scope, its ``JobScope`` in ``job_scope``
@@ -411,22 +404,16 @@ class RunnerPool:
         Never starts a runner: a caller that hands jobs over at once (a bus reader) leaves
         the start of new runners to the path that can also wait for them.
         """
-        idle = self._idle
-        if self._closed or self._waiters or self._backlog or not idle:
+        if self._closed or self._waiters or self._backlog or not self._idle:
             return False
-        slot = idle.pop()
-        if len(idle) < self._idle_low:
-            self._idle_low = len(idle)
+        slot = self._idle.pop()
         slot.job = (fn, args)
         slot.event.set()
         return True
 
     def _hand_over(self, job: Job) -> bool:
-        idle = self._idle
-        if idle:
-            slot = idle.pop()
-            if len(idle) < self._idle_low:
-                self._idle_low = len(idle)
+        if self._idle:
+            slot = self._idle.pop()
             slot.job = job
             slot.event.set()
             return True
@@ -487,7 +474,7 @@ class RunnerPool:
         """The backlog's next job, or wait idle in *slot* for one; None: this runner ends."""
         if self._backlog and not self._closed:
             return self._backlog.popleft()
-        if self._closed:
+        if self._closed or self.runners - self.busy > self.max_idle:
             return None
         slot.rearm()
         self._idle.append(slot)
@@ -499,25 +486,6 @@ class RunnerPool:
                 self._idle.remove(slot)
             raise
         return slot.job
-
-    def trim_idle(self) -> int:
-        """Retire the idle runners beyond ``max_idle`` that no job used since the last call.
-
-        Returns how many were told to end.  Call it periodically: a runner idle through
-        one whole period goes at the call that ends it.
-        """
-        idle = self._idle
-        surplus = min(self._idle_low, len(idle) - self.max_idle)
-        if surplus > 0:
-            retiring = idle[:surplus]  # the bottom of the LIFO stack: idle the longest
-            del idle[:surplus]
-            for slot in retiring:
-                slot.job = None
-                slot.event.set()  # job None: the runner ends
-        else:
-            surplus = 0
-        self._idle_low = len(idle)
-        return surplus
 
     def close(self) -> None:
         """Refuse new jobs; idle runners end (the rest end with the task group)."""

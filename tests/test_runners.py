@@ -77,7 +77,7 @@ async def test_waiting_submitters_are_served_first_come_first_served() -> None:
     assert gate.started == [0, 1, 2, 3]
 
 
-async def test_runners_are_reused_and_idle_ones_beyond_max_idle_retire_at_the_second_trim() -> None:
+async def test_runners_are_reused_and_retire_beyond_max_idle() -> None:
     done = anyio.Event()
     count = 0
 
@@ -88,50 +88,13 @@ async def test_runners_are_reused_and_idle_ones_beyond_max_idle_retire_at_the_se
             done.set()
 
     async with assert_no_leaked_tasks(), anyio.create_task_group() as tg:
-        pool = RunnerPool(tg, 4, max_idle=1, name="t")
+        pool = RunnerPool(tg, 4, max_idle=0, name="t")
         with anyio.fail_after(5):
-            for _ in range(20):  # more jobs than runners: submitters wait for a free one
+            for _ in range(20):  # more jobs than runners: submitters wait for retiring ones
                 await pool.submit(quick)
             await done.wait()
         await anyio.wait_all_tasks_blocked()
-        assert pool.runners == 4  # idle, kept for the next burst: no spawn per job
-        assert pool.trim_idle() == 0  # they were busy during this period
-        assert pool.runners == 4
-        await pool.submit(quick)  # one runner used again in the next period
-        await anyio.wait_all_tasks_blocked()
-        assert pool.trim_idle() == 3  # idle through the whole period, beyond max_idle=1
-        await anyio.wait_all_tasks_blocked()
-        assert pool.runners == 1
-        assert pool.trim_idle() == 0  # max_idle stay
-        pool.close()
-
-
-async def test_a_steady_load_keeps_the_runners_it_cycles_through() -> None:
-    """Every period uses all four runners at once: a trim retires none of them."""
-    async with assert_no_leaked_tasks(), anyio.create_task_group() as tg:
-        pool = RunnerPool(tg, 4, max_idle=0, name="t")
-        for _period in range(3):
-            gate = anyio.Event()
-            started = 0
-            all_in = anyio.Event()
-
-            async def held(gate: anyio.Event = gate, all_in: anyio.Event = all_in) -> None:
-                nonlocal started
-                started += 1
-                if started == 4:
-                    all_in.set()
-                await gate.wait()
-
-            with anyio.fail_after(5):
-                for _ in range(4):
-                    await pool.submit(held)
-                await all_in.wait()
-                gate.set()
-                await anyio.wait_all_tasks_blocked()
-            assert pool.trim_idle() == 0 and pool.runners == 4
-        assert pool.trim_idle() == 4  # a period without work: all go
-        await anyio.wait_all_tasks_blocked()
-        assert pool.runners == 0
+        assert pool.runners == 0  # max_idle=0: every runner retired when it ran out of work
         pool.close()
 
 
