@@ -119,10 +119,14 @@ class Axon:
             )  # fmt: skip
             return []
 
-    async def call_neuron(self, input: dict[str, Any], context: NeuronContext) -> Any:
-        """Run the Neuron: awaited if async, else in a worker thread (abandoned if cancelled)."""
+    def call_neuron(self, input: dict[str, Any], context: NeuronContext) -> Awaitable[Any]:
+        """Run the Neuron: an async one's own awaitable (no frame of ours around it: this runs
+        for every TASK), else in a worker thread (abandoned if cancelled)."""
         if self._is_async:
-            return await self.neuron_fn(input, context)
+            return self.neuron_fn(input, context)
+        return self._call_plain(input, context)
+
+    async def _call_plain(self, input: dict[str, Any], context: NeuronContext) -> Any:
         result = await self._call_in_thread(input, context)
         if inspect.isawaitable(result):
             result = await result
@@ -221,10 +225,8 @@ class Axon:
         if not isinstance(input, dict):
             input = {}
         try:
-            if _TEL.impl is None:  # call_neuron, inlined for async Neurons: one frame less per TASK
-                output = await (
-                    self.neuron_fn(input, context) if self._is_async else self.call_neuron(input, context)
-                )
+            if _TEL.impl is None:
+                output = await self.call_neuron(input, context)
             else:
                 with neuron_call(self.neuron_id, task):  # OpenTelemetry: a span around the call
                     output = await self.call_neuron(input, context)

@@ -537,10 +537,6 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
                 retry=retry, neuron=neuron, input=input, capabilities=capabilities, timeout_s=timeout_s,
                 scope=scope, finalize=finalize, **kw,
             )  # fmt: skip
-        if _TEL.impl is None:  # _request_reply without OpenTelemetry: one coroutine frame less per call
-            return await self._await_reply(
-                neuron, input, capabilities, timeout_s, scope, finalize, kw, self._abandon
-            )
         return await self._request_reply(
             neuron, input, capabilities, timeout_s, scope, finalize, kw, self._abandon
         )
@@ -566,7 +562,27 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         """
         return await self._request_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
 
-    async def _request_reply(
+    def _request_reply(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        timeout_s: float | None,
+        scope: PathwayScope,
+        finalize: bool | None,
+        kw: dict[str, Any],
+        give_up: GiveUp | None,
+    ) -> Awaitable[Signal]:
+        """The one dispatch → wait → close path (plain calls and every retry attempt).
+
+        With OpenTelemetry off it hands back ``_await_reply``'s own coroutine: not even a
+        no-op span, and no frame of its own on this path.
+        """
+        if _TEL.impl is None:
+            return self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
+        return self._traced_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
+
+    async def _traced_reply(
         self,
         neuron: str | None,
         input: dict[str, Any],
@@ -577,12 +593,8 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         kw: dict[str, Any],
         give_up: GiveUp | None,
     ) -> Signal:
-        """The one dispatch → wait → close path (plain calls and every retry attempt)."""
-        if _TEL.impl is None:  # OpenTelemetry off: not even a no-op span on this path
-            return await self._await_reply(
-                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
-            )
-        with dispatching(neuron, capabilities, kw.get("meta")) as call:  # a CLIENT span, the latency metric
+        """``_await_reply`` inside a CLIENT span, with the latency metric (OpenTelemetry on)."""
+        with dispatching(neuron, capabilities, kw.get("meta")) as call:
             reply = await self._await_reply(
                 neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
             )

@@ -266,9 +266,8 @@ class AxonHosting(Service):
 
     def _on_task_nowait(self, sig: Signal) -> bool:
         """``_on_task`` when a runner is free now; False (nothing done) when the TASK must wait."""
-        directed = sig.directed
-        if (directed is None or not directed.id) and sig.payload.get("capabilities"):
-            return True  # a routed TASK (is_routed_task): run from the queue group's copy
+        if is_routed_task(sig):
+            return True  # run from the queue group's copy
         axon = self._runnable_on(sig)
         if axon is None:
             return True

@@ -47,16 +47,19 @@ def _time_part(ms: int) -> str:
     return part
 
 
+def _ulid_at(now_ns: int) -> str:
+    rand = _getrandbits(128).to_bytes(16, "little").translate(_BYTE_TO_CHAR).decode("ascii")
+    return _time_part(now_ns // 1_000_000) + rand
+
+
 def new_ulid() -> str:
     """A fresh 26-character ULID (upper-case Crockford base32)."""
-    rand = _getrandbits(128).to_bytes(16, "little").translate(_BYTE_TO_CHAR).decode("ascii")
-    return _time_part(time.time_ns() // 1_000_000) + rand
+    return _ulid_at(time.time_ns())
 
 
 def event_id_at(now_ns: int) -> str:
     """A fresh Signal id minted at *now_ns* (``time.time_ns()``): one clock read serves id and ``ts``."""
-    rand = _getrandbits(128).to_bytes(16, "little").translate(_BYTE_TO_CHAR).decode("ascii")
-    return "evt_" + _time_part(now_ns // 1_000_000) + rand
+    return "evt_" + _ulid_at(now_ns)
 
 
 def new_event_id() -> str:

@@ -180,18 +180,8 @@ class Pathway:
 
     def _deliver_nowait(self, sig: Signal) -> None:
         """File *sig* at once: ``_deliver`` for a Signal that needs no callbacks."""
-        if self._closed:
-            return
-        stype = sig.type
-        if self.scope == "all" or stype in TERMINAL_SCOPE_TYPES:  # _accept and _buffer, inlined
-            buf = self._buf
-            if len(buf) >= self._max:
-                self._make_room(buf, "buffer")
-            buf.append(sig)
-            if self._waiters:
-                self._wake()
-        if stype in TERMINAL_TYPES:
-            self._close_now()
+        if not self._closed:
+            self._accept(sig)
 
     def _accept(self, sig: Signal) -> None:
         if self.scope == "all" or sig.type in TERMINAL_SCOPE_TYPES:
