@@ -6,7 +6,7 @@ A dedicated asyncio loop runs in a background thread and hosts the Dendrite;
 the decorators are attached from the main thread *after connecting*, exactly
 as the seed says; then one request runs through ``on_trace`` and
 ``dispatch_and_wait``.  Everything the decorators print goes to stdout.  The
-only departures from the seed: an Event instead of ``time.sleep(0.5)`` to know
+only departures from the seed: an Event instead of its half-second pause to know
 the loop is connected, a ``capability="vision"`` filter that must stay silent,
 waiting (bounded) until every handler has printed what the trace gives it
 (handlers run concurrently), and printing the reply from the loop thread so no
