@@ -91,6 +91,27 @@ async def test_bytes_flow_both_ways_in_order_and_the_addresses_are_there() -> No
         assert client.extra(SocketAttribute.remote_address)[0] == "127.0.0.1"
 
 
+async def test_connections_sharing_the_loops_read_buffer_each_get_their_own_bytes() -> None:
+    """All connections of a loop read into one buffer: three peers sending different
+    patterns at once, more than the buffer each, must each arrive whole and unmixed."""
+    size = aiostream.READ_CHUNK * 3 + 17
+    payloads = [bytes((i * 7 + n) % 251 for i in range(size)) for n in range(3)]
+    async with _pair() as (c0, s0), _pair() as (c1, s1), _pair() as (c2, s2):
+        assert s0._protocol.buffer is s1._protocol.buffer is c2._protocol.buffer
+        got: dict[int, bytes] = {}
+
+        async def read(n: int, stream: SocketStream) -> None:
+            got[n] = await _receive_exactly(stream, size)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for n, server in enumerate((s0, s1, s2)):
+                    tg.start_soon(read, n, server)
+                for client, payload in zip((c0, c1, c2), payloads, strict=True):
+                    tg.start_soon(client.send, payload)
+        assert [got[n] for n in range(3)] == payloads
+
+
 async def test_receive_returns_what_is_buffered_up_to_max_bytes() -> None:
     async with _pair() as (client, server):
         with anyio.fail_after(10):
