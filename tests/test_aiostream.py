@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+import sniffio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
 from cosmonapse.synapse import aiostream
@@ -233,6 +234,88 @@ async def test_two_receivers_at_once_is_an_error() -> None:
                 with pytest.raises(anyio.BusyResourceError):
                     await server.receive()
                 tg.cancel_scope.cancel()
+
+
+async def test_inline_reading_takes_new_bytes_in_the_read_callback_and_the_receiver_sleeps_on() -> None:
+    async with _pair() as (client, server):
+        taken: list[bytes] = []
+        libraries: list[str] = []
+        arrived = anyio.Event()
+
+        def on_data() -> None:
+            libraries.append(sniffio.current_async_library())  # outside any task, still known
+            taken.append(server.receive_nowait())
+            arrived.set()
+
+        received: list[bytes] = []
+
+        async def receiver() -> None:
+            received.append(await server.receive())
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                await anyio.wait_all_tasks_blocked()
+                server.read_inline(on_data)
+                await client.send(b"one")
+                await arrived.wait()
+                await anyio.wait_all_tasks_blocked()
+                assert (taken, received, libraries) == ([b"one"], [], ["asyncio"])
+                server.read_inline(None)  # off: the receiver gets the next bytes as before
+                await client.send(b"two")
+        assert (taken, received) == ([b"one"], [b"two"])
+        with pytest.raises(anyio.WouldBlock):
+            server.receive_nowait()
+
+
+async def test_bytes_inline_reading_leaves_behind_wake_the_receiver_in_order() -> None:
+    async with _pair() as (client, server):
+
+        def take_one_byte() -> None:
+            server.receive_nowait(1)
+
+        got: list[bytes] = []
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def receiver() -> None:
+                    got.append(await server.receive())
+
+                tg.start_soon(receiver)
+                await anyio.wait_all_tasks_blocked()
+                server.read_inline(take_one_byte)
+                await client.send(b"abc")
+        assert got == [b"bc"]
+
+
+async def test_an_error_in_inline_reading_is_raised_by_the_waiting_receive_and_stops_it() -> None:
+    class Boom(Exception):
+        pass
+
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise Boom
+
+    async with _pair() as (client, server):
+        outcome: list[BaseException] = []
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def receiver() -> None:
+                    try:
+                        await server.receive()
+                    except Boom as exc:
+                        outcome.append(exc)
+
+                tg.start_soon(receiver)
+                await anyio.wait_all_tasks_blocked()
+                server.read_inline(broken)
+                await client.send(b"x")
+            assert len(outcome) == 1 and calls == [1]
+            await client.send(b"y")  # inline reading is off now; the bytes wait for receive
+            assert await _receive_exactly(server, 2) == b"xy"
 
 
 async def test_direct_writes_go_out_when_idle() -> None:

@@ -1,4 +1,4 @@
-"""A TCP byte stream for asyncio built on ``asyncio.Protocol``: the bus connections' socket layer.
+"""A TCP byte stream for asyncio built on ``asyncio.BufferedProtocol``: the bus connections' socket layer.
 
 Why not anyio's asyncio stream: it resumes reading before every wait in
 ``receive()`` and pauses reading after it (two ``epoll_ctl`` calls per wait), yields
@@ -6,7 +6,9 @@ to the event loop once per ``receive()`` that finds data already there, and once
 ``send()``.  On a bus connection that is most of what a round trip costs beyond the
 kernel.  This stream keeps reading armed, hands out what is buffered at once, and
 writes at once; it waits only when there is nothing to read or the transport's own
-write buffer is full.  It implements ``anyio.abc.SocketStream``, so the code above it
+write buffer is full; and with :meth:`AioSocketStream.read_inline` the bytes that
+arrive while a task waits can be handled in the read callback without waking that
+task (the dev bus does).  It implements ``anyio.abc.SocketStream``, so the code above it
 is the same on both backends; on trio (which has no protocol API) :func:`connect_tcp`
 and :func:`accept` give anyio's streams.
 
@@ -37,6 +39,7 @@ import asyncio
 import socket
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any, cast
 
 import anyio
@@ -80,6 +83,8 @@ class _Protocol(asyncio.BufferedProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.buffer = _read_buffer(loop)
+        self.on_data: Callable[[], None] | None = None  # AioSocketStream.read_inline
+        self.inline_error: BaseException | None = None
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -100,12 +105,32 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         data = self.buffer[:nbytes].tobytes()
+        idle = not self.chunks
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > READ_HIGH and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
-        _wake(self.read_waiter)
+        waiter = self.read_waiter
+        if idle and self.on_data is not None and waiter is not None and not waiter.done():
+            self._read_inline()
+            if not self.chunks and self.inline_error is None:
+                return  # all taken: the reader task sleeps on
+        _wake(waiter)
+
+    def _read_inline(self) -> None:
+        on_data = self.on_data
+        assert on_data is not None
+        # Outside any task: tell sniffio (and so anyio) which library runs this callback.
+        named = sniffio.thread_local.name
+        sniffio.thread_local.name = "asyncio"
+        try:
+            on_data()
+        except BaseException as exc:  # raised in the reader task instead (see read_inline)
+            self.inline_error = exc
+            self.on_data = None
+        finally:
+            sniffio.thread_local.name = named
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -150,13 +175,43 @@ class AioSocketStream(SocketStream):
         p = self._protocol
         if not p.chunks:
             await self._wait_readable(p)
+        if p.inline_error is not None:
+            error, p.inline_error = p.inline_error, None
+            raise error
         if self._closed:
             raise anyio.ClosedResourceError
-        chunks = p.chunks
-        if not chunks:
+        if not p.chunks:
             if p.error is not None:
                 raise anyio.BrokenResourceError from p.error
             raise anyio.EndOfStream
+        return self._take(p, max_bytes)
+
+    def receive_nowait(self, max_bytes: int = 65536) -> bytes:
+        """What is buffered now (up to *max_bytes*); ``anyio.WouldBlock`` if nothing is.
+
+        For :meth:`read_inline`'s callback; the end of the stream and errors are left
+        to :meth:`receive` (this raises ``WouldBlock`` for them too).
+        """
+        p = self._protocol
+        if self._closed or not p.chunks:
+            raise anyio.WouldBlock
+        return self._take(p, max_bytes)
+
+    def read_inline(self, on_data: Callable[[], None] | None) -> None:
+        """Have *on_data* take new bytes as they arrive, without waking the task in ``receive``.
+
+        While a task waits in :meth:`receive` with nothing buffered, the transport's
+        read callback calls *on_data* (synchronously, outside any task), which takes
+        what it can with :meth:`receive_nowait`; if it leaves bytes behind, the waiting
+        task is woken as usual.  This saves the reader's scheduling round per message;
+        order is kept because it only runs when no bytes wait.  If *on_data* raises, the
+        waiting ``receive`` raises that exception (so *on_data* can end the reading
+        too), and inline reading stops.  None turns it off.
+        """
+        self._protocol.on_data = on_data
+
+    def _take(self, p: _Protocol, max_bytes: int) -> bytes:
+        chunks = p.chunks
         chunk = chunks.popleft()
         if len(chunk) > max_bytes:
             chunks.appendleft(chunk[max_bytes:])
@@ -180,7 +235,7 @@ class AioSocketStream(SocketStream):
         """Wait until bytes, the end, an error or ``aclose``; a cancelled wait loses nothing."""
         self._receiving = True
         try:
-            while not p.chunks and not p.eof and not p.lost and not self._closed:
+            while not p.chunks and not p.eof and not p.lost and not self._closed and p.inline_error is None:
                 waiter = p.read_waiter = p.loop.create_future()
                 await waiter
         finally:

@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,7 +42,7 @@ from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
 from ..telemetry import bus_event
-from .aiostream import connect_tcp
+from .aiostream import AioSocketStream, connect_tcp
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -110,6 +111,10 @@ class DevLink:
         self.pending_pongs: deque[anyio.Event] = deque()
         #: Writes to the socket without a scheduling round (None: this stream has no such path).
         self.direct: DirectWriter | None = direct_writer(stream)
+        #: Takes buffered bytes without waiting, on streams that can read inline (``aiostream``).
+        self.take_nowait: Callable[[int], bytes] | None = (
+            stream.receive_nowait if isinstance(stream, AioSocketStream) else None
+        )
 
     def release_pongs(self) -> None:
         """The connection is gone: nobody waits for its pongs any more."""
@@ -383,7 +388,21 @@ class DevSynapse(Synapse):
             return link
 
     async def _read_until_lost(self, link: DevLink) -> str:
-        """Deliver ``msg`` frames until the connection ends; returns why it ended."""
+        """Deliver ``msg`` frames until the connection ends; returns why it ended.
+
+        On asyncio the lines are mostly handled in the transport's read callback
+        (``_read_inline``) while this task waits; it handles what that leaves.
+        """
+        stream = link.stream
+        if isinstance(stream, AioSocketStream):
+            stream.read_inline(lambda: self._read_inline(link))
+        try:
+            return await self._read_lines(link)
+        finally:
+            if isinstance(stream, AioSocketStream):
+                stream.read_inline(None)
+
+    async def _read_lines(self, link: DevLink) -> str:
         reader = link.reader
         while True:
             try:
@@ -397,29 +416,47 @@ class DevSynapse(Synapse):
                 return "connection closed"
             except (anyio.BrokenResourceError, OSError) as exc:
                 return f"connection broken: {exc!r}"
+            self._on_line(link, line)
+
+    def _read_inline(self, link: DevLink) -> None:
+        """Handle the lines that arrived, in the transport's read callback (``aiostream``):
+        the reader task is not woken for them.  Never waits."""
+        reader, take = link.reader, link.take_nowait
+        assert take is not None
+        while True:
             try:
-                msg = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                self._bad_frame("a line that is not JSON", self.url, exc)
+                line = reader.receive_line_nowait(take)
+            except anyio.WouldBlock:
+                return
+            except LineTooLong as exc:
+                self._bad_frame("a line", self.url, exc)
                 continue
-            if not isinstance(msg, dict):
-                self._bad_frame("a line that is not a JSON object", self.url, type(msg).__name__)
-                continue
-            op = msg.get("op")
-            if op == "msg":
-                self._on_msg(msg)
-            elif op == "pong":
-                if link.pending_pongs:
-                    link.pending_pongs.popleft().set()
-            elif op == "err":
-                since = self._server_errors.hit()
-                if since is not None:
-                    log.warning(
-                        "dev bus %s reported: %s (%d err lines since the last report)",
-                        self.url,
-                        msg.get("message"),
-                        since,
-                    )
+            self._on_line(link, line)
+
+    def _on_line(self, link: DevLink, line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            self._bad_frame("a line that is not JSON", self.url, exc)
+            return
+        if not isinstance(msg, dict):
+            self._bad_frame("a line that is not a JSON object", self.url, type(msg).__name__)
+            return
+        op = msg.get("op")
+        if op == "msg":
+            self._on_msg(msg)
+        elif op == "pong":
+            if link.pending_pongs:
+                link.pending_pongs.popleft().set()
+        elif op == "err":
+            since = self._server_errors.hit()
+            if since is not None:
+                log.warning(
+                    "dev bus %s reported: %s (%d err lines since the last report)",
+                    self.url,
+                    msg.get("message"),
+                    since,
+                )
 
     def _on_msg(self, msg: dict[str, Any]) -> None:
         sub_id = msg.get("sub_id")

@@ -43,7 +43,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..telemetry import bus_event, refresh
-from .aiostream import accept
+from .aiostream import AioSocketStream, accept
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
@@ -67,6 +67,10 @@ _GOODBYE_TIMEOUT = 0.5  # best-effort err before closing a refused or slow conne
 _REFUSE_TIMEOUT = 0.05  # the err to a connection over the cap: its send buffer is empty, or we give up
 _SUBJECT_CACHE = 4096  # checked subjects remembered (cleared when full)
 _CONN_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+class _ReadingOver(Exception):
+    """Raised by the inline reader once its connection is closing: ends the reader task's wait."""
 
 
 def _err(message: str) -> bytes:
@@ -465,7 +469,16 @@ class DevSynapseServer:
                     self._refuse(conn, f"auth timeout: no auth within {self.limits.auth_timeout:g}s")
                 return
             reader.max_line = self.max_line
-        await self._read_lines(conn, reader, until_authed=False)
+        if not isinstance(stream, AioSocketStream):
+            await self._read_lines(conn, reader, until_authed=False)
+            return
+        # asyncio: most lines are handled in the read callback while this task waits.
+        take = stream.receive_nowait
+        stream.read_inline(lambda: self._read_inline(conn, reader, take))
+        try:
+            await self._read_lines(conn, reader, until_authed=False)
+        finally:
+            stream.read_inline(None)
 
     async def _read_lines(self, conn: _Conn, reader: LineReader, *, until_authed: bool) -> None:
         while not conn.closing and not (until_authed and conn.authed):
@@ -475,26 +488,45 @@ class DevSynapseServer:
                 self.stats.oversized_lines += 1
                 self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
                 continue
-            except _CONN_ERRORS:
+            except (*_CONN_ERRORS, _ReadingOver):
                 conn.closing = True
                 return
+            self._on_line(conn, line)
+
+    def _read_inline(self, conn: _Conn, reader: LineReader, take: Callable[[int], bytes]) -> None:
+        """Handle the lines that arrived, in the transport's read callback (``aiostream``):
+        the connection's reader task is not woken for them.  Once the connection is
+        closing, ``_ReadingOver`` ends that task's wait."""
+        while not conn.closing:
             try:
-                msg = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                self._reject_line(conn, f"bad JSON: {exc}")
+                line = reader.receive_line_nowait(take)
+            except anyio.WouldBlock:
+                return
+            except LineTooLong as exc:
+                self.stats.oversized_lines += 1
+                self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
                 continue
-            if not isinstance(msg, dict):
-                self._reject_line(conn, f"bad message: expected a JSON object, got {type(msg).__name__}")
-            elif conn.authed:
-                try:
-                    self._handle(conn, msg)
-                except Exception as exc:  # a bug must not end the connection (or the server)
-                    log.exception("dev bus: op %r from %s failed", msg.get("op"), conn.peer)
-                    self._send_err(conn, f"internal error in op {str(msg.get('op'))[:50]!r}: {exc!r}"[:500])
-            elif msg.get("op") == "auth":
-                self._check_token(conn, msg)
-            else:
-                self._refuse(conn, 'auth required: send {"op":"auth","token":...} first')
+            self._on_line(conn, line)
+        raise _ReadingOver
+
+    def _on_line(self, conn: _Conn, line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            self._reject_line(conn, f"bad JSON: {exc}")
+            return
+        if not isinstance(msg, dict):
+            self._reject_line(conn, f"bad message: expected a JSON object, got {type(msg).__name__}")
+        elif conn.authed:
+            try:
+                self._handle(conn, msg)
+            except Exception as exc:  # a bug must not end the connection (or the server)
+                log.exception("dev bus: op %r from %s failed", msg.get("op"), conn.peer)
+                self._send_err(conn, f"internal error in op {str(msg.get('op'))[:50]!r}: {exc!r}"[:500])
+        elif msg.get("op") == "auth":
+            self._check_token(conn, msg)
+        else:
+            self._refuse(conn, 'auth required: send {"op":"auth","token":...} first')
 
     # -- ops -------------------------------------------------------------------
     def _send_err(self, conn: _Conn, message: str) -> None:

@@ -90,6 +90,22 @@ class LineReader:
             raise LineTooLong(self._max)
         return line
 
+    def receive_line_nowait(self, receive_nowait: Callable[[int], bytes]) -> bytes:
+        """The next line if it is complete here or in the stream; ``anyio.WouldBlock`` if not.
+
+        *receive_nowait* takes buffered bytes from the stream without waiting (it raises
+        ``WouldBlock`` when there are none).  The end of the stream is left to
+        :meth:`receive_line`.
+        """
+        while not self._lines:
+            if self._eof:
+                raise anyio.WouldBlock
+            self._feed(receive_nowait(_CHUNK))
+        line = self._lines.popleft()
+        if line is None:
+            raise LineTooLong(self._max)
+        return line
+
     def _feed(self, chunk: bytes) -> None:
         if b"\n" not in chunk:
             self._grow(chunk)
