@@ -52,7 +52,7 @@ from anyio.streams.tls import TLSStream
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
-from .aiostream import connect_tcp
+from .aiostream import AioSocketStream, connect_tcp
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -652,50 +652,63 @@ class NatsSynapse(Synapse):
 
     # -- per-connection tasks ----------------------------------------------------
     async def _reader(self, conn: _Conn) -> None:
+        """Read and file what the server sends; on asyncio mostly in the transport's read
+        callback while this task waits (``AioSocketStream.read_inline``), which does the same."""
         pending = conn.leftover
         conn.leftover = []
         stream = conn.stream
         feed = conn.parser.feed
+        inline = isinstance(stream, AioSocketStream)
+        if inline:
+            take = stream.receive_nowait
+            stream.read_inline(lambda: self._on_events(conn, feed(take(_RECV_SIZE))))
+        try:
+            while True:
+                self._on_events(conn, pending)
+                pending = feed(await stream.receive(_RECV_SIZE))
+        finally:
+            if inline:
+                stream.read_inline(None)
+
+    def _on_events(self, conn: _Conn, events: list[Event]) -> None:
         subs = self._subs
-        while True:
-            for ev in pending:
-                if type(ev) is Msg:
-                    sub = subs.get(ev.sid)
-                    if sub is None:
-                        continue
-                    try:
-                        sig = decode_signal(ev.payload)
-                    except SignalDecodeError as exc:
-                        self._bad_frame("a frame that is not a Signal", ev.subject, exc)
-                        continue
-                    if self._move_seen is not None and self._seen_twice(ev.sid, sig):
-                        continue  # delivered on both connections of a lame-duck move
-                    if not sub.offer(sig, len(ev.payload)):  # never waits
-                        self._dropped(sub, sig)  # over its limits: drop, count
-                elif type(ev) is HMsg:
-                    self._file_with_headers(ev)
-                elif ev is PING:
-                    conn.write(PONG_FRAME)
-                elif ev is PONG:
-                    conn.outstanding_pings = 0
-                    if conn.pongs:
-                        waiter = conn.pongs.popleft()
-                        if waiter is not None:
-                            waiter.set()
-                elif isinstance(ev, Info):
-                    conn.info.update(ev.data)
-                    conn.max_payload = int(conn.info.get("max_payload") or conn.max_payload)
-                    self.max_payload: int = conn.max_payload
-                    self._learn_servers(ev.data, conn.server)
-                    if ev.data.get("ldm") and not conn.moving and conn.tg is not None:
-                        log.info("NATS server %s entered lame-duck mode; moving elsewhere", conn.server)
-                        conn.moving = True
-                        conn.server.avoid_until = time.monotonic() + LAME_DUCK_AVOID_S
-                        conn.tg.start_soon(self._leave_lame_duck, conn, name="nats-lame-duck-move")
-                elif isinstance(ev, Err):
-                    self.last_error = f"{conn.server}: {ev.message}"
-                    log.error("NATS server %s: -ERR %s", conn.server, ev.message)
-            pending = feed(await stream.receive(_RECV_SIZE))
+        for ev in events:
+            if type(ev) is Msg:
+                sub = subs.get(ev.sid)
+                if sub is None:
+                    continue
+                try:
+                    sig = decode_signal(ev.payload)
+                except SignalDecodeError as exc:
+                    self._bad_frame("a frame that is not a Signal", ev.subject, exc)
+                    continue
+                if self._move_seen is not None and self._seen_twice(ev.sid, sig):
+                    continue  # delivered on both connections of a lame-duck move
+                if not sub.offer(sig, len(ev.payload)):  # never waits
+                    self._dropped(sub, sig)  # over its limits: drop, count
+            elif type(ev) is HMsg:
+                self._file_with_headers(ev)
+            elif ev is PING:
+                conn.write(PONG_FRAME)
+            elif ev is PONG:
+                conn.outstanding_pings = 0
+                if conn.pongs:
+                    waiter = conn.pongs.popleft()
+                    if waiter is not None:
+                        waiter.set()
+            elif isinstance(ev, Info):
+                conn.info.update(ev.data)
+                conn.max_payload = int(conn.info.get("max_payload") or conn.max_payload)
+                self.max_payload: int = conn.max_payload
+                self._learn_servers(ev.data, conn.server)
+                if ev.data.get("ldm") and not conn.moving and conn.tg is not None:
+                    log.info("NATS server %s entered lame-duck mode; moving elsewhere", conn.server)
+                    conn.moving = True
+                    conn.server.avoid_until = time.monotonic() + LAME_DUCK_AVOID_S
+                    conn.tg.start_soon(self._leave_lame_duck, conn, name="nats-lame-duck-move")
+            elif isinstance(ev, Err):
+                self.last_error = f"{conn.server}: {ev.message}"
+                log.error("NATS server %s: -ERR %s", conn.server, ev.message)
 
     def _file_with_headers(self, ev: HMsg) -> None:
         """An HMSG: the Signal from its payload, the trace context from its headers if the frame lacks it."""
