@@ -84,6 +84,8 @@ async def test_signals_are_filed_from_the_read_callback_on_asyncio_and_by_the_re
     async with _buses(kind, nats, server_tasks) as (sub_side, pub_side):
         sub = await sub_side.subscribe(SUBJECT, handler)
         sub.fast = fast
+        if isinstance(sub_side, NatsSynapse):
+            await sub_side.flush()  # the server has the SUB before the other connection publishes
         with anyio.fail_after(10):
             for n in range(8):
                 await pub_side.publish(SUBJECT, _task(n))
