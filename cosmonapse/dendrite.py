@@ -70,6 +70,15 @@ _ROLES = ("orchestrator", "worker")
 GiveUp = Callable[[str, str], Awaitable[None]]
 
 
+async def _traced_reply(
+    reply: Awaitable[Signal], neuron: str | None, capabilities: list[str] | None, meta: Any
+) -> Signal:
+    """*reply* (``_await_reply``'s coroutine, not started yet) inside a CLIENT span, with the
+    latency metric (OpenTelemetry on)."""
+    with dispatching(neuron, capabilities, meta) as call:
+        return call.reply(await reply)
+
+
 class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
     """Hosts Axons and exposes every orchestration primitive."""
 
@@ -578,27 +587,10 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         With OpenTelemetry off it hands back ``_await_reply``'s own coroutine: not even a
         no-op span, and no frame of its own on this path.
         """
+        reply = self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
         if _TEL.impl is None:
-            return self._await_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
-        return self._traced_reply(neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up)
-
-    async def _traced_reply(
-        self,
-        neuron: str | None,
-        input: dict[str, Any],
-        capabilities: list[str] | None,
-        timeout_s: float | None,
-        scope: PathwayScope,
-        finalize: bool | None,
-        kw: dict[str, Any],
-        give_up: GiveUp | None,
-    ) -> Signal:
-        """``_await_reply`` inside a CLIENT span, with the latency metric (OpenTelemetry on)."""
-        with dispatching(neuron, capabilities, kw.get("meta")) as call:
-            reply = await self._await_reply(
-                neuron, input, capabilities, timeout_s, scope, finalize, kw, give_up
-            )
-            return call.reply(reply)
+            return reply
+        return _traced_reply(reply, neuron, capabilities, kw.get("meta"))
 
     async def _await_reply(
         self,

@@ -39,14 +39,23 @@ import asyncio
 import socket
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import anyio
 import sniffio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream
 
-__all__ = ["CLOSE_FLUSH_S", "READ_HIGH", "READ_LOW", "AioSocketStream", "accept", "connect_tcp"]
+__all__ = [
+    "CLOSE_FLUSH_S",
+    "READ_HIGH",
+    "READ_LOW",
+    "AioSocketStream",
+    "accept",
+    "connect_tcp",
+    "inline_reading",
+]
 
 #: Reading the socket pauses when more than this many received bytes wait to be read ...
 READ_HIGH = 256 * 1024
@@ -314,6 +323,22 @@ class AioSocketStream(SocketStream):
         finally:
             if not p.lost:
                 self._transport.abort()  # a peer that does not read, or a cancelled close
+
+
+@contextmanager
+def inline_reading(stream: object, on_data: Callable[[Callable[[int], bytes]], None]) -> Iterator[None]:
+    """For the block: on our asyncio stream, ``on_data(take)`` handles arriving bytes in the
+    read callback (:meth:`AioSocketStream.read_inline`; *take* is its ``receive_nowait``).
+    Any other stream (trio's, TLS) is read by the task alone, as before."""
+    if not isinstance(stream, AioSocketStream):
+        yield
+        return
+    take = stream.receive_nowait
+    stream.read_inline(lambda: on_data(take))
+    try:
+        yield
+    finally:
+        stream.read_inline(None)
 
 
 def _open(transport: asyncio.BaseTransport, protocol: Any) -> AioSocketStream:

@@ -42,7 +42,7 @@ from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
 from ..telemetry import bus_event
-from .aiostream import AioSocketStream, connect_tcp
+from .aiostream import connect_tcp, inline_reading
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -111,10 +111,6 @@ class DevLink:
         self.pending_pongs: deque[anyio.Event] = deque()
         #: Writes to the socket without a scheduling round (None: this stream has no such path).
         self.direct: DirectWriter | None = direct_writer(stream)
-        #: Takes buffered bytes without waiting, on streams that can read inline (``aiostream``).
-        self.take_nowait: Callable[[int], bytes] | None = (
-            stream.receive_nowait if isinstance(stream, AioSocketStream) else None
-        )
 
     def release_pongs(self) -> None:
         """The connection is gone: nobody waits for its pongs any more."""
@@ -393,14 +389,8 @@ class DevSynapse(Synapse):
         On asyncio the lines are mostly handled in the transport's read callback
         (``_read_inline``) while this task waits; it handles what that leaves.
         """
-        stream = link.stream
-        if isinstance(stream, AioSocketStream):
-            stream.read_inline(lambda: self._read_inline(link))
-        try:
+        with inline_reading(link.stream, lambda take: self._read_inline(link, take)):
             return await self._read_lines(link)
-        finally:
-            if isinstance(stream, AioSocketStream):
-                stream.read_inline(None)
 
     async def _read_lines(self, link: DevLink) -> str:
         reader = link.reader
@@ -418,11 +408,10 @@ class DevSynapse(Synapse):
                 return f"connection broken: {exc!r}"
             self._on_line(link, line)
 
-    def _read_inline(self, link: DevLink) -> None:
+    def _read_inline(self, link: DevLink, take: Callable[[int], bytes]) -> None:
         """Handle the lines that arrived, in the transport's read callback (``aiostream``):
         the reader task is not woken for them.  Never waits."""
-        reader, take = link.reader, link.take_nowait
-        assert take is not None
+        reader = link.reader
         while True:
             try:
                 line = reader.receive_line_nowait(take)

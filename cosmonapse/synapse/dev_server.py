@@ -43,7 +43,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..telemetry import bus_event, refresh
-from .aiostream import AioSocketStream, accept
+from .aiostream import accept, inline_reading
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
@@ -469,24 +469,16 @@ class DevSynapseServer:
                     self._refuse(conn, f"auth timeout: no auth within {self.limits.auth_timeout:g}s")
                 return
             reader.max_line = self.max_line
-        if not isinstance(stream, AioSocketStream):
-            await self._read_lines(conn, reader, until_authed=False)
-            return
         # asyncio: most lines are handled in the read callback while this task waits.
-        take = stream.receive_nowait
-        stream.read_inline(lambda: self._read_inline(conn, reader, take))
-        try:
+        with inline_reading(stream, lambda take: self._read_inline(conn, reader, take)):
             await self._read_lines(conn, reader, until_authed=False)
-        finally:
-            stream.read_inline(None)
 
     async def _read_lines(self, conn: _Conn, reader: LineReader, *, until_authed: bool) -> None:
         while not conn.closing and not (until_authed and conn.authed):
             try:
                 line = await reader.receive_line()
             except LineTooLong as exc:
-                self.stats.oversized_lines += 1
-                self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
+                self._line_too_long(conn, exc)
                 continue
             except (*_CONN_ERRORS, _ReadingOver):
                 conn.closing = True
@@ -503,11 +495,14 @@ class DevSynapseServer:
             except anyio.WouldBlock:
                 return
             except LineTooLong as exc:
-                self.stats.oversized_lines += 1
-                self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
+                self._line_too_long(conn, exc)
                 continue
             self._on_line(conn, line)
         raise _ReadingOver
+
+    def _line_too_long(self, conn: _Conn, exc: LineTooLong) -> None:
+        self.stats.oversized_lines += 1
+        self._reject_line(conn, f"line too long: over {exc.limit} bytes, skipped")
 
     def _on_line(self, conn: _Conn, line: bytes) -> None:
         try:

@@ -52,7 +52,7 @@ from anyio.streams.tls import TLSStream
 from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
-from .aiostream import AioSocketStream, connect_tcp
+from .aiostream import connect_tcp, inline_reading
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -658,17 +658,10 @@ class NatsSynapse(Synapse):
         conn.leftover = []
         stream = conn.stream
         feed = conn.parser.feed
-        inline = isinstance(stream, AioSocketStream)
-        if inline:
-            take = stream.receive_nowait
-            stream.read_inline(lambda: self._on_events(conn, feed(take(_RECV_SIZE))))
-        try:
+        with inline_reading(stream, lambda take: self._on_events(conn, feed(take(_RECV_SIZE)))):
             while True:
                 self._on_events(conn, pending)
                 pending = feed(await stream.receive(_RECV_SIZE))
-        finally:
-            if inline:
-                stream.read_inline(None)
 
     def _on_events(self, conn: _Conn, events: list[Event]) -> None:
         subs = self._subs

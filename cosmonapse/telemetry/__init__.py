@@ -232,7 +232,7 @@ NOOP: _Noop = _Noop()
 
 
 def dispatching(neuron: str | None, capabilities: list[str] | None, meta: Any) -> Scope:
-    """Around one dispatch → reply (``Dendrite._traced_reply``): a CLIENT span and the latency histogram."""
+    """Around one dispatch → reply (``dendrite._traced_reply``): a CLIENT span and the latency histogram."""
     impl = SWITCH.impl
     return impl.dispatching(neuron, capabilities, meta) if impl is not None else NOOP
 
