@@ -111,3 +111,28 @@ async def test_nats_publish_nowait_refuses_trace_headers_and_a_closed_synapse() 
             assert not pub.publish_nowait(SUBJECT, traced)  # headers go with publish()
             assert pub.publish_nowait(SUBJECT, _delta(0))
         assert not pub.publish_nowait(SUBJECT, _delta(1))
+
+
+async def test_dev_bus_publish_nowait_does_not_overtake_a_publish_that_waited_out_an_outage() -> None:
+    """A ``publish`` that waited for the connection hands its line to the idle writer; a
+    ``publish_nowait`` right after it must queue behind that line, not write past it."""
+    async with DevSynapseServer() as srv, DevSynapse(srv.url, reconnect_delay=0.01) as sub:
+        got: list[int] = []
+        both = anyio.Event()
+
+        async def on_signal(sig: Signal) -> None:
+            got.append(sig.payload["i"])
+            if len(got) == 2:
+                both.set()
+
+        await sub.subscribe(SUBJECT, on_signal)
+        async with DevSynapse(srv.url, reconnect_delay=0.01) as pub:
+            link = pub._link
+            assert link is not None
+            await pub._drop(link)  # an outage: publish() now waits for the reconnect
+            with anyio.fail_after(10):
+                await pub.publish(SUBJECT, _delta(0))
+            assert pub.publish_nowait(SUBJECT, _delta(1))  # the line above is still the writer's
+            with anyio.fail_after(10):
+                await both.wait()
+        assert got == [0, 1]

@@ -36,6 +36,7 @@ transport flush what is buffered for up to ``CLOSE_FLUSH_S``, then aborts it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import weakref
 from collections import deque
@@ -198,12 +199,20 @@ class AioSocketStream(SocketStream):
     def receive_nowait(self, max_bytes: int = 65536) -> bytes:
         """What is buffered now (up to *max_bytes*); ``anyio.WouldBlock`` if nothing is.
 
-        For :meth:`read_inline`'s callback; the end of the stream and errors are left
-        to :meth:`receive` (this raises ``WouldBlock`` for them too).
+        The end of the stream and errors are left to :meth:`receive` (this raises
+        ``WouldBlock`` for them too).
         """
+        data = self.take_buffered(max_bytes)
+        if not data:
+            raise anyio.WouldBlock
+        return data
+
+    def take_buffered(self, max_bytes: int = 65536) -> bytes:
+        """What is buffered now (up to *max_bytes*), ``b""`` if nothing is: :meth:`read_inline`'s
+        callback takes its bytes with this (no exception when it has taken them all)."""
         p = self._protocol
         if self._closed or not p.chunks:
-            raise anyio.WouldBlock
+            return b""
         return self._take(p, max_bytes)
 
     def read_inline(self, on_data: Callable[[], None] | None) -> None:
@@ -211,7 +220,7 @@ class AioSocketStream(SocketStream):
 
         While a task waits in :meth:`receive` with nothing buffered, the transport's
         read callback calls *on_data* (synchronously, outside any task), which takes
-        what it can with :meth:`receive_nowait`; if it leaves bytes behind, the waiting
+        what it can with :meth:`take_buffered`; if it leaves bytes behind, the waiting
         task is woken as usual.  This saves the reader's scheduling round per message;
         order is kept because it only runs when no bytes wait.  If *on_data* raises, the
         waiting ``receive`` raises that exception (so *on_data* can end the reading
@@ -328,13 +337,12 @@ class AioSocketStream(SocketStream):
 @contextmanager
 def inline_reading(stream: object, on_data: Callable[[Callable[[int], bytes]], None]) -> Iterator[None]:
     """For the block: on our asyncio stream, ``on_data(take)`` handles arriving bytes in the
-    read callback (:meth:`AioSocketStream.read_inline`; *take* is its ``receive_nowait``).
+    read callback (:meth:`AioSocketStream.read_inline`; *take* is its ``take_buffered``).
     Any other stream (trio's, TLS) is read by the task alone, as before."""
     if not isinstance(stream, AioSocketStream):
         yield
         return
-    take = stream.receive_nowait
-    stream.read_inline(lambda: on_data(take))
+    stream.read_inline(functools.partial(on_data, stream.take_buffered))
     try:
         yield
     finally:

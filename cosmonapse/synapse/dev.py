@@ -24,6 +24,7 @@ URL or as the ``token=`` keyword.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -42,7 +43,7 @@ from ..codec import decode_signal, encode_signal
 from ..errors import SignalDecodeError, SynapseClosedError, SynapseError
 from ..signal import Signal
 from ..telemetry import bus_event
-from .aiostream import connect_tcp, inline_reading
+from .aiostream import READ_CHUNK, connect_tcp, inline_reading
 from .base import (
     DEFAULT_PENDING_BYTES,
     DEFAULT_PENDING_LIMIT,
@@ -198,6 +199,10 @@ def _pub_line(subject: str, signal: Signal) -> bytes:
     """The ``pub`` op for *signal* on *subject* (its frame is the Signal's JSON as a string)."""
     frame = encode_signal(signal).decode()
     return orjson.dumps({"op": "pub", "subject": subject, "frame": frame}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _describe(subject: str, signal: Signal) -> str:
+    return f"{signal.type.value} {signal.id} on {subject}"
 
 
 def _sub_line(sub: Subscription) -> bytes:
@@ -389,7 +394,7 @@ class DevSynapse(Synapse):
         On asyncio the lines are mostly handled in the transport's read callback
         (``_read_inline``) while this task waits; it handles what that leaves.
         """
-        with inline_reading(link.stream, lambda take: self._read_inline(link, take)):
+        with inline_reading(link.stream, functools.partial(self._read_inline, link)):
             return await self._read_lines(link)
 
     async def _read_lines(self, link: DevLink) -> str:
@@ -412,14 +417,16 @@ class DevSynapse(Synapse):
         """Handle the lines that arrived, in the transport's read callback (``aiostream``):
         the reader task is not woken for them.  Never waits."""
         reader = link.reader
+        while data := take(READ_CHUNK):
+            reader.feed(data)
         while True:
             try:
-                line = reader.receive_line_nowait(take)
-            except anyio.WouldBlock:
-                return
+                line = reader.next_line()
             except LineTooLong as exc:
                 self._bad_frame("a line", self.url, exc)
                 continue
+            if line is None:
+                return
             self._on_line(link, line)
 
     def _on_line(self, link: DevLink, line: bytes) -> None:
@@ -504,15 +511,16 @@ class DevSynapse(Synapse):
         for event in waiters:
             event.set()
 
-    def _enqueue_now(self, data: _Line, what: str) -> _Line | None:
+    def _enqueue_now(self, data: _Line, what: Callable[[], str]) -> _Line | None:
         """The part of ``_enqueue`` that never waits: None when *data* was written or queued,
-        else what is still to be queued (*data* itself: nothing was sent).
+        else what is still to be queued (*data* itself: nothing was sent).  *what* names the
+        line for an error (built only then: ``publish_nowait`` runs for every Signal).
 
         A direct write happens only with the outbox empty, so a remainder it leaves
         always fits: what comes back is either None or all of *data*.
         """
         if self._closing or self._outbox is None:
-            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent")
+            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what()} not sent")
         link = self._link
         if link is None:
             return data
@@ -529,11 +537,11 @@ class DevSynapse(Synapse):
             bus_event("backpressure", "outbox")  # the outbox is full: the caller waits for the writer
             return data
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what} not sent") from None
+            raise SynapseClosedError(f"DevSynapse {self.url} is closed; {what()} not sent") from None
 
     async def _enqueue(self, data: _Line, what: str) -> None:
         """Queue one line; waits (up to ``publish_timeout``) only for a connection or for room."""
-        rest = self._enqueue_now(data, what)
+        rest = self._enqueue_now(data, lambda: what)
         if rest is None:
             return
         data = rest
@@ -547,6 +555,10 @@ class DevSynapse(Synapse):
                     assert self._up is not None
                     await self._up.wait()
                 await outbox.send(data)
+            # The writer may have been handed the line directly (it was waiting, the outbox
+            # stays empty): either way a direct write must not overtake it.
+            self._writer_busy = True
+            self._gate.queued()
         except TimeoutError:
             if self._link is None:
                 raise SynapseError(
@@ -563,10 +575,11 @@ class DevSynapse(Synapse):
         """Write *data* straight to the socket if nothing is queued ahead; returns what is left.
 
         Only on a quiet connection (``DirectGate``): on a busy one lines queue up and
-        leave together in the writer's next send.
+        leave together in the writer's next send.  The caller has checked that nothing is
+        queued: ``_writer_busy`` is set by every path that hands the writer a line, until
+        the writer waits on an empty outbox again.
         """
-        assert self._outbox is not None
-        if self._outbox.statistics().current_buffer_used or not self._gate.open():
+        if not self._gate.open():
             return data
         taken = direct(data)
         return data[taken:] if taken else data
@@ -576,14 +589,13 @@ class DevSynapse(Synapse):
         """Queue *signal*; during an outage waits up to ``publish_timeout``, then ``SynapseError``."""
         if self._tg is None:
             self._check_open(f"publish to {subject!r}")
-        await self._enqueue(_pub_line(subject, signal), f"{signal.type.value} {signal.id} on {subject}")
+        await self._enqueue(_pub_line(subject, signal), _describe(subject, signal))
 
     def publish_nowait(self, subject: str, signal: Signal) -> bool:
         """``publish`` when connected with room in the outbox (no waiting); else False, nothing sent."""
         if self._tg is None or self._closing or self._link is None:
             return False
-        what = f"{signal.type.value} {signal.id} on {subject}"
-        return self._enqueue_now(_pub_line(subject, signal), what) is None
+        return self._enqueue_now(_pub_line(subject, signal), lambda: _describe(subject, signal)) is None
 
     async def _control(self, data: _Line, what: str) -> bool:
         """Queue a ``sub``/``unsub`` while connected (False when not: the reconnect restores the set)."""

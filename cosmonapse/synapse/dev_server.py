@@ -26,6 +26,7 @@ peers cannot tell the difference:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import logging
@@ -43,7 +44,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..telemetry import bus_event, refresh
-from .aiostream import accept, inline_reading
+from .aiostream import READ_CHUNK, accept, inline_reading
 from .dev_limits import DEFAULT_LIMITS, AuthThrottle, DevBusLimits, subject_error
 from .framing import DEFAULT_MAX_LINE, LineReader, LineTooLong, encode_line, receive_batch
 from .index import SubscriptionIndex
@@ -387,12 +388,8 @@ class DevSynapseServer:
             if hog is conn or conn.kill_reason is not None:
                 return
         # Straight to the socket when idle; a busy connection leaves it to the writer (sendnow.py).
-        if (
-            not conn.writer_busy
-            and conn.direct is not None
-            and not conn.outbox.statistics().current_buffer_used
-            and conn.gate.open()
-        ):
+        # writer_busy covers the outbox: every line reaches it below, which sets the flag.
+        if not conn.writer_busy and conn.direct is not None and conn.gate.open():
             taken = conn.direct(data)
             if taken == size:
                 return
@@ -470,7 +467,7 @@ class DevSynapseServer:
                 return
             reader.max_line = self.max_line
         # asyncio: most lines are handled in the read callback while this task waits.
-        with inline_reading(stream, lambda take: self._read_inline(conn, reader, take)):
+        with inline_reading(stream, functools.partial(self._read_inline, conn, reader)):
             await self._read_lines(conn, reader, until_authed=False)
 
     async def _read_lines(self, conn: _Conn, reader: LineReader, *, until_authed: bool) -> None:
@@ -489,14 +486,16 @@ class DevSynapseServer:
         """Handle the lines that arrived, in the transport's read callback (``aiostream``):
         the connection's reader task is not woken for them.  Once the connection is
         closing, ``_ReadingOver`` ends that task's wait."""
+        while data := take(READ_CHUNK):
+            reader.feed(data)
         while not conn.closing:
             try:
-                line = reader.receive_line_nowait(take)
-            except anyio.WouldBlock:
-                return
+                line = reader.next_line()
             except LineTooLong as exc:
                 self._line_too_long(conn, exc)
                 continue
+            if line is None:
+                return
             self._on_line(conn, line)
         raise _ReadingOver
 

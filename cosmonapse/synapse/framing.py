@@ -90,18 +90,18 @@ class LineReader:
             raise LineTooLong(self._max)
         return line
 
-    def receive_line_nowait(self, receive_nowait: Callable[[int], bytes]) -> bytes:
-        """The next line if it is complete here or in the stream; ``anyio.WouldBlock`` if not.
+    def feed(self, data: bytes) -> None:
+        """Add bytes read by someone else (a transport's read callback); ``next_line`` hands
+        out the lines they complete.  The end of the stream is left to :meth:`receive_line`."""
+        self._feed(data)
 
-        *receive_nowait* takes buffered bytes from the stream without waiting (it raises
-        ``WouldBlock`` when there are none).  The end of the stream is left to
-        :meth:`receive_line`.
-        """
-        while not self._lines:
-            if self._eof:
-                raise anyio.WouldBlock
-            self._feed(receive_nowait(_CHUNK))
-        line = self._lines.popleft()
+    def next_line(self) -> bytes | None:
+        """The next complete line, or None when there is none yet (no waiting, no exception
+        on the hot path); ``LineTooLong`` for an over-long one, which is being skipped."""
+        lines = self._lines
+        if not lines:
+            return None
+        line = lines.popleft()
         if line is None:
             raise LineTooLong(self._max)
         return line
