@@ -20,7 +20,7 @@ from cattrs.preconf.orjson import OrjsonConverter, make_converter
 
 from .errors import SignalDecodeError
 from .ids import new_event_id, new_trace_id
-from .signal import Directed, Signal, SignalType, install_codec, utc_now_iso
+from .signal import Directed, Signal, SignalType, checked_signal, directed_to, install_codec, utc_now_iso
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -39,6 +39,8 @@ log: logging.Logger = logging.getLogger("cosmonapse.codec")
 converter: OrjsonConverter = make_converter()
 
 _TYPES: dict[str, SignalType] = {t.value: t for t in SignalType}
+#: Each type's wire name as a plain str (``.value`` is a property call on an enum).
+_TYPE_NAMES: dict[SignalType, str] = {t: t.value for t in SignalType}
 
 
 def _directed_to_dict(d: Directed) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def signal_to_dict(sig: Signal) -> dict[str, Any]:
         "id": sig.id,
         "trace_id": sig.trace_id,
         "parent_id": sig.parent_id,
-        "type": sig.type.value,
+        "type": _TYPE_NAMES[sig.type],
         "directed": None if d is None else _directed_to_dict(d),
         "ts": sig.ts,
         "payload": sig.payload,
@@ -73,14 +75,22 @@ def _directed_from(raw: Any) -> Directed | None:
         raise SignalDecodeError("directed.id", "must be a string or null")
     if dtype is not None and not isinstance(dtype, str):
         raise SignalDecodeError("directed.type", "must be a string or null")
-    if caps is None:
+    if caps is None or caps == []:
         caps = ()
     elif not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
         raise SignalDecodeError("directed.capabilities", "must be an array of strings")
+    if dtype is None and not caps and did is not None:
+        return directed_to(did)  # a reply's attribution: one shared (frozen) object per id
     return Directed(did, dtype, caps)
 
 
 def _ts_from(raw: Any) -> str:
+    if type(raw) is str:  # the usual case first
+        try:
+            datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise SignalDecodeError("ts", f"not an ISO-8601 date-time: {raw!r}") from exc
+        return raw
     if isinstance(raw, bool):
         raise SignalDecodeError("ts", "must be an ISO-8601 string or a number")
     if isinstance(raw, int | float):
@@ -113,7 +123,7 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
     v = raw.get("v", "1")
     if not isinstance(v, str):
         raise SignalDecodeError("v", f"must be a string, got {type(v).__name__}")
-    if v.split(".", 1)[0] != "1":
+    if v != "1" and v.split(".", 1)[0] != "1":
         raise SignalDecodeError("v", f"unsupported protocol version {v!r} (need 1.x)")
 
     type_name = raw.get("type")
@@ -147,8 +157,9 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
 
     directed = _directed_from(raw.get("directed"))
 
-    if "ts" in raw and raw["ts"] is not None:
-        ts = _ts_from(raw["ts"])
+    ts = raw.get("ts")
+    if ts is not None:
+        ts = _ts_from(ts)
     else:
         if strict:
             raise SignalDecodeError("ts", "is required")
@@ -170,18 +181,8 @@ def signal_from_dict(raw: Any, *, strict: bool = False) -> Signal:
     if filled and log.isEnabledFor(logging.DEBUG):
         extra = {"trace_id": trace_id, "event_id": sid, "neuron": directed.id if directed else None}
         log.debug("filled missing %s of a %s frame", ",".join(filled), stype.value, extra=extra)
-    return Signal(
-        type=stype,
-        trace_id=trace_id,
-        payload=payload,
-        parent_id=parent_id,
-        directed=directed,
-        meta=meta,
-        id=sid,
-        ts=ts,
-        v=v,
-        filled=tuple(filled),
-    )
+    gaps = tuple(filled) if filled else ()
+    return checked_signal(stype, trace_id, payload, parent_id, directed, meta, sid, ts, v, gaps)
 
 
 def encode_signal(sig: Signal) -> bytes:

@@ -786,18 +786,23 @@ class Core:
     # ------------------------------------------------------------------ Pathways
     def open_pathway(self, trace_id: str, role: PathwayRole, scope: PathwayScope) -> Pathway:
         """Open a Pathway on *trace_id*; over ``max_open_pathways``, the oldest unread one closes first."""
-        existing = self._pathways.get(trace_id)
-        if role == "originator" and existing and any(p.role == "originator" for p in existing):
-            raise PathwayBusyError(
-                f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
-                "use dispatch_task() for follow-up TASKs on it, or close it first"
-            )
+        if role == "originator":
+            self.refuse_second_originator(trace_id)
         if self._open_pathways >= self.max_open_pathways:
             self._evict_pathway()
         pw = Pathway(trace_id, host=self, role=role, scope=scope, max_buffer=self.pathway_buffer)
         self._pathways.setdefault(trace_id, []).append(pw)
         self._open_pathways += 1
         return pw
+
+    def refuse_second_originator(self, trace_id: str) -> None:
+        """``PathwayBusyError`` when this Dendrite already originates *trace_id* on an open Pathway."""
+        existing = self._pathways.get(trace_id)
+        if existing and any(p.role == "originator" for p in existing):
+            raise PathwayBusyError(
+                f"Dendrite {self.dendrite_id!r} already has an open Pathway originating trace {trace_id}; "
+                "use dispatch_task() for follow-up TASKs on it, or close it first"
+            )
 
     def _evict_pathway(self) -> None:
         """Close the oldest open Pathway that no reader is waiting on (the cap's policy).

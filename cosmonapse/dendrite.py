@@ -489,6 +489,21 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         capabilities: list[str] | None,
         scope: PathwayScope,
         finalize: bool | None,
+        **kw: Any,
+    ) -> Pathway:
+        """The TASK of a dispatch and its originator Pathway, opened before anything is published."""
+        task = await self._originating_task(neuron, input, capabilities, scope, finalize, **kw)
+        pw = self._core.open_pathway(task.trace_id, "originator", scope)
+        pw.task = task
+        return pw
+
+    async def _originating_task(
+        self,
+        neuron: str | None,
+        input: dict[str, Any],
+        capabilities: list[str] | None,
+        scope: PathwayScope,
+        finalize: bool | None,
         *,
         trace_id: str | None = None,
         parent_id: str | None = None,
@@ -496,8 +511,9 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         meta: dict[str, Any] | None = None,
         open_call: bool = False,
         what: str = "dispatch_and_wait()",
-    ) -> Pathway:
-        """The TASK of a dispatch and its originator Pathway, opened before anything is published."""
+    ) -> Signal:
+        """The TASK of a dispatch, once its originator Pathway is sure to open: the Pathway
+        types are subscribed and no other originator holds the trace."""
         core = self._core
         core.require_orchestrator(what)
         core.require_running(what)
@@ -508,9 +524,9 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         )  # fmt: skip
         if not core.pathways_wanted:
             await core.want_pathways()
-        pw = core.open_pathway(task.trace_id, "originator", scope)
-        pw.task = task
-        return pw
+        if trace_id is not None:
+            core.refuse_second_originator(trace_id)
+        return task
 
     async def dispatch_and_subscribe(
         self,
@@ -611,16 +627,20 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         call STOPs it; a retry attempt leaves that to the loop).
         """
         core = self._core
-        pw = await self._originate(neuron, input, capabilities, scope, finalize, **kw)
-        task = pw.task
-        assert task is not None
-        trace = pw.trace_id
+        task = await self._originating_task(neuron, input, capabilities, scope, finalize, **kw)
+        trace = task.trace_id
+        # Most often the bus takes the TASK at once: then its Pathway opens after the write,
+        # while the TASK travels.  Nothing can reach that Pathway sooner: a TASK is no Pathway
+        # type, and no other Signal is filed before this task next waits.
+        sent = timeout_s is not None and core.publish_nowait(task)
+        pw = core.open_pathway(trace, "originator", scope)
+        pw.task = task
         gave_up: str | None = None  # why the call gives up on its trace, if it does
         try:
             wait_s = timeout_s
             if timeout_s is None:
                 await core.publish(task)
-            elif not core.publish_nowait(task):  # the bus would make us wait: within the deadline
+            elif not sent:  # the bus would make us wait: within the deadline
                 deadline = anyio.current_time() + timeout_s
                 if not await core.publish_by(task, deadline):
                     gave_up = "dispatch_and_wait timed out"

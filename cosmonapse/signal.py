@@ -302,3 +302,31 @@ def new_signal(
     _set_v(sig, "1")
     _set_filled(sig, ())
     return sig
+
+
+def checked_signal(
+    stype: SignalType,
+    trace_id: str,
+    payload: dict[str, Any],
+    parent_id: str | None,
+    directed: Directed | None,
+    meta: dict[str, Any],
+    id: str,
+    ts: str,
+    v: str,
+    filled: tuple[str, ...],
+) -> Signal:
+    """A Signal from fields a decoder has already checked (``codec.signal_from_dict``):
+    every field set directly, as ``new_signal`` does, instead of through ``__init__``."""
+    sig = _new_object(Signal)
+    _set_type(sig, stype)
+    _set_trace(sig, trace_id)
+    _set_payload(sig, payload)
+    _set_parent(sig, parent_id)
+    _set_directed(sig, directed)
+    _set_meta(sig, meta)
+    _set_id(sig, id)
+    _set_ts(sig, ts)
+    _set_v(sig, v)
+    _set_filled(sig, filled)
+    return sig

@@ -118,6 +118,28 @@ async def test_dispatching_twice_on_one_trace_is_refused_until_closed() -> None:
         await obs.close()
 
 
+async def test_dispatch_and_wait_on_a_busy_trace_is_refused_before_its_task_goes_out() -> None:
+    """dispatch_and_wait opens its Pathway after the TASK is written; the refusal still comes first."""
+    runs: list[str] = []
+
+    async def counting(input: dict[str, Any], context: NeuronContext) -> dict[str, Any]:
+        runs.append(context.task.id)
+        return {"ok": True}
+
+    async with memory_cluster(workers={"c": counting}) as c:
+        pw = await c.orchestrator.dispatch(neuron="c", input={}, trace_id="trc_busy")
+        assert (await pw.wait(5)).type is T.AGENT_OUTPUT
+        with pytest.raises(PathwayBusyError, match="trc_busy"):
+            await c.orchestrator.dispatch_and_wait(neuron="c", input={}, trace_id="trc_busy", timeout_s=5)
+        follow = await c.orchestrator.dispatch_task(neuron="c", input={}, trace_id="trc_busy")
+        with anyio.fail_after(5):
+            while (await pw.wait(5)).parent_id != follow.id:
+                pass
+        assert pw.task is not None
+        assert runs == [pw.task.id, follow.id]  # the refused call sent nothing
+        await pw.close()
+
+
 async def test_overflow_drops_oldest_non_reply_signals_never_the_reply() -> None:
     async with MemorySynapse() as syn:
         worker = Dendrite(synapse=syn, namespace="o", role="worker")
