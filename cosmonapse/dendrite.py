@@ -470,29 +470,20 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         The TASK goes to ``neuron=`` or ``capabilities=`` (one is required), or with
         ``open_call=True`` to every host's first ``catch_all`` Axon.
         """
-        pw = await self._originate(
+        task = await self._originating_task(
             neuron, input, capabilities, scope, finalize, trace_id=trace_id, parent_id=parent_id,
             context_ref=context_ref, meta=meta, open_call=open_call, what="dispatch()",
         )  # fmt: skip
-        assert pw.task is not None
+        pw = self._open_originator(task, scope)  # before the publish, which may wait: replies find it
         try:
-            await self._core.publish(pw.task)
+            await self._core.publish(task)
         except BaseException:
             pw._close_now()
             raise
         return pw
 
-    async def _originate(
-        self,
-        neuron: str | None,
-        input: dict[str, Any],
-        capabilities: list[str] | None,
-        scope: PathwayScope,
-        finalize: bool | None,
-        **kw: Any,
-    ) -> Pathway:
-        """The TASK of a dispatch and its originator Pathway, opened before anything is published."""
-        task = await self._originating_task(neuron, input, capabilities, scope, finalize, **kw)
+    def _open_originator(self, task: Signal, scope: PathwayScope) -> Pathway:
+        """The originator Pathway of *task*'s trace (``_originating_task`` has made sure it may open)."""
         pw = self._core.open_pathway(task.trace_id, "originator", scope)
         pw.task = task
         return pw
@@ -633,8 +624,7 @@ class Dendrite(CognitionEmitters, HandlerDecorators, LifecycleHooks):
         # while the TASK travels.  Nothing can reach that Pathway sooner: a TASK is no Pathway
         # type, and no other Signal is filed before this task next waits.
         sent = timeout_s is not None and core.publish_nowait(task)
-        pw = core.open_pathway(trace, "originator", scope)
-        pw.task = task
+        pw = self._open_originator(task, scope)
         gave_up: str | None = None  # why the call gives up on its trace, if it does
         try:
             wait_s = timeout_s
